@@ -1,0 +1,236 @@
+"""Deep Q-Learning: the replay memory and the agent that learns from it."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnetwork import Network, numpy_q_values
+
+
+class Experiences(NamedTuple):
+    """A sampled minibatch, every field a tensor on the memory's device."""
+
+    states: torch.Tensor  # float32 (B, state_size)
+    next_states: torch.Tensor  # float32 (B, state_size)
+    actions: torch.Tensor  # int64 (B, 1)
+    rewards: torch.Tensor  # float32 (B, 1)
+    dones: torch.Tensor  # float32 (B, 1), 1.0 where the episode *terminated*
+
+
+class ReplayMemory:
+    """Fixed-size experience replay stored in preallocated arrays with a circular index.
+
+    Args:
+        capacity: the most experiences kept; when full, a push overwrites the oldest.
+        state_size: length of one observation (8 for LunarLander).
+        device: where sampled tensors are put.
+        rng: the random generator used to draw minibatches.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        state_size: int = 8,
+        device: torch.device | str = "cpu",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.device = torch.device(device)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.states = np.zeros((capacity, state_size), dtype=np.float32)
+        self.next_states = np.zeros((capacity, state_size), dtype=np.float32)
+        self.actions = np.zeros((capacity, 1), dtype=np.int64)
+        self.rewards = np.zeros((capacity, 1), dtype=np.float32)
+        self.dones = np.zeros((capacity, 1), dtype=np.float32)
+        self.pos = 0  # where the next experience goes
+        self.full = False  # True once pos has wrapped around
+
+    def __len__(self) -> int:
+        return self.capacity if self.full else self.pos
+
+    def push(self, event: tuple) -> None:
+        """Store ``event = (state, action, reward, next_state, done)``, overwriting the oldest when full."""
+        state, action, reward, next_state, done = event
+        i = self.pos
+        self.states[i] = state
+        self.actions[i, 0] = action
+        self.rewards[i, 0] = reward
+        self.next_states[i] = next_state
+        self.dones[i, 0] = done
+        self.pos = (i + 1) % self.capacity
+        if self.pos == 0:
+            self.full = True
+
+    def sample_indices(self, batch_size: int) -> np.ndarray:
+        """Draw ``batch_size`` distinct stored positions uniformly at random."""
+        n = len(self)
+        if batch_size > n:
+            raise ValueError(f"cannot sample {batch_size} experiences from a memory holding {n}")
+        return self.rng.choice(n, size=batch_size, replace=False)
+
+    def sample(self, batch_size: int) -> Experiences:
+        """Return a uniformly drawn minibatch as ``(states, next_states, actions, rewards, dones)``."""
+        idx = self.sample_indices(batch_size)
+        # Fancy indexing copies into fresh arrays, so from_numpy never aliases the storage.
+        batch = (self.states[idx], self.next_states[idx], self.actions[idx], self.rewards[idx], self.dones[idx])
+        return Experiences(*(torch.from_numpy(a).to(self.device, non_blocking=True) for a in batch))
+
+    def state_dict(self) -> dict:
+        """The stored experiences and circular position, as plain tensors and ints (safe to ``torch.load``)."""
+        n = len(self)
+        return {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "full": self.full,
+            "states": torch.from_numpy(self.states[:n].copy()),
+            "next_states": torch.from_numpy(self.next_states[:n].copy()),
+            "actions": torch.from_numpy(self.actions[:n].copy()),
+            "rewards": torch.from_numpy(self.rewards[:n].copy()),
+            "dones": torch.from_numpy(self.dones[:n].copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned; the capacity must match."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"replay capacity {state['capacity']} in the file, {self.capacity} here")
+        n = state["states"].shape[0]
+        for name in ("states", "next_states", "actions", "rewards", "dones"):
+            getattr(self, name)[:n] = state[name].numpy()
+        self.pos = int(state["pos"])
+        self.full = bool(state["full"])
+
+
+def bellman_target(
+    rewards: torch.Tensor, next_q_max: torch.Tensor, dones: torch.Tensor, discount_factor: float
+) -> torch.Tensor:
+    """The Q-learning target ``r + gamma * max_a' Q_target(s', a') * (1 - done)``.
+
+    ``done`` must mean *terminated* (the lander crashed or came to rest): there is
+    no future reward to bootstrap from. A time-limit cut-off is not terminal, the
+    state still has a future, so it is stored with ``done = 0``.
+    """
+    return rewards + discount_factor * next_q_max * (1.0 - dones)
+
+
+@torch.no_grad()
+def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
+    """Move the target weights a fraction ``tau`` towards the local ones, in place.
+
+    ``theta_target <- tau * theta_local + (1 - tau) * theta_target``, written as
+    ``lerp`` (``target + tau * (local - target)``), one fused call over all tensors.
+    In place matters: the optimizer and the NumPy views hold these very tensors.
+    """
+    torch._foreach_lerp_(
+        list(target_model.parameters()), list(local_model.parameters()), interpolation_parameter
+    )
+
+
+class Agent:
+    """A DQN agent: local and target Q-networks, Adam, replay memory and epsilon-greedy acting.
+
+    Args:
+        state_size: observation length.
+        action_size: number of discrete actions.
+        learning_rate: Adam step size (5e-4).
+        minibatch_size: experiences per learning step (100).
+        discount_factor: gamma (0.99).
+        replay_buffer_size: replay memory capacity (100,000).
+        interpolation_parameter: tau of the soft target update (1e-3).
+        learn_every: learn once every this many calls of :meth:`step` (4).
+        hidden_size: width of the hidden layers (64).
+        device: where the networks live and minibatches go.
+        rng: random generator for exploration and minibatch sampling.
+    """
+
+    def __init__(
+        self,
+        state_size: int,
+        action_size: int,
+        *,
+        learning_rate: float = 5e-4,
+        minibatch_size: int = 100,
+        discount_factor: float = 0.99,
+        replay_buffer_size: int = 100_000,
+        interpolation_parameter: float = 1e-3,
+        learn_every: int = 4,
+        hidden_size: int = 64,
+        device: torch.device | str = "cpu",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.state_size = state_size
+        self.action_size = action_size
+        self.minibatch_size = minibatch_size
+        self.discount_factor = discount_factor
+        self.interpolation_parameter = interpolation_parameter
+        self.learn_every = learn_every
+        self.device = torch.device(device)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.local_qnetwork = Network(state_size, action_size, hidden_size).to(self.device)
+        # The target network starts from its own random weights, as in the original;
+        # the soft update pulls it towards the local network from the first learn step.
+        self.target_qnetwork = Network(state_size, action_size, hidden_size).to(self.device)
+        # Fused Adam does the whole update in one kernel: same algorithm, ~25% less time
+        # per learn step than the per-tensor loop on a CPU.
+        self.optimizer = torch.optim.Adam(self.local_qnetwork.parameters(), lr=learning_rate, fused=True)
+        self.memory = ReplayMemory(replay_buffer_size, state_size, self.device, self.rng)
+        self.t_step = 0  # calls of step() modulo learn_every: the phase of the learning rhythm
+        self.learn_steps = 0
+        self.last_loss = float("nan")
+        # On the CPU, act through NumPy views of the local network's weights (see numpy_q_values).
+        self._numpy_views = self.local_qnetwork.numpy_views() if self.device.type == "cpu" else None
+
+    def step(self, state, action: int, reward: float, next_state, done: bool) -> None:
+        """Store one transition and, every ``learn_every`` calls, learn from a random minibatch."""
+        self.memory.push((state, action, reward, next_state, done))
+        self.t_step = (self.t_step + 1) % self.learn_every
+        # Learn only once the memory holds more than one minibatch, as in the original.
+        if self.t_step == 0 and len(self.memory) > self.minibatch_size:
+            self.learn(self.memory.sample(self.minibatch_size), self.discount_factor)
+
+    def q_values(self, state) -> np.ndarray:
+        """Q-values of the local network for one state, as a NumPy array."""
+        if self._numpy_views is not None:
+            return numpy_q_values(self._numpy_views, np.asarray(state, dtype=np.float32))
+        with torch.no_grad():
+            s = torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device)
+            return self.local_qnetwork(s).cpu().numpy()
+
+    def greedy_action(self, state) -> int:
+        """The action with the highest Q-value; draws no random numbers."""
+        return int(np.argmax(self.q_values(state)))
+
+    def act(self, state, epsilon: float = 0.0) -> int:
+        """Epsilon-greedy: a random action with probability ``epsilon``, else the greedy one."""
+        if self.rng.random() >= epsilon:
+            return self.greedy_action(state)
+        return int(self.rng.integers(self.action_size))
+
+    def learn(self, experiences: Experiences, discount_factor: float) -> float:
+        """One gradient step on the mean squared TD error, then a soft update of the target network."""
+        states, next_states, actions, rewards, dones = experiences
+        with torch.no_grad():
+            # max over a' of the *target* network: the slowly moving network keeps the target steady.
+            next_q_max = self.target_qnetwork(next_states).max(dim=1, keepdim=True).values
+            q_targets = bellman_target(rewards, next_q_max, dones, discount_factor)
+        # Q_local(s, a) for the action actually taken in each sampled transition.
+        q_expected = self.local_qnetwork(states).gather(1, actions)
+        loss = F.mse_loss(q_expected, q_targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.soft_update(self.local_qnetwork, self.target_qnetwork, self.interpolation_parameter)
+        self.learn_steps += 1
+        self.last_loss = loss.item()
+        return self.last_loss
+
+    @staticmethod
+    def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
+        """``theta_target <- tau * theta_local + (1 - tau) * theta_target`` (see :func:`soft_update`)."""
+        soft_update(local_model, target_model, interpolation_parameter)

@@ -1,0 +1,185 @@
+"""The training script: configuration, determinism, videos, and the command line."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+import main
+from nnetwork import Network
+
+
+def test_defaults_are_the_original_hyperparameters() -> None:
+    cfg = main.Config()
+    assert (cfg.learning_rate, cfg.minibatch_size, cfg.discount_factor) == (5e-4, 100, 0.99)
+    assert (cfg.replay_buffer_size, cfg.interpolation_parameter, cfg.learn_every) == (100_000, 1e-3, 4)
+    assert (cfg.episodes, cfg.max_steps) == (2000, 1000)
+    assert (cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay) == (1.0, 0.01, 0.995)
+    assert (cfg.env, cfg.target_score, cfg.video_every, cfg.hidden_size) == ("LunarLander-v3", 200.0, 50, 64)
+
+
+def test_every_config_field_is_a_flag() -> None:
+    help_text = main.build_parser().format_help()
+    for flag in ("--env", "--episodes", "--max-steps", "--seed", "--no-video", "--video-every", "--checkpoint",
+                 "--keep-training", "--device", "--learning-rate", "--epsilon-decay", "--replay-buffer-size"):
+        assert flag in help_text
+    assert main.parse_config([]) == main.Config()
+    cfg = main.parse_config(["--episodes", "7", "--no-video", "--keep-training", "--learning-rate", "1e-3"])
+    assert (cfg.episodes, cfg.video, cfg.keep_training, cfg.learning_rate) == (7, False, True, 1e-3)
+
+
+def test_epsilon_schedule() -> None:
+    eps = [1.0]
+    for _ in range(1000):
+        eps.append(main.next_epsilon(eps[-1], 0.01, 0.995))
+    assert eps[1] == pytest.approx(0.995) and eps[2] == pytest.approx(0.995**2)
+    assert min(eps) == 0.01
+    # 0.995^n reaches 0.01 after ceil(log(0.01)/log(0.995)) = 919 decays.
+    assert eps.index(0.01) == 919
+
+
+def _tiny(tmp_path: Path, **overrides) -> main.Config:
+    base = dict(episodes=3, max_steps=60, minibatch_size=16, replay_buffer_size=1000, video=False,
+                checkpoint=str(tmp_path / "weights.pth"), seed=5)
+    base.update(overrides)
+    return main.Config(**base)
+
+
+def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
+    second = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
+    other = main.train(_tiny(tmp_path, episodes=4, seed=6), out=lambda _: None).scores
+    for i, (a, b) in enumerate(zip(first, second)):
+        assert a == b, f"runs with the same seed diverged at episode {i + 1}: {a} != {b}"
+    assert first != other
+
+
+def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    quiet = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
+    filmed = main.train(_tiny(tmp_path, episodes=4, video=True, video_every=2), out=lambda _: None).scores
+    assert quiet == filmed
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
+
+
+def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = main.train(_tiny(tmp_path), out=lambda _: None)
+    net = Network(8, 4)
+    net.load_state_dict(torch.load(tmp_path / "weights.pth", weights_only=True))
+    with open(result.run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["episode"]) for r in rows] == [1, 2, 3]
+    assert [float(r["score"]) for r in rows] == pytest.approx(result.scores, abs=1e-4)
+    assert int(rows[-1]["total_steps"]) == result.total_steps
+    assert float(rows[1]["epsilon"]) == pytest.approx(0.995)
+
+
+def test_training_stops_at_target_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a target every run reaches, training stops at the first full 100-episode window."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _tiny(tmp_path, episodes=150, max_steps=5, target_score=-1e9)
+    result = main.train(cfg, out=lambda _: None)
+    assert result.solved_episode == 100 and len(result.scores) == 100
+    kept = main.train(dataclasses.replace(cfg, episodes=103, keep_training=True), out=lambda _: None)
+    assert kept.solved_episode == 100 and len(kept.scores) == 103
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        meta = reader.get_meta_data()
+        assert meta["codec"] == "h264"
+        return list(reader.iter_data())
+
+
+def test_record_video_is_decodable_h264(tmp_path: Path) -> None:
+    from agent import Agent
+
+    torch.manual_seed(0)
+    agent = Agent(8, 4, rng=np.random.default_rng(0))
+    path = tmp_path / "episode_0001.mp4"
+    main.record_video(agent, "LunarLander-v3", 30, path, seed=0)
+    frames = _decode(path)
+    assert len(frames) == 31  # the reset frame plus one per step
+    assert frames[0].shape == (400, 600, 3)
+    assert frames[0].std() > 5  # a real picture, not a blank frame
+    assert [p.name for p in tmp_path.iterdir()] == ["episode_0001.mp4"]  # no temporary file left behind
+
+
+def test_show_video_embeds_the_file(tmp_path: Path) -> None:
+    from IPython.display import Video
+
+    path = tmp_path / "episode_0050.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42fake-video-bytes")
+    shown = main.show_video(str(path))
+    assert isinstance(shown, Video)
+    html = shown._repr_html_()
+    assert "<video" in html and 'type="video/mp4"' in html and "base64," in html
+    assert main.show_video(50, video_dir=tmp_path)._repr_html_() == html
+    with pytest.raises(FileNotFoundError, match="no video"):
+        main.show_video(100, video_dir=tmp_path)
+
+
+def _run(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(root / "main.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_path: Path) -> None:
+    proc = _run(root, tmp_path, "--episodes", "2", "--max-steps", "40", "--video-every", "1", "--seed", "3",
+                "--minibatch-size", "16", "--log-every", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "episode     2" in proc.stdout
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["episode_0001.mp4", "episode_0002.mp4"]
+    frames = _decode(videos[0])
+    assert len(frames) >= 2 and frames[0].shape == (400, 600, 3)
+    Network(8, 4).load_state_dict(torch.load(tmp_path / "checkpoint.pth", weights_only=True))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--episodes", "-5"], "--episodes: must be at least 1"),
+        (["--episodes", "ten"], "--episodes: expected a whole number, got 'ten'"),
+        (["--epsilon-start", "1.5"], "--epsilon-start: must be between 0 and 1"),
+        (["--epsilon-end", "-0.1"], "--epsilon-end: must be between 0 and 1"),
+        (["--learning-rate", "nan"], "--learning-rate: expected a finite number"),
+        (["--learning-rate", "0"], "--learning-rate: must be greater than 0"),
+        (["--discount-factor", "abc"], "--discount-factor: expected a number, got 'abc'"),
+        (["--device", "tpu"], "--device: invalid choice"),
+        (["--epsilon-start", "0.1", "--epsilon-end", "0.5"], "must not exceed --epsilon-start"),
+        (["--minibatch-size", "200", "--replay-buffer-size", "100"], "must be at least --minibatch-size"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_exit_with_one_line(root: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    proc = _run(root, tmp_path, *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env_id", "message"),
+    [("LunarLander-v2", "use --env LunarLander-v3"), ("NoSuchEnv-v0", "cannot create environment"),
+     ("Pendulum-v1", "needs a discrete action space")],
+)
+def test_bad_environment_exits_with_one_line(root: Path, tmp_path: Path, env_id: str, message: str) -> None:
+    proc = _run(root, tmp_path, "--env", env_id, "--episodes", "1", "--no-video")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
