@@ -127,9 +127,7 @@ def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_p
     ``lerp`` (``target + tau * (local - target)``), one fused call over all tensors.
     In place matters: the optimizer and the NumPy views hold these very tensors.
     """
-    torch._foreach_lerp_(
-        list(target_model.parameters()), list(local_model.parameters()), interpolation_parameter
-    )
+    torch._foreach_lerp_(list(target_model.parameters()), list(local_model.parameters()), interpolation_parameter)
 
 
 class Agent:

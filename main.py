@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,8 +154,7 @@ def config_problem(cfg: Config) -> str | None:
         return f"--epsilon-end ({cfg.epsilon_end}) must not exceed --epsilon-start ({cfg.epsilon_start})"
     if cfg.replay_buffer_size < cfg.minibatch_size:
         return (
-            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least "
-            f"--minibatch-size ({cfg.minibatch_size})"
+            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least --minibatch-size ({cfg.minibatch_size})"
         )
     if not cfg.checkpoint.strip():
         return "--checkpoint must be a file path"
@@ -305,10 +305,7 @@ def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.Pat
     """
     from IPython.display import Video
 
-    if isinstance(path_or_episode, int):
-        path = video_path(path_or_episode, video_dir)
-    else:
-        path = Path(path_or_episode)
+    path = video_path(path_or_episode, video_dir) if isinstance(path_or_episode, int) else Path(path_or_episode)
     if not path.is_file():
         raise FileNotFoundError(f"no video at {path}; videos are written every --video-every episodes")
     return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")

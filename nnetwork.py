@@ -42,8 +42,7 @@ class Network(nn.Module):
         ``load_state_dict`` and the soft update all do.
         """
         return [
-            (layer.weight.detach().numpy().T, layer.bias.detach().numpy())
-            for layer in (self.fc1, self.fc2, self.fc3)
+            (layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in (self.fc1, self.fc2, self.fc3)
         ]
 
 

@@ -131,7 +131,7 @@ def test_numpy_q_values_match_forward() -> None:
     states = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     views = net.numpy_views()
     expected = net(torch.from_numpy(states)).detach().numpy()
-    for s, e in zip(states, expected):
+    for s, e in zip(states, expected, strict=True):
         np.testing.assert_allclose(numpy_q_values(views, s), e, rtol=1e-5, atol=1e-6)
         assert int(np.argmax(numpy_q_values(views, s))) == int(np.argmax(e))
 
@@ -211,9 +211,9 @@ def test_soft_update_matches_plain_formula() -> None:
     torch.manual_seed(1)
     local, target = Network(8, 4), Network(8, 4)
     tau = 1e-3
-    expected = [tau * lp + (1 - tau) * tp for lp, tp in zip(local.parameters(), target.parameters())]
+    expected = [tau * lp + (1 - tau) * tp for lp, tp in zip(local.parameters(), target.parameters(), strict=True)]
     Agent.soft_update(local, target, tau)
-    for e, p in zip(expected, target.parameters()):
+    for e, p in zip(expected, target.parameters(), strict=True):
         torch.testing.assert_close(p, e, rtol=0, atol=1e-6)
 
 
@@ -236,8 +236,8 @@ def test_learn_changes_local_weights_and_moves_target() -> None:
     local_before = [p.clone() for p in agent.local_qnetwork.parameters()]
     target_before = [p.clone() for p in agent.target_qnetwork.parameters()]
     agent.learn(agent.memory.sample(4), 0.99)
-    assert any(not torch.equal(a, b) for a, b in zip(local_before, agent.local_qnetwork.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(target_before, agent.target_qnetwork.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(local_before, agent.local_qnetwork.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(target_before, agent.target_qnetwork.parameters(), strict=True))
 
 
 def test_greedy_action_follows_weights_after_learning() -> None:

@@ -28,8 +28,20 @@ def test_defaults_are_the_original_hyperparameters() -> None:
 
 def test_every_config_field_is_a_flag() -> None:
     help_text = main.build_parser().format_help()
-    for flag in ("--env", "--episodes", "--max-steps", "--seed", "--no-video", "--video-every", "--checkpoint",
-                 "--keep-training", "--device", "--learning-rate", "--epsilon-decay", "--replay-buffer-size"):
+    for flag in (
+        "--env",
+        "--episodes",
+        "--max-steps",
+        "--seed",
+        "--no-video",
+        "--video-every",
+        "--checkpoint",
+        "--keep-training",
+        "--device",
+        "--learning-rate",
+        "--epsilon-decay",
+        "--replay-buffer-size",
+    ):
         assert flag in help_text
     assert main.parse_config([]) == main.Config()
     cfg = main.parse_config(["--episodes", "7", "--no-video", "--keep-training", "--learning-rate", "1e-3"])
@@ -47,8 +59,15 @@ def test_epsilon_schedule() -> None:
 
 
 def _tiny(tmp_path: Path, **overrides) -> main.Config:
-    base = dict(episodes=3, max_steps=60, minibatch_size=16, replay_buffer_size=1000, video=False,
-                checkpoint=str(tmp_path / "weights.pth"), seed=5)
+    base = dict(
+        episodes=3,
+        max_steps=60,
+        minibatch_size=16,
+        replay_buffer_size=1000,
+        video=False,
+        checkpoint=str(tmp_path / "weights.pth"),
+        seed=5,
+    )
     base.update(overrides)
     return main.Config(**base)
 
@@ -58,7 +77,7 @@ def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     first = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
     second = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
     other = main.train(_tiny(tmp_path, episodes=4, seed=6), out=lambda _: None).scores
-    for i, (a, b) in enumerate(zip(first, second)):
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
         assert a == b, f"runs with the same seed diverged at episode {i + 1}: {a} != {b}"
     assert first != other
 
@@ -136,8 +155,22 @@ def _run(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_path: Path) -> None:
-    proc = _run(root, tmp_path, "--episodes", "2", "--max-steps", "40", "--video-every", "1", "--seed", "3",
-                "--minibatch-size", "16", "--log-every", "1")
+    proc = _run(
+        root,
+        tmp_path,
+        "--episodes",
+        "2",
+        "--max-steps",
+        "40",
+        "--video-every",
+        "1",
+        "--seed",
+        "3",
+        "--minibatch-size",
+        "16",
+        "--log-every",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "episode     2" in proc.stdout
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
@@ -175,8 +208,11 @@ def test_bad_flags_exit_with_one_line(root: Path, tmp_path: Path, args: list[str
 
 @pytest.mark.parametrize(
     ("env_id", "message"),
-    [("LunarLander-v2", "use --env LunarLander-v3"), ("NoSuchEnv-v0", "cannot create environment"),
-     ("Pendulum-v1", "needs a discrete action space")],
+    [
+        ("LunarLander-v2", "use --env LunarLander-v3"),
+        ("NoSuchEnv-v0", "cannot create environment"),
+        ("Pendulum-v1", "needs a discrete action space"),
+    ],
 )
 def test_bad_environment_exits_with_one_line(root: Path, tmp_path: Path, env_id: str, message: str) -> None:
     proc = _run(root, tmp_path, "--env", env_id, "--episodes", "1", "--no-video")
