@@ -250,3 +250,43 @@ def test_greedy_action_follows_weights_after_learning() -> None:
     np.testing.assert_allclose(
         agent.q_values(s), agent.local_qnetwork(torch.from_numpy(s)).detach().numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+# ---------------------------------------------------------------- fast paths against the plain formulas
+
+
+def _filled_agent(backprop: str) -> Agent:
+    torch.manual_seed(7)
+    agent = Agent(8, 4, rng=np.random.default_rng(7), minibatch_size=32, backprop=backprop)
+    rng = np.random.default_rng(8)
+    for i in range(200):
+        s, s2 = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+        agent.memory.push((s, i % 4, float(rng.normal()), s2, i % 9 == 0))
+    return agent
+
+
+def test_numpy_backprop_equals_autograd() -> None:
+    fast, plain = _filled_agent("numpy"), _filled_agent("autograd")
+    for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
+        assert torch.equal(a, b)  # same start
+    for _ in range(20):
+        batch = fast.memory.sample(32)
+        plain.memory.rng.bit_generator.state = fast.memory.rng.bit_generator.state  # keep draws in step
+        loss_fast = fast.learn(batch, 0.99)
+        loss_plain = plain.learn(batch, 0.99)
+        assert loss_fast == pytest.approx(loss_plain, rel=1e-5)
+        for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+    for net in ("local_qnetwork", "target_qnetwork"):
+        for a, b in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_batch_is_the_plain_gather() -> None:
+    agent = _filled_agent("numpy")
+    state = agent.memory.rng.bit_generator.state
+    batch = agent.memory.sample(32)
+    agent.memory.rng.bit_generator.state = state
+    idx = agent.memory.sample_indices(32)
+    for name, tensor in zip(batch._fields, batch, strict=True):
+        np.testing.assert_array_equal(tensor.numpy(), getattr(agent.memory, name)[idx])

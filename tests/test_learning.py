@@ -1,0 +1,37 @@
+"""Long checks that the agent really learns. Run with ``python -m pytest -m slow`` (a few minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main
+from agent import Agent
+
+
+@pytest.mark.slow
+def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original hyperparameters reach a 100-episode average of 200 within 2,000 episodes."""
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(seed=0, video=False, checkpoint=str(tmp_path / "checkpoint.pth"))
+    result = main.train(cfg, out=lambda _: None)
+    assert result.solved_episode is not None, f"not solved; last average {np.mean(result.scores[-100:]):.1f}"
+    assert np.mean(result.scores[-100:]) >= 200.0
+
+    # The saved weights fly a greedy lander well too.
+    agent = Agent(8, 4, rng=np.random.default_rng(0))
+    agent.local_qnetwork.load_state_dict(torch.load(cfg.checkpoint, weights_only=True))
+    env = main.make_env("LunarLander-v3", 1000)
+    scores = []
+    for episode in range(10):
+        state, _ = env.reset(seed=10_000 + episode)
+        score, done = 0.0, False
+        while not done:
+            state, reward, terminated, truncated, _ = env.step(agent.greedy_action(state))
+            score += float(reward)
+            done = terminated or truncated
+        scores.append(score)
+    assert np.mean(scores) >= 150.0, scores
