@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -324,9 +325,14 @@ class Agent:
         if self.backprop == "numpy":
             batch = tuple(t.numpy() for t in experiences)
             loss = numpy_td_gradients(self._numpy_views, self._target_views, self._grad_views, batch, discount_factor)
-            self._numpy_optimizer_step()
         else:
             loss = self._autograd_backward(experiences, discount_factor)
+        if not math.isfinite(loss):
+            # Checked before the step, so the weights are still the last good ones.
+            raise FloatingPointError(f"the loss became {loss} at learning step {self.learn_steps + 1}")
+        if self.backprop == "numpy":
+            self._numpy_optimizer_step()
+        else:
             self.optimizer.step()
         soft_update_(self._target_params, self._local_params, self.interpolation_parameter)
         self.learn_steps += 1
@@ -371,6 +377,34 @@ class Agent:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss.item()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue learning exactly: networks, optimizer, memory, counters, RNG."""
+        return {
+            "local_qnetwork": self.local_qnetwork.state_dict(),
+            "target_qnetwork": self.target_qnetwork.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "memory": self.memory.state_dict(),
+            "t_step": self.t_step,
+            "learn_steps": self.learn_steps,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (into an agent built with the same sizes)."""
+        self.local_qnetwork.load_state_dict(state["local_qnetwork"])
+        self.target_qnetwork.load_state_dict(state["target_qnetwork"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.memory.load_state_dict(state["memory"])
+        self.t_step = int(state["t_step"])
+        self.learn_steps = int(state["learn_steps"])
+        self.rng.bit_generator.state = state["rng"]
+        if self.backprop == "numpy":
+            # load_state_dict replaced the optimizer's state tensors: point the NumPy views at the new ones.
+            for p in self._local_params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self._init_adam_state()
 
     @staticmethod
     def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:

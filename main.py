@@ -111,6 +111,7 @@ class Config:
     video: bool = _opt(True, "record no videos", flag="--no-video", action="store_false")
     video_every: int = _opt(50, "record a greedy episode every this many episodes", _positive_int)
     log_every: int = _opt(100, "print a progress line every this many episodes", _positive_int)
+    save_every: int = _opt(50, "save the resumable training state every this many episodes", _positive_int)
     device: str = _opt("auto", "where the networks run", choices=("auto", "cpu", "cuda"))
     backprop: str = _opt(
         "numpy",
@@ -135,34 +136,64 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Turn every :class:`Config` field into a ``--flag``."""
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """Turn every :class:`Config` field into a ``--flag``, plus the actions (resume, evaluate)."""
     parser = _Parser(
         prog="main.py",
         description="Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters).",
         formatter_class=_HelpFormatter,
+        argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
     for f in dataclasses.fields(Config):
         meta = dict(f.metadata)
         flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta.pop("help")}
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
+        if not suppress_defaults:
+            kwargs["default"] = f.default
         check = meta.pop("type")
         if check is not None:
             kwargs["type"] = check
             kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
         kwargs.update(meta)
         parser.add_argument(flag, **kwargs)
+    actions = parser.add_argument_group("actions other than training from scratch")
+    actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
+    actions.add_argument(
+        "--evaluate",
+        metavar="PATH",
+        help="play greedy episodes (--episodes, default 100) with a saved network or training state and report",
+    )
+    actions.add_argument(
+        "--video", dest="eval_video", action="store_true", help="with --evaluate: film the first episode"
+    )
     return parser
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str, Any], set[str]]:
+    """Parse the command line: the validated :class:`Config`, the actions, and which fields were given.
+
+    Bad input exits with one line and status 2.
+    """
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video")}
+    cfg = Config(**args)
+    problem = config_problem(cfg)
+    if actions["resume"] is not None and actions["evaluate"] is not None:
+        problem = "--resume and --evaluate cannot be used together"
+    if actions["eval_video"] and actions["evaluate"] is None:
+        problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
+    if problem:
+        parser.error(problem)
+    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv))) & {
+        f.name for f in dataclasses.fields(Config)
+    }
+    return cfg, actions, given
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """Parse the command line into a validated :class:`Config`; bad input exits with one line."""
-    parser = build_parser()
-    cfg = Config(**vars(parser.parse_args(argv)))
-    problem = config_problem(cfg)
-    if problem:
-        parser.error(problem)
-    return cfg
+    return parse_command_line(argv)[0]
 
 
 def config_problem(cfg: Config) -> str | None:
@@ -268,8 +299,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 # ---------------------------------------------------------------- videos
 
 
-def record_video(agent, env_id: str, max_steps: int, path: str | os.PathLike, seed: int, fps: int = 50) -> float:
-    """Play one greedy episode in a separate rendering environment and save it as an H.264 mp4.
+def record_video(
+    policy: Callable[[np.ndarray], int], env_id: str, max_steps: int, path: str | os.PathLike, seed: int, fps: int = 50
+) -> float:
+    """Play one episode with ``policy`` (greedy) in a separate rendering environment; save an H.264 mp4.
 
     The rendering environment has its own seed, so recording never changes the
     training environment's random stream. Returns the episode's score.
@@ -282,7 +315,7 @@ def record_video(agent, env_id: str, max_steps: int, path: str | os.PathLike, se
         frames = [env.render()]
         score, done = 0.0, False
         while not done:
-            state, reward, terminated, truncated, _ = env.step(agent.greedy_action(state))
+            state, reward, terminated, truncated, _ = env.step(policy(state))
             score += float(reward)
             frames.append(env.render())
             done = terminated or truncated
@@ -310,22 +343,140 @@ def record_video(agent, env_id: str, max_steps: int, path: str | os.PathLike, se
 
 
 def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
-    """``videos/episode_0050.mp4`` for episode 50."""
+    """``<video_dir>/episode_0050.mp4`` for episode 50."""
     return Path(video_dir) / f"episode_{episode:04d}.mp4"
+
+
+def find_video(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
+    """The newest saved video of ``episode``: training runs keep theirs in ``videos/<run name>/``."""
+    name = video_path(episode, ".").name
+    found = sorted(Path(video_dir).glob(f"**/{name}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no video of episode {episode} under {video_dir}/; one is written every --video-every")
+    return found[-1]
 
 
 def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.PathLike = VIDEO_DIR):
     """Return an object that plays a saved video inline in Jupyter.
 
-    ``show_video(50)`` plays ``videos/episode_0050.mp4``; a path plays that file.
-    The video is embedded (base64), so the notebook keeps it when saved.
+    ``show_video(50)`` plays the newest ``videos/**/episode_0050.mp4``; a path plays that
+    file. The video is embedded (base64), so the notebook keeps it when saved.
     """
     from IPython.display import Video
 
-    path = video_path(path_or_episode, video_dir) if isinstance(path_or_episode, int) else Path(path_or_episode)
+    if isinstance(path_or_episode, int):
+        path = find_video(path_or_episode, video_dir)
+    else:
+        path = Path(path_or_episode)
     if not path.is_file():
-        raise FileNotFoundError(f"no video at {path}; videos are written every --video-every episodes")
+        raise FileNotFoundError(f"no video at {path}")
     return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+STATE_FORMAT = "lunarlander-dqn-training-state"
+STATE_FILE = "training_state.pth"
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """Load a ``.pth`` file safely: tensors and plain data only, never code.
+
+    ``weights_only=True`` makes the unpickler refuse anything but tensors, numbers,
+    strings and containers, so a file from a stranger cannot run code on load.
+    Every way a file can be unusable becomes a one-line :class:`UserError`.
+    """
+    import pickle
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if not p.is_file():
+        raise UserError(f"{p} is not a file")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p} is empty, not a checkpoint (an interrupted copy?)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise UserError(
+                f"{p} holds Python objects, not only tensors and numbers; "
+                "refusing to load it, since that could run code"
+            ) from None
+        raise UserError(f"{p} is not a readable checkpoint (corrupt or not a PyTorch file)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+        reason = "truncated or corrupt" if "zip" in str(exc).lower() or isinstance(exc, EOFError) else "unreadable"
+        raise UserError(f"{p} is not a complete checkpoint ({reason}); use an intact copy") from None
+
+
+def is_training_state(obj: Any) -> bool:
+    """True for what :func:`save_training_state` writes."""
+    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
+
+
+def network_from_weights(weights: Any, source: str | os.PathLike):
+    """Build a :class:`nnetwork.Network` shaped like ``weights`` (a state_dict) and load them."""
+    from nnetwork import Network
+
+    keys = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+    if not isinstance(weights, dict) or not all(isinstance(weights.get(k), torch.Tensor) for k in keys):
+        raise UserError(f"{source} is not a checkpoint of this project (no fc1/fc2/fc3 network weights in it)")
+    hidden, state_size = weights["fc1.weight"].shape
+    net = Network(state_size, weights["fc3.weight"].shape[0], hidden)
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(f"{source} holds a network whose layers do not fit together ({_shape(weights)})") from None
+    return net
+
+
+def _shape(weights: dict) -> str:
+    """``8-64-64-4``: the layer sizes of a state_dict."""
+    return "-".join([str(weights["fc1.weight"].shape[1])] + [str(weights[f"fc{i}.weight"].shape[0]) for i in (1, 2, 3)])
+
+
+def check_network_fits(net, env, source: str | os.PathLike) -> None:
+    """The network must take this environment's observations and give one value per action."""
+    obs, actions = env.observation_space.shape[0], int(env.action_space.n)
+    if (net.state_size, net.action_size) != (obs, actions):
+        raise UserError(
+            f"{source} holds a network for {net.state_size} observations and {net.action_size} actions, "
+            f"but {env.spec.id} has {obs} and {actions}"
+        )
+
+
+def save_training_state(path: Path, agent, env, cfg: Config, progress: dict[str, Any]) -> None:
+    """Write everything a run needs to continue exactly where it is, atomically."""
+    state = {
+        "format": STATE_FORMAT,
+        "version": 1,
+        "config": dataclasses.asdict(cfg),
+        "agent": agent.state_dict(),
+        "progress": progress,
+        "rng": {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "env": env.unwrapped.np_random.bit_generator.state,
+            "action_space": env.action_space.np_random.bit_generator.state,
+        },
+    }
+    save_torch(state, path)
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check a training state written by :func:`save_training_state`."""
+    state = load_file(path)
+    if not is_training_state(state):
+        if isinstance(state, dict) and "fc1.weight" in state:
+            raise UserError(f"{path} holds only network weights; --resume needs a {STATE_FILE} from a run folder")
+        raise UserError(f"{path} is not a training state of this project")
+    try:
+        Config(**state["config"])
+        for key in ("agent", "progress", "rng"):
+            state[key]  # noqa: B018 - presence check
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"{path} is a training state from an incompatible version ({exc})") from None
+    return state
 
 
 # ---------------------------------------------------------------- training
@@ -341,6 +492,8 @@ class TrainResult:
     seconds: float
     run_dir: Path
     checkpoint: Path
+    state_path: Path
+    stopped_by: int | None = None  # the signal that ended the run early, if one did
 
 
 METRIC_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
@@ -366,27 +519,12 @@ def check_writable(folder: Path, what: str) -> None:
         raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
 
 
-def train(cfg: Config, out: Callable[[str], None] = print) -> TrainResult:
-    """Run the episode loop of the original DQN and return the scores."""
+def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator):
+    """The :class:`agent.Agent` that ``cfg`` describes, sized for ``env``."""
     from agent import Agent
 
-    start = time.time()
-    device = resolve_device(cfg.device)
-    # Tiny networks gain nothing from intra-op threads and lose to their start-up cost.
-    torch.set_num_threads(1)
-    checkpoint = Path(cfg.checkpoint)
-    run_dir = RUNS_DIR / run_name(cfg, start)
-    check_writable(checkpoint.parent if str(checkpoint.parent) else Path("."), "the checkpoint")
-    check_writable(run_dir, "the run's metrics")
-    if cfg.video:
-        check_writable(VIDEO_DIR, "videos")
-
-    env = make_env(cfg.env, cfg.max_steps)
-    rng = seed_everything(cfg.seed)
-    env.action_space.seed(cfg.seed)
-    state_size = env.observation_space.shape[0]
-    agent = Agent(
-        state_size,
+    return Agent(
+        env.observation_space.shape[0],
         int(env.action_space.n),
         learning_rate=cfg.learning_rate,
         minibatch_size=cfg.minibatch_size,
@@ -399,92 +537,323 @@ def train(cfg: Config, out: Callable[[str], None] = print) -> TrainResult:
         rng=rng,
         backprop=cfg.backprop,
     )
+
+
+class _StopRequests:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
+
+    The episode is finished (well under a second) so that the saved state sits on an
+    episode boundary and a resumed run is exactly the uninterrupted one. A second
+    signal stops at once; the last periodic state on disk is still complete.
+    """
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.signal: int | None = None
+        self._out = out
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        self._out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.PathLike | None = None) -> TrainResult:
+    """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly."""
+    start = time.time()
+    device = resolve_device(cfg.device)
+    # Tiny networks gain nothing from intra-op threads and lose to their start-up cost.
+    torch.set_num_threads(1)
+    saved = load_training_state(resume) if resume is not None else None
+    run_dir = Path(resume).parent if resume is not None else RUNS_DIR / run_name(cfg, start)
+    checkpoint = Path(cfg.checkpoint)
+    video_dir = VIDEO_DIR / run_dir.name
+    check_writable(checkpoint.parent, "the checkpoint")
+    check_writable(run_dir, "the run's files")
+    if cfg.video:
+        check_writable(video_dir, "videos")
+
+    env = make_env(cfg.env, cfg.max_steps)
+    rng = seed_everything(cfg.seed)
+    env.action_space.seed(cfg.seed)
+    agent = build_agent(cfg, env, device, rng)
+    progress: dict[str, Any] = {
+        "episode": 0,
+        "total_steps": 0,
+        "epsilon": cfg.epsilon_start,
+        "solved_episode": None,
+        "seconds": 0.0,
+        "rows": [],
+    }
+    if saved is not None:
+        agent.load_state_dict(saved["agent"])
+        progress = saved["progress"]
+        random.setstate(saved["rng"]["python"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        env.unwrapped.np_random.bit_generator.state = saved["rng"]["env"]
+        env.action_space.np_random.bit_generator.state = saved["rng"]["action_space"]
+    rows: list[dict[str, Any]] = progress["rows"]
+    scores = [float(r["score"]) for r in rows]
+    window: deque[float] = deque(scores[-100:], maxlen=100)
+    epsilon: float = progress["epsilon"]
+    total_steps: int = progress["total_steps"]
+    solved_episode: int | None = progress["solved_episode"]
+    first_episode = progress["episode"] + 1
+    state_path = run_dir / STATE_FILE
     metrics_path = run_dir / "metrics.csv"
     write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    out(f"run {run_dir.name} on {device}; metrics: {metrics_path}")
+    verb = f"resuming at episode {first_episode}" if saved is not None else "run"
+    out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
     out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
 
-    scores: list[float] = []
-    window: deque[float] = deque(maxlen=100)
-    rows: list[dict[str, Any]] = []
-    epsilon = cfg.epsilon_start
-    total_steps = 0
-    solved_episode: int | None = None
+    def snapshot(episode: int) -> None:
+        progress.update(episode=episode, total_steps=total_steps, epsilon=epsilon, solved_episode=solved_episode)
+        progress["seconds"] = seconds_before + time.perf_counter() - loop_start
+        save_training_state(state_path, agent, env, cfg, progress)
+
+    seconds_before: float = progress["seconds"]
     loop_start = time.perf_counter()
+    episode = first_episode - 1
+    with _StopRequests(out) as stop:
+        try:
+            if solved_episode is not None and not cfg.keep_training:
+                out(f"this run was solved at episode {solved_episode}; add --keep-training to go on")
+            for episode in range(first_episode, cfg.episodes + 1):
+                if solved_episode is not None and not cfg.keep_training:
+                    episode -= 1
+                    break
+                # Seed the environment once; later resets continue its random stream.
+                state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
+                score, length = 0.0, 0
+                for _ in range(cfg.max_steps):
+                    action = agent.act(state, epsilon)
+                    next_state, reward, terminated, truncated, _ = env.step(action)
+                    # Store *terminated*, not truncated: a time-limit cut-off still has a future.
+                    agent.step(state, action, reward, next_state, terminated)
+                    state = next_state
+                    score += float(reward)
+                    length += 1
+                    if terminated or truncated:
+                        break
+                total_steps += length
+                scores.append(score)
+                window.append(score)
+                average = float(np.mean(window))
+                elapsed = seconds_before + time.perf_counter() - loop_start
+                rows.append(
+                    {
+                        "episode": episode,
+                        "total_steps": total_steps,
+                        "score": round(score, 4),
+                        "length": length,
+                        "epsilon": round(epsilon, 6),
+                        "average_100": round(average, 4),
+                        "wall_seconds": round(elapsed, 3),
+                    }
+                )
+                epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+
+                if cfg.video and episode % cfg.video_every == 0:
+                    try:
+                        path = video_path(episode, video_dir)
+                        record_video(agent.greedy_action, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
+                    except Exception as exc:  # a missing encoder must not end a training run
+                        out(f"warning: could not write video for episode {episode}: {str(exc).splitlines()[0]}")
+                if episode % cfg.log_every == 0:
+                    write_metrics(metrics_path, rows)
+                    out(
+                        f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
+                        f"steps {total_steps:8d}  {total_steps / max(elapsed, 1e-9):6.0f} steps/s"
+                    )
+                if solved_episode is None and len(window) == window.maxlen and average >= cfg.target_score:
+                    solved_episode = episode
+                    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
+                    out(
+                        f"solved: 100-episode average {average:.2f} >= {cfg.target_score:g} at episode {episode} "
+                        f"({total_steps} steps, {elapsed:.1f} s); weights saved to {checkpoint}"
+                    )
+                    if not cfg.keep_training:
+                        break
+                if stop.signal is not None:
+                    break
+                if episode % cfg.save_every == 0:
+                    snapshot(episode)
+        except FloatingPointError as exc:
+            save_torch(agent.local_qnetwork.state_dict(), checkpoint)
+            last = f"; the last saved training state is {state_path}" if state_path.exists() else ""
+            raise UserError(
+                f"training stopped in episode {episode}: {exc}; try a smaller --learning-rate. "
+                f"The last good weights are in {checkpoint}{last}"
+            ) from None
+        finally:
+            env.close()
+            write_metrics(metrics_path, rows)
+        snapshot(episode)
+    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
+    seconds = seconds_before + time.perf_counter() - loop_start
+    if stop.signal is not None:
+        out(f"stopped at episode {episode}; continue with: python main.py --resume {state_path}")
+    elif solved_episode is None:
+        out(f"not solved in {len(scores)} episodes; last weights saved to {checkpoint}")
+    return TrainResult(scores, solved_episode, total_steps, seconds, run_dir, checkpoint, state_path, stop.signal)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    """Greedy evaluation of a saved agent."""
+
+    scores: list[float]
+    lengths: list[int]
+    outcomes: list[str]  # "landed", "crashed", "out of bounds" or "timed out" per episode
+    on_pad: int  # landings that came to rest between the flags
+
+
+def episode_outcome(env, state: np.ndarray, terminated: bool) -> str:
+    """How a LunarLander episode ended, read from the environment as its step() decides it."""
+    lander = env.unwrapped
+    if not terminated:
+        return "timed out"
+    if not lander.lander.awake:  # the engine checks this last, and its +100 wins
+        return "landed"
+    if abs(float(state[0])) >= 1.0:
+        return "out of bounds"
+    return "crashed"
+
+
+def evaluate(
+    path: str | os.PathLike,
+    episodes: int = 100,
+    seed: int = 0,
+    video: bool = False,
+    env_id: str | None = None,
+    max_steps: int = 1000,
+    out: Callable[[str], None] = print,
+) -> EvalResult:
+    """Play ``episodes`` greedy episodes with a saved network and report how it flies."""
+    from nnetwork import numpy_q_values
+
+    obj = load_file(path)
+    if is_training_state(obj):
+        weights, env_id = obj["agent"]["local_qnetwork"], env_id or obj["config"]["env"]
+    else:
+        weights = obj
+    net = network_from_weights(weights, path)
+    env_id = env_id or "LunarLander-v3"
+    env = make_env(env_id, max_steps)
+    check_network_fits(net, env, path)
+    views = net.numpy_views()
+
+    def policy(state: np.ndarray) -> int:
+        return int(np.argmax(numpy_q_values(views, np.asarray(state, dtype=np.float32))))
+
+    result = EvalResult([], [], [], 0)
     try:
-        for episode in range(1, cfg.episodes + 1):
-            # Seed the environment once; later resets continue its random stream.
-            state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
-            score, length = 0.0, 0
-            for _ in range(cfg.max_steps):
-                action = agent.act(state, epsilon)
-                next_state, reward, terminated, truncated, _ = env.step(action)
-                # Store *terminated*, not truncated: a time-limit cut-off still has a future.
-                agent.step(state, action, reward, next_state, terminated)
-                state = next_state
+        for i in range(episodes):
+            state, _ = env.reset(seed=seed + i)
+            score, length, terminated, truncated = 0.0, 0, False, False
+            while not (terminated or truncated):
+                state, reward, terminated, truncated, _ = env.step(policy(state))
                 score += float(reward)
                 length += 1
-                if terminated or truncated:
-                    break
-            total_steps += length
-            scores.append(score)
-            window.append(score)
-            average = float(np.mean(window))
-            rows.append(
-                {
-                    "episode": episode,
-                    "total_steps": total_steps,
-                    "score": round(score, 4),
-                    "length": length,
-                    "epsilon": round(epsilon, 6),
-                    "average_100": round(average, 4),
-                    "wall_seconds": round(time.perf_counter() - loop_start, 3),
-                }
-            )
-            epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-
-            if cfg.video and episode % cfg.video_every == 0:
-                try:
-                    record_video(agent, cfg.env, cfg.max_steps, video_path(episode), seed=cfg.seed + episode)
-                except Exception as exc:  # a missing encoder must not end a training run
-                    out(f"warning: could not write video for episode {episode}: {exc}")
-            if episode % cfg.log_every == 0:
-                write_metrics(metrics_path, rows)
-                elapsed = time.perf_counter() - loop_start
-                out(
-                    f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
-                    f"steps {total_steps:8d}  {total_steps / elapsed:6.0f} steps/s"
-                )
-            if solved_episode is None and len(window) == window.maxlen and average >= cfg.target_score:
-                solved_episode = episode
-                save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-                out(
-                    f"solved: 100-episode average {average:.2f} >= {cfg.target_score:g} at episode {episode} "
-                    f"({total_steps} steps, {time.perf_counter() - loop_start:.1f} s); weights saved to {checkpoint}"
-                )
-                if not cfg.keep_training:
-                    break
+            outcome = episode_outcome(env, state, terminated)
+            if outcome == "landed":
+                lander = env.unwrapped
+                result.on_pad += lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2
+            result.scores.append(score)
+            result.lengths.append(length)
+            result.outcomes.append(outcome)
     finally:
         env.close()
-        write_metrics(metrics_path, rows)
-    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-    seconds = time.perf_counter() - loop_start
-    if solved_episode is None:
-        out(f"not solved in {len(scores)} episodes; last weights saved to {checkpoint}")
-    return TrainResult(scores, solved_episode, total_steps, seconds, run_dir, checkpoint)
+    if video:
+        check_writable(VIDEO_DIR, "videos")
+        target = VIDEO_DIR / f"evaluate_{Path(path).stem}_seed{seed}.mp4"
+        record_video(policy, env_id, max_steps, target, seed=seed)
+        out(f"video of the first episode: {target}")
+    counts = {k: result.outcomes.count(k) for k in ("landed", "crashed", "out of bounds", "timed out")}
+    share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
+    out(
+        f"evaluated {path} ({_shape(weights)}) on {env_id}: "
+        f"{episodes} greedy episodes, seeds {seed}..{seed + episodes - 1}"
+    )
+    out(f"score: mean {np.mean(result.scores):.2f}, std {np.std(result.scores):.2f}")
+    out(f"outcomes: {share}; {result.on_pad} of {counts['landed']} landings between the flags")
+    out(f"mean episode length: {np.mean(result.lengths):.1f} steps")
+    return result
+
+
+# ---------------------------------------------------------------- command line
+
+
+RESUME_OVERRIDABLE = {
+    "episodes",
+    "keep_training",
+    "video",
+    "video_every",
+    "log_every",
+    "save_every",
+    "checkpoint",
+    "device",
+    "target_score",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    cfg = parse_config(argv)
+    cfg, actions, given = parse_command_line(argv)
     try:
-        train(cfg)
+        if actions["evaluate"] is not None:
+            episodes = cfg.episodes if "episodes" in given else 100
+            evaluate(
+                actions["evaluate"],
+                episodes,
+                cfg.seed,
+                actions["eval_video"],
+                cfg.env if "env" in given else None,
+                cfg.max_steps,
+            )
+            return 0
+        resume = actions["resume"]
+        if resume is not None:
+            saved_cfg = Config(**load_training_state(resume)["config"])
+            changed = sorted(
+                f"--{k.replace('_', '-')}"
+                for k in given - RESUME_OVERRIDABLE
+                if getattr(cfg, k) != getattr(saved_cfg, k)
+            )
+            if changed:
+                raise UserError(
+                    f"{', '.join(changed)} cannot change when resuming: "
+                    f"the run goes on with the settings saved in {resume}"
+                )
+            cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in given & RESUME_OVERRIDABLE})
+        result = train(cfg, resume=resume)
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("main.py: interrupted", file=sys.stderr)
+        print("main.py: interrupted; the last saved training state is still complete", file=sys.stderr)
         return 130
+    if result.stopped_by is not None:
+        return 128 + result.stopped_by
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,8 @@ def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.Monke
     quiet = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
     filmed = main.train(_tiny(tmp_path, episodes=4, video=True, video_every=2), out=lambda _: None).scores
     assert quiet == filmed
-    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
+    (run_videos,) = (tmp_path / "videos").iterdir()  # one folder per run, named like the run
+    assert sorted(p.name for p in run_videos.iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
 
 
 def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +128,7 @@ def test_record_video_is_decodable_h264(tmp_path: Path) -> None:
     torch.manual_seed(0)
     agent = Agent(8, 4, rng=np.random.default_rng(0))
     path = tmp_path / "episode_0001.mp4"
-    main.record_video(agent, "LunarLander-v3", 30, path, seed=0)
+    main.record_video(agent.greedy_action, "LunarLander-v3", 30, path, seed=0)
     frames = _decode(path)
     assert len(frames) == 31  # the reset frame plus one per step
     assert frames[0].shape == (400, 600, 3)
@@ -144,6 +146,11 @@ def test_show_video_embeds_the_file(tmp_path: Path) -> None:
     html = shown._repr_html_()
     assert "<video" in html and 'type="video/mp4"' in html and "base64," in html
     assert main.show_video(50, video_dir=tmp_path)._repr_html_() == html
+    (tmp_path / "run_b").mkdir()
+    newer = tmp_path / "run_b" / "episode_0050.mp4"
+    newer.write_bytes(b"\x00\x00\x00\x18ftypmp42newer-bytes")
+    os.utime(newer, (path.stat().st_mtime + 10,) * 2)
+    assert main.show_video(50, video_dir=tmp_path)._repr_html_() == main.show_video(newer)._repr_html_() != html
     with pytest.raises(FileNotFoundError, match="no video"):
         main.show_video(100, video_dir=tmp_path)
 
@@ -173,7 +180,7 @@ def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "episode     2" in proc.stdout
-    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    videos = sorted((tmp_path / "videos").glob("*/*.mp4"))
     assert [v.name for v in videos] == ["episode_0001.mp4", "episode_0002.mp4"]
     frames = _decode(videos[0])
     assert len(frames) >= 2 and frames[0].shape == (400, 600, 3)
