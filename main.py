@@ -11,22 +11,26 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import random
 import sys
 import tempfile
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # One BLAS thread: the matrices are tiny, and extra threads only contend with the environment.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
+    import torch
 
 SOLVED_SCORE = 200.0  # LunarLander-v3's reward threshold, over a 100-episode average
 VIDEO_DIR = Path("videos")
@@ -112,6 +116,10 @@ class Config:
     video_every: int = _opt(50, "record a greedy episode every this many episodes", _positive_int)
     log_every: int = _opt(100, "print a progress line every this many episodes", _positive_int)
     save_every: int = _opt(50, "save the resumable training state every this many episodes", _positive_int)
+    quiet: bool = _opt(False, "no progress bar and no progress lines", action="store_true")
+    tensorboard: bool = _opt(
+        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true"
+    )
     device: str = _opt("auto", "where the networks run", choices=("auto", "cpu", "cuda"))
     backprop: str = _opt(
         "numpy",
@@ -166,6 +174,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     actions.add_argument(
         "--video", dest="eval_video", action="store_true", help="with --evaluate: film the first episode"
     )
+    actions.add_argument(
+        "--plot", metavar="CSV", help="draw the learning curve of a run's metrics.csv as a PNG beside it"
+    )
     return parser
 
 
@@ -176,11 +187,12 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str,
     """
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video")}
+    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
     cfg = Config(**args)
     problem = config_problem(cfg)
-    if actions["resume"] is not None and actions["evaluate"] is not None:
-        problem = "--resume and --evaluate cannot be used together"
+    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
+    if len(chosen) > 1:
+        problem = f"{' and '.join(chosen)} cannot be used together"
     if actions["eval_video"] and actions["evaluate"] is None:
         problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
     if problem:
@@ -217,6 +229,8 @@ def seed_everything(seed: int) -> np.random.Generator:
 
     The environment is seeded separately through its own API (``env.reset(seed=...)``).
     """
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -225,6 +239,8 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def resolve_device(name: str) -> torch.device:
     """Pick the device once: ``auto`` means CUDA when available, else the CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -258,6 +274,23 @@ def run_name(cfg: Config, start: float) -> str:
     return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"
 
 
+def new_run_dir(parent: Path, name: str) -> Path:
+    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it.
+
+    ``mkdir`` without ``exist_ok`` is atomic: of two runs started in the same second
+    with the same seed, exactly one gets each name, so they never share files.
+    """
+    check_writable(parent, "the run's files")
+    for n in range(1, 1000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir(parents=True)  # still raises FileExistsError for the run folder itself
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"too many runs named {name} in {parent}/")
+
+
 # ---------------------------------------------------------------- atomic files
 
 
@@ -284,6 +317,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write`."""
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -373,6 +408,39 @@ def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.Pat
     return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")
 
 
+def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLike = VIDEO_DIR):
+    """Return one Jupyter object playing every video of a run in episode order, each captioned.
+
+    ``run`` is a run name (or its folder); by default the run that saved a video last.
+    """
+    import base64
+    import html
+
+    from IPython.display import HTML
+
+    root = Path(video_dir)
+    if run is None:
+        runs = [p for p in root.glob("*/") if any(p.glob("episode_*.mp4"))]
+        if not runs:
+            raise FileNotFoundError(f"no run under {root}/ has saved a video yet")
+        folder = max(runs, key=lambda p: max(v.stat().st_mtime for v in p.glob("episode_*.mp4")))
+    else:
+        folder = Path(run) if Path(run).is_dir() else root / str(run)
+    videos = sorted(folder.glob("episode_*.mp4"))
+    if not videos:
+        raise FileNotFoundError(f"no videos in {folder}/")
+    cells = []
+    for v in videos:
+        data = base64.b64encode(v.read_bytes()).decode("ascii")
+        episode = int(v.stem.split("_")[1])
+        cells.append(
+            '<figure style="display:inline-block;margin:4px">'
+            f'<video controls loop muted width="300" src="data:video/mp4;base64,{data}"></video>'
+            f"<figcaption>Episode {episode}</figcaption></figure>"
+        )
+    return HTML(f"<div><p>{html.escape(folder.name)}</p>{''.join(cells)}</div>")
+
+
 # ---------------------------------------------------------------- checkpoints
 
 STATE_FORMAT = "lunarlander-dqn-training-state"
@@ -388,6 +456,8 @@ def load_file(path: str | os.PathLike) -> Any:
     """
     import pickle
 
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
@@ -395,18 +465,24 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(f"{p} is not a file")
     if p.stat().st_size == 0:
         raise UserError(f"{p} is empty, not a checkpoint (an interrupted copy?)")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive; very old PyTorch wrote a bare pickle (protocol byte 0x80).
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise UserError(f"{p} is not a PyTorch checkpoint file")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; one line is enough
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        if "weights only load failed" in str(exc).lower():  # the safe unpickler met something beyond plain data
             raise UserError(
-                f"{p} holds Python objects, not only tensors and numbers; "
+                f"{p} holds more than tensors and plain data (Python objects or pickle code); "
                 "refusing to load it, since that could run code"
             ) from None
-        raise UserError(f"{p} is not a readable checkpoint (corrupt or not a PyTorch file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
-        reason = "truncated or corrupt" if "zip" in str(exc).lower() or isinstance(exc, EOFError) else "unreadable"
-        raise UserError(f"{p} is not a complete checkpoint ({reason}); use an intact copy") from None
+        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError):
+        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
 
 
 def is_training_state(obj: Any) -> bool:
@@ -416,6 +492,8 @@ def is_training_state(obj: Any) -> bool:
 
 def network_from_weights(weights: Any, source: str | os.PathLike):
     """Build a :class:`nnetwork.Network` shaped like ``weights`` (a state_dict) and load them."""
+    import torch
+
     from nnetwork import Network
 
     keys = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
@@ -447,6 +525,8 @@ def check_network_fits(net, env, source: str | os.PathLike) -> None:
 
 def save_training_state(path: Path, agent, env, cfg: Config, progress: dict[str, Any]) -> None:
     """Write everything a run needs to continue exactly where it is, atomically."""
+    import torch
+
     state = {
         "format": STATE_FORMAT,
         "version": 1,
@@ -479,6 +559,151 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+# ---------------------------------------------------------------- progress, plots, TensorBoard
+
+
+class Progress:
+    """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
+
+    Messages go through :meth:`write`, which prints above the bar instead of through it.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        log_every: int,
+        quiet: bool,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
+        self.log_every = log_every
+        self.quiet = quiet
+        self._out = out
+        use_bar = out is None and sys.stdout.isatty()
+        self._bar = None
+        if use_bar and not quiet:
+            import shutil
+
+            from tqdm import tqdm
+
+            # A terminal that reports no width (some IDE consoles) would get an empty bar.
+            width = shutil.get_terminal_size().columns
+            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout)
+
+    def write(self, message: str) -> None:
+        """Print one message line."""
+        if self._bar is not None:
+            self._bar.write(message)
+        elif self._out is not None:
+            self._out(message)
+        else:
+            print(message, flush=True)
+
+    def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
+        """Report one finished episode."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s", refresh=False
+            )
+            self._bar.update(1)
+        elif not self.quiet and episode % self.log_every == 0:
+            self.write(
+                f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
+                f"steps {total_steps:8d}  {steps_per_s:6.0f} steps/s"
+            )
+
+    def close(self) -> None:
+        """End the bar, if there is one."""
+        if self._bar is not None:
+            self._bar.close()
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The metrics CSV of a run as one array per column."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        columns = {name: np.array([float(r[name]) for r in rows]) for name in METRIC_FIELDS}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
+        raise UserError(f"{p} is not a metrics CSV of this project (columns {', '.join(METRIC_FIELDS)})") from None
+    if not rows:
+        raise UserError(f"{p} has no episodes yet")
+    return columns
+
+
+def solved_at(average_100: np.ndarray, target_score: float = SOLVED_SCORE) -> int | None:
+    """First episode (1-based) whose full 100-episode average reached ``target_score``."""
+    hits = np.flatnonzero(average_100[99:] >= target_score)
+    return int(hits[0]) + 100 if hits.size else None
+
+
+def plot_learning_curve(
+    metrics_csv: str | os.PathLike, png_path: str | os.PathLike | None = None, target_score: float = SOLVED_SCORE
+) -> Path:
+    """Draw score per episode, the 100-episode average, epsilon and the solved line; save a PNG (900x500)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works with no display
+    import matplotlib.pyplot as plt
+
+    m = read_metrics(metrics_csv)
+    png = Path(png_path) if png_path is not None else Path(metrics_csv).with_name("learning_curve.png")
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    try:
+        ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
+        ax.plot(m["episode"], m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
+        ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
+        crossed = solved_at(m["average_100"], target_score)
+        if crossed is not None:
+            ax.axvline(crossed, color="tab:green", linewidth=1)
+            ax.annotate(
+                f"solved at episode {crossed}",
+                (crossed, target_score),
+                xytext=(6, -18),
+                textcoords="offset points",
+                color="tab:green",
+            )
+        ax.set_xlabel("episode")
+        ax.set_ylabel("score")
+        ax.set_title(Path(metrics_csv).parent.name or "learning curve", fontsize=10)
+        eps_ax = ax.twinx()
+        eps_ax.plot(m["episode"], m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
+        eps_ax.set_ylabel("epsilon")
+        eps_ax.set_ylim(0, 1.05)
+        lines = ax.get_legend_handles_labels()
+        more = eps_ax.get_legend_handles_labels()
+        ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+        fig.tight_layout()
+        atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return png
+
+
+class _TensorBoard:
+    """The metrics as TensorBoard scalars; imported only when ``--tensorboard`` asks for it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, row: dict[str, Any], loss: float) -> None:
+        step = int(row["episode"])
+        for key in ("score", "average_100", "epsilon", "length"):
+            self.writer.add_scalar(f"train/{key}", row[key], step)
+        if math.isfinite(loss):
+            self.writer.add_scalar("train/loss", loss, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -509,10 +734,18 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def check_writable(folder: Path, what: str) -> None:
-    """Fail before training, not after it, when an output folder cannot be written."""
+    """Fail before training, not after it, when an output folder cannot be written.
+
+    Creates nothing: it writes and removes a probe file in the folder, or in the
+    nearest folder above it that exists (the one the missing folders will go in).
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -574,20 +807,32 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.PathLike | None = None) -> TrainResult:
-    """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly."""
+def train(
+    cfg: Config, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
+) -> TrainResult:
+    """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
+
+    Messages and progress go to ``out`` when given, else to the terminal (a live bar
+    when stdout is one, plain lines when it is a file or a pipe).
+    """
+    import torch
+
     start = time.time()
     device = resolve_device(cfg.device)
     # Tiny networks gain nothing from intra-op threads and lose to their start-up cost.
     torch.set_num_threads(1)
     saved = load_training_state(resume) if resume is not None else None
-    run_dir = Path(resume).parent if resume is not None else RUNS_DIR / run_name(cfg, start)
     checkpoint = Path(cfg.checkpoint)
-    video_dir = VIDEO_DIR / run_dir.name
-    check_writable(checkpoint.parent, "the checkpoint")
-    check_writable(run_dir, "the run's files")
+    # Check every output folder before creating any, and before minutes of training.
     if cfg.video:
-        check_writable(video_dir, "videos")
+        check_writable(VIDEO_DIR, "videos")
+    check_writable(checkpoint.parent, "the checkpoint")
+    if resume is not None:
+        run_dir = Path(resume).parent
+        check_writable(run_dir, "the run's files")
+    else:
+        run_dir = new_run_dir(RUNS_DIR, run_name(cfg, start))
+    video_dir = VIDEO_DIR / run_dir.name
 
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
@@ -618,9 +863,13 @@ def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.Path
     state_path = run_dir / STATE_FILE
     metrics_path = run_dir / "metrics.csv"
     write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    bar = Progress(cfg.episodes, first_episode - 1, cfg.log_every, cfg.quiet, out)
+    out = bar.write
+    tensorboard = _TensorBoard(run_dir / "tensorboard") if cfg.tensorboard else None
     verb = f"resuming at episode {first_episode}" if saved is not None else "run"
     out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
-    out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
+    if not cfg.quiet:
+        out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
 
     def snapshot(episode: int) -> None:
         progress.update(episode=episode, total_steps=total_steps, epsilon=epsilon, solved_episode=solved_episode)
@@ -630,7 +879,8 @@ def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.Path
     seconds_before: float = progress["seconds"]
     loop_start = time.perf_counter()
     episode = first_episode - 1
-    with _StopRequests(out) as stop:
+    # Overflow shows up as a non-finite loss, which Agent.learn reports; NumPy need not warn first.
+    with _StopRequests(out) as stop, np.errstate(over="ignore", invalid="ignore"):
         try:
             if solved_episode is not None and not cfg.keep_training:
                 out(f"this run was solved at episode {solved_episode}; add --keep-training to go on")
@@ -660,10 +910,10 @@ def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.Path
                     {
                         "episode": episode,
                         "total_steps": total_steps,
-                        "score": round(score, 4),
+                        "score": score,  # full precision: a resumed run rebuilds its window from these
                         "length": length,
-                        "epsilon": round(epsilon, 6),
-                        "average_100": round(average, 4),
+                        "epsilon": epsilon,
+                        "average_100": average,
                         "wall_seconds": round(elapsed, 3),
                     }
                 )
@@ -675,12 +925,11 @@ def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.Path
                         record_video(agent.greedy_action, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
                     except Exception as exc:  # a missing encoder must not end a training run
                         out(f"warning: could not write video for episode {episode}: {str(exc).splitlines()[0]}")
+                bar.update(episode, average, epsilon, total_steps, total_steps / max(elapsed, 1e-9))
+                if tensorboard is not None:
+                    tensorboard.log(rows[-1], agent.last_loss)
                 if episode % cfg.log_every == 0:
                     write_metrics(metrics_path, rows)
-                    out(
-                        f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
-                        f"steps {total_steps:8d}  {total_steps / max(elapsed, 1e-9):6.0f} steps/s"
-                    )
                 if solved_episode is None and len(window) == window.maxlen and average >= cfg.target_score:
                     solved_episode = episode
                     save_torch(agent.local_qnetwork.state_dict(), checkpoint)
@@ -703,8 +952,13 @@ def train(cfg: Config, out: Callable[[str], None] = print, resume: str | os.Path
             ) from None
         finally:
             env.close()
+            bar.close()
+            if tensorboard is not None:
+                tensorboard.close()
             write_metrics(metrics_path, rows)
         snapshot(episode)
+    if rows:
+        out(f"learning curve: {plot_learning_curve(metrics_path, target_score=cfg.target_score)}")
     save_torch(agent.local_qnetwork.state_dict(), checkpoint)
     seconds = seconds_before + time.perf_counter() - loop_start
     if stop.signal is not None:
@@ -820,6 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     cfg, actions, given = parse_command_line(argv)
     try:
+        if actions["plot"] is not None:
+            print(f"learning curve: {plot_learning_curve(actions['plot'], target_score=cfg.target_score)}")
+            return 0
         if actions["evaluate"] is not None:
             episodes = cfg.episodes if "episodes" in given else 100
             evaluate(

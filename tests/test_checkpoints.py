@@ -1,0 +1,350 @@
+"""Never lose a run: resumable state, atomic files, safe loading, evaluation and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import multiprocessing
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main
+from nnetwork import Network
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--max-steps", "100", "--minibatch-size", "16", "--replay-buffer-size", "3000", "--no-video"]
+
+
+def _cfg(tmp_path: Path, **overrides) -> main.Config:
+    base = dict(
+        episodes=6,
+        max_steps=120,
+        minibatch_size=16,
+        replay_buffer_size=200,  # small enough to wrap around, so the circular position is exercised
+        video=False,
+        checkpoint=str(tmp_path / "weights.pth"),
+        seed=11,
+        save_every=1,
+    )
+    base.update(overrides)
+    return main.Config(**base)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _scores(csv_path: Path) -> list[float]:
+    with open(csv_path) as fh:
+        return [float(row["score"]) for row in csv.DictReader(fh)]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    whole = main.train(_cfg(tmp_path), out=_quiet)
+    first = main.train(_cfg(tmp_path, episodes=3), out=_quiet)
+    state = main.load_training_state(first.state_path)
+    assert state["progress"]["episode"] == 3 and len(state["progress"]["rows"]) == 3
+    assert state["agent"]["memory"]["full"]  # 3 episodes of up to 120 steps overflow 500 slots
+    resumed = main.train(_cfg(tmp_path), out=_quiet, resume=first.state_path)
+    assert resumed.run_dir == first.run_dir
+    for i, (a, b) in enumerate(zip(whole.scores, resumed.scores, strict=True)):
+        assert a == b, f"resumed run diverged at episode {i + 1}: {a} != {b}"
+    assert resumed.total_steps == whole.total_steps
+    for a, b in zip(
+        torch.load(whole.checkpoint, weights_only=True).values(),
+        torch.load(resumed.checkpoint, weights_only=True).values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def _start(root: Path, cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(root / "main.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigint_then_resume_gives_the_uninterrupted_scores(root: Path, tmp_path: Path) -> None:
+    args = ["--episodes", "200", "--seed", "2", "--save-every", "1000", *TINY]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    proc = _start(root, tmp_path / "a", *args)
+    first_line = proc.stdout.readline()  # training has begun once the run is announced
+    assert first_line.startswith("run "), first_line
+    time.sleep(random.Random().uniform(0.1, 1.0))  # a random moment, mid-episode more often than not
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    (state_path,) = (tmp_path / "a").glob("runs/*/training_state.pth")
+    stopped_at = main.load_training_state(state_path)["progress"]["episode"]
+    assert 0 < stopped_at < 200, "the signal should arrive mid-run"
+    resumed = subprocess.run(
+        [sys.executable, str(root / "main.py"), "--resume", str(state_path), "--no-video"],
+        cwd=tmp_path / "a",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at episode {stopped_at + 1}" in resumed.stdout
+    whole = subprocess.run(
+        [sys.executable, str(root / "main.py"), *args], cwd=tmp_path / "b", capture_output=True, text=True, timeout=300
+    )
+    assert whole.returncode == 0, whole.stderr
+    interrupted_scores = _scores(state_path.parent / "metrics.csv")
+    (whole_csv,) = (tmp_path / "b").glob("runs/*/metrics.csv")
+    whole_scores = _scores(whole_csv)
+    assert len(interrupted_scores) == len(whole_scores) == 200
+    for i, (a, b) in enumerate(zip(whole_scores, interrupted_scores, strict=True)):
+        assert a == b, f"episode {i + 1}: uninterrupted {a}, interrupted at {stopped_at} and resumed {b}"
+
+
+def _train_in_child(cwd: str, argv: list[str]) -> None:
+    os.chdir(cwd)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process is killed, never closed
+    sys.exit(main.main(argv))
+
+
+def test_sigkill_at_random_moments_never_leaves_a_broken_state(tmp_path: Path) -> None:
+    """Kill -9 twenty times while the state is saved after every episode; the file on disk always loads.
+
+    The children are forked from this process, so each starts training in milliseconds
+    instead of re-importing PyTorch: the kills land on training and saving, not start-up.
+    """
+    fork = multiprocessing.get_context("fork")
+    rng = random.Random()
+    args = ["--episodes", "100000", "--seed", "1", "--save-every", "1", *TINY]
+    deadline = time.monotonic() + 90
+    kills, loaded = 0, 0
+    state_path: Path | None = None
+    last_episode = 0
+    while kills < 20 and time.monotonic() < deadline:
+        resume = ["--resume", str(state_path)] if state_path else []
+        child = fork.Process(target=_train_in_child, args=(str(tmp_path), [*args, *resume]))
+        child.start()
+        while state_path is None and not list(tmp_path.glob("runs/*/training_state.pth")):
+            time.sleep(0.01)  # the first run must leave a state behind, or the next would start afresh
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        kills += 1
+        found = list(tmp_path.glob("runs/*/training_state.pth"))
+        assert len(found) == 1
+        state_path = found[0]
+        state = main.load_training_state(state_path)  # raises on a truncated or corrupt file
+        assert state["progress"]["episode"] >= last_episode  # never goes backwards
+        last_episode = state["progress"]["episode"]
+        loaded += 1
+    assert kills >= 20, f"only {kills} kills fitted in the time bound"
+    assert loaded == kills and last_episode > 0
+    # And resuming from what the last kill left behind runs on to the end.
+    final = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--resume", str(state_path), "--episodes", str(last_episode + 2)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert final.returncode == 0, final.stderr
+    assert main.load_training_state(state_path)["progress"]["episode"] == last_episode + 2
+
+
+# ---------------------------------------------------------------- safe loading
+
+
+class _Evil:
+    """Unpickling this runs code: it is what a hostile .pth file would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('owned')",))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_malicious_pickle_is_refused_and_runs_nothing(root: Path, tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+    payload = {"fc1.weight": _Evil(marker)}
+    if writer == "pickle":
+        evil.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, evil)
+    with pytest.raises(main.UserError, match="refusing to load it"):
+        main.load_file(evil)
+    proc = subprocess.run(
+        [sys.executable, str(root / "main.py"), "--evaluate", str(evil)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "refusing to load it" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not marker.exists(), "loading the file ran its code"
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
+    lines: list[str] = []
+    result = main.evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
+    assert len(result.scores) == len(result.outcomes) == len(result.lengths) == 5
+    assert set(result.outcomes) <= {"landed", "crashed", "out of bounds", "timed out"}
+    assert 0 <= result.on_pad <= result.outcomes.count("landed")
+    text = "\n".join(lines)
+    assert f"mean {np.mean(result.scores):.2f}" in text and "landings between the flags" in text
+    assert (tmp_path / "videos" / "evaluate_weights_seed3.mp4").is_file()
+    # A training state evaluates the same network as the weights file saved beside it.
+    again = main.evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
+    assert again.scores == result.scores
+
+
+def test_episode_outcome_reads_the_environment() -> None:
+    env = main.make_env("LunarLander-v3", 1000)
+    state, _ = env.reset(seed=0)
+    terminated = truncated = False
+    while not (terminated or truncated):
+        state, reward, terminated, truncated, _ = env.step(0)  # engines off: it falls and crashes
+    assert main.episode_outcome(env, state, terminated) == "crashed" and reward == -100
+    assert main.episode_outcome(env, state, False) == "timed out"
+    env.close()
+
+
+# ---------------------------------------------------------------- numerical guard
+
+
+def test_non_finite_loss_stops_before_the_step() -> None:
+    from agent import Agent
+
+    agent = Agent(8, 4, rng=np.random.default_rng(0), minibatch_size=4)
+    before = [p.clone() for p in agent.local_qnetwork.parameters()]
+    s = torch.zeros(4, 8)
+    batch = (s, s, torch.zeros(4, 1, dtype=torch.int64), torch.full((4, 1), float("nan")), torch.zeros(4, 1))
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        agent.learn(batch, 0.99)
+    for a, b in zip(before, agent.local_qnetwork.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_training_with_exploding_weights_stops_with_a_message(root: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(root / "main.py"), "--episodes", "30", "--learning-rate", "1e30", *TINY],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert "training stopped in episode" in line and "try a smaller --learning-rate" in line
+    net = Network(8, 4)
+    net.load_state_dict(torch.load(tmp_path / "checkpoint.pth", weights_only=True))
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a user's files: good weights, a training state, and assorted bad files."""
+    ws = tmp_path_factory.mktemp("workspace")
+    old = Path.cwd()
+    os.chdir(ws)
+    try:
+        run = main.train(main.Config(episodes=2, max_steps=50, minibatch_size=16, video=False, seed=0), out=_quiet)
+    finally:
+        os.chdir(old)
+    good = (ws / "checkpoint.pth").read_bytes()
+    (ws / "empty.pth").write_bytes(b"")
+    (ws / "truncated.pth").write_bytes(good[: len(good) // 2])
+    (ws / "notes.txt").write_text("not a checkpoint\n")
+    torch.save({"answer": 42}, ws / "other.pth")
+    acrobot = Network(6, 3)  # a network for another environment
+    torch.save(acrobot.state_dict(), ws / "acrobot.pth")
+    (ws / "state_path.txt").write_text(str(run.state_path))  # relative to the workspace
+    return ws
+
+
+BAD_INPUTS = [
+    (["--evaluate", "missing.pth"], 1, "missing.pth: no such file"),
+    (["--evaluate", "empty.pth"], 1, "empty.pth is empty"),
+    (["--evaluate", "truncated.pth"], 1, "truncated.pth is not a complete checkpoint (truncated or corrupt)"),
+    (["--evaluate", "notes.txt"], 1, "notes.txt is not a PyTorch checkpoint file"),
+    (["--evaluate", "other.pth"], 1, "other.pth is not a checkpoint of this project"),
+    (["--evaluate", "acrobot.pth"], 1, "network for 6 observations and 3 actions, but LunarLander-v3 has 8 and 4"),
+    (["--evaluate", "runs"], 1, "runs is not a file"),
+    (["--resume", "checkpoint.pth"], 1, "holds only network weights"),
+    (["--resume", "truncated.pth"], 1, "truncated.pth is not a complete checkpoint"),
+    (["--resume", "{state}", "--learning-rate", "0.1"], 1, "--learning-rate cannot change when resuming"),
+    (["--checkpoint", "notes.txt/weights.pth", "--episodes", "1"], 1, "cannot write the checkpoint to notes.txt"),
+    (["--episodes", "1", "--video-every", "1"], 1, "cannot write videos to videos/"),  # videos is a file here
+    (["--save-every", "0"], 2, "--save-every: must be at least 1"),
+    (["--video"], 2, "--video goes with --evaluate"),
+    (["--resume", "{state}", "--evaluate", "checkpoint.pth"], 2, "cannot be used together"),
+    (["--evaluate", "checkpoint.pth", "--episodes", "0"], 2, "--episodes: must be at least 1"),
+    (["--device", "cuda", "--episodes", "1"], 1, "PyTorch sees no CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_input_one_line_and_nothing_damaged(
+    root: Path, workspace: Path, args: list[str], status: int, message: str
+) -> None:
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    videos = workspace / "videos"
+    if "--video-every" in args:
+        videos.write_text("a file where the videos folder should be\n")
+    state = (workspace / "state_path.txt").read_text()
+    args = [a.replace("{state}", state) for a in args]
+    before = _digest(workspace)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(root / "main.py"), *args], cwd=workspace, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        after = _digest(workspace)
+        if videos.is_file():
+            videos.unlink()
+    assert proc.returncode == status, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    damaged = {k for k in before if before[k] != after.get(k)}
+    assert not damaged, f"files changed or removed: {damaged}"

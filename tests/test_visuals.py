@@ -1,0 +1,235 @@
+"""Seeing the agent learn: progress output, the learning curve, TensorBoard, videos, separate run folders."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+import main
+
+TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
+
+
+def _run(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(root / "main.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+# ---------------------------------------------------------------- learning curve
+
+
+def test_solved_at_by_hand() -> None:
+    average = np.array([0.0] * 99 + [150.0, 199.9, 200.0, 250.0, 190.0])
+    assert main.solved_at(average) == 102  # the first full window at or above 200 ends at episode 102
+    assert main.solved_at(np.full(99, 300.0)) is None  # no full 100-episode window yet
+    assert main.solved_at(np.full(150, 300.0), target_score=400) is None
+
+
+def _write_csv(path: Path, n: int) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=main.METRIC_FIELDS)
+        writer.writeheader()
+        for i in range(1, n + 1):
+            score = -200 + 2.5 * i
+            writer.writerow(
+                {
+                    "episode": i,
+                    "total_steps": 100 * i,
+                    "score": score,
+                    "length": 100,
+                    "epsilon": 0.995 ** (i - 1),
+                    "average_100": score - 50,
+                    "wall_seconds": i / 10,
+                }
+            )
+
+
+def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
+    _write_csv(tmp_path / "metrics.csv", 250)
+    png = main.plot_learning_curve(tmp_path / "metrics.csv")
+    assert png == tmp_path / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imageio.imread(png)
+    assert image.shape[:2] == (500, 900)
+    assert image[..., :3].std() > 10  # something was drawn
+
+
+def test_plot_flag_draws_an_existing_csv(root: Path, tmp_path: Path) -> None:
+    _write_csv(tmp_path / "metrics.csv", 120)
+    proc = _run(root, tmp_path, "--plot", "metrics.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "learning_curve.png").is_file()
+    bad = _run(root, tmp_path, "--plot", "nothing.csv")
+    assert bad.returncode == 1 and bad.stderr.strip() == "main.py: error: nothing.csv: no such file"
+
+
+def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(episodes=3, max_steps=40, minibatch_size=16, video=False, checkpoint="w.pth")
+    result = main.train(cfg, out=lambda _: None)
+    image = imageio.imread(result.run_dir / "learning_curve.png")
+    assert image.shape[:2] == (500, 900)
+    assert sorted(p.name for p in result.run_dir.iterdir()) == [
+        "config.json",
+        "learning_curve.png",
+        "metrics.csv",
+        "training_state.pth",
+    ]
+
+
+# ---------------------------------------------------------------- progress
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(root: Path, tmp_path: Path) -> None:
+    proc = _run(root, tmp_path, "--episodes", "6", "--log-every", "2", "--no-video", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("episode")]
+    assert [line.split()[1] for line in lines] == ["2", "4", "6"]
+    assert "\r" not in proc.stdout
+    quiet = _run(root, tmp_path, "--episodes", "6", "--log-every", "2", "--no-video", "--quiet", *TINY)
+    assert quiet.returncode == 0
+    assert not [line for line in quiet.stdout.splitlines() if line.startswith("episode")]
+    assert "\r" not in quiet.stdout
+
+
+def _run_in_pty(root: Path, cwd: Path, *args: str) -> str:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "main.py"), *args], cwd=cwd, stdout=follower, stderr=follower, close_fds=True
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> None:
+    screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--log-every", "2", "--no-video", *TINY)
+    assert re.search(r"\r(?!\n)", screen), screen  # the bar redraws itself in place
+    assert "8/8" in screen and "avg100" in screen and "eps" in screen and "steps/s" in screen
+    assert "episode     2" not in screen  # no plain progress lines under the bar
+    assert "learning curve:" in screen  # messages still get through
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_only_when_asked(root: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, main\n"
+        "cfg = main.Config(episodes=3, max_steps=40, minibatch_size=16, video=False, tensorboard={tb})\n"
+        "r = main.train(cfg, out=lambda _: None)\n"
+        "print('torch.utils.tensorboard' in sys.modules, r.run_dir)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    off = subprocess.run(
+        [sys.executable, "-c", code.format(tb=False)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.split()[0] == "False"
+    on = subprocess.run(
+        [sys.executable, "-c", code.format(tb=True)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert on.returncode == 0, on.stderr
+    imported, run_dir = on.stdout.split()
+    assert imported == "True"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/score", "train/average_100", "train/epsilon", "train/length"} <= tags
+    assert [e.step for e in events.Scalars("train/score")] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- videos
+
+
+def test_every_video_is_browser_ready_h264(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(episodes=4, max_steps=50, minibatch_size=16, video_every=2, checkpoint="w.pth")
+    result = main.train(cfg, out=lambda _: None)
+    videos = sorted((tmp_path / "videos" / result.run_dir.name).glob("*.mp4"))
+    assert [v.name for v in videos] == ["episode_0002.mp4", "episode_0004.mp4"]
+    for video in videos:
+        with imageio.get_reader(video, format="FFMPEG") as reader:
+            meta = reader.get_meta_data()
+            frames = list(reader.iter_data())
+        assert meta["codec"] == "h264"
+        assert meta["pix_fmt"].startswith("yuv420p")
+        assert meta["size"] == (600, 400) and all(s % 2 == 0 for s in meta["size"])
+        assert 2 <= len(frames) <= 51  # the reset frame plus at most max_steps steps
+        assert frames[0].shape == (400, 600, 3)
+        assert frames[0].std() > 5, f"{video.name} starts with a blank frame"
+    gallery = main.show_videos(video_dir=tmp_path / "videos")._repr_html_()
+    assert gallery.count("<video") == 2 and gallery.count("data:video/mp4;base64,") == 2
+    assert gallery.index("Episode 2") < gallery.index("Episode 4")
+
+
+# ---------------------------------------------------------------- runs kept apart
+
+
+def test_run_folders_never_collide(tmp_path: Path) -> None:
+    first = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    second = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name.endswith("-2")
+
+
+def test_two_runs_started_together_keep_their_files_apart(root: Path, tmp_path: Path) -> None:
+    args = [sys.executable, str(root / "main.py"), "--episodes", "4", "--video-every", "2", "--seed", "3", *TINY]
+    procs = [
+        subprocess.Popen(
+            [*args, "--checkpoint", f"w{i}.pth"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    run_dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        with open(run_dir / "metrics.csv") as fh:
+            assert [int(r["episode"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
+        videos = sorted(p.name for p in (tmp_path / "videos" / run_dir.name).iterdir())
+        assert videos == ["episode_0002.mp4", "episode_0004.mp4"]
