@@ -257,7 +257,7 @@ def metrics_path_from_output(stdout: str, cwd: Path) -> Path:
     first = stdout.splitlines()[0] if stdout else ""
     if "metrics: " not in first:
         raise ValueError(f"no 'metrics: <path>' in main.py's first line: {first!r}")
-    return cwd / first.split("metrics: ", 1)[1].strip()
+    return cwd / first.split("metrics: ", 1)[1].split(";", 1)[0].strip()
 
 
 def read_solve_metrics(csv_path: str | os.PathLike, solved: bool) -> dict[str, Any]:
@@ -370,11 +370,22 @@ def print_report(results: dict[str, Any]) -> None:
     )
 
     tp = results["throughput"]
+    if tp is None:
+        print("\nThroughput: skipped (--no-throughput)")
+    else:
+        _print_throughput(tp)
+    _print_rest(results)
+
+
+def _print_throughput(tp: dict[str, Any]) -> None:
     print(f"\nThroughput: {tp['steps']:,} steps of {ENV_ID}, seed {tp['seed']}, {tp['repeats']} rounds (steps/s)")
     print(f"  {'round':<8}{'project':>12}{'reference':>12}{'ratio':>8}")
     for i, r in enumerate(tp["rounds"], 1):
         print(f"  {i:<8}{r['project']:>12,.0f}{r['reference']:>12,.0f}{r['project'] / r['reference']:>8.2f}")
     print(f"  {'median':<8}{tp['project_median']:>12,.0f}{tp['reference_median']:>12,.0f}{tp['ratio']:>8.2f}")
+
+
+def _print_rest(results: dict[str, Any]) -> None:
 
     mem = results["memory"]
     print(f"\nReplay memory peak, {mem['capacity']:,} transitions (tracemalloc)")
@@ -408,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the throughput workload")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one solve run of main.py per seed")
     parser.add_argument("--no-solve", action="store_true", help="skip the time-to-solve runs")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput comparison")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be at least 1")
@@ -418,8 +430,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every measurement, print the table and the JSON line; return the figures."""
     args = parse_args(argv)
     results: dict[str, Any] = {"machine": machine_info()}
-    print("throughput ...", file=sys.stderr)
-    results["throughput"] = throughput(args.steps, args.repeats, args.seed)
+    if not args.no_throughput:
+        print("throughput ...", file=sys.stderr)
+    results["throughput"] = None if args.no_throughput else throughput(args.steps, args.repeats, args.seed)
     print("replay memory ...", file=sys.stderr)
     results["memory"] = memory_peaks()
     results["solve"] = None if args.no_solve else time_to_solve(args.seeds)
