@@ -662,8 +662,9 @@ def plot_learning_curve(
             ax.annotate(
                 f"solved at episode {crossed}",
                 (crossed, target_score),
-                xytext=(6, -18),
+                xytext=(-6, -18),
                 textcoords="offset points",
+                ha="right",  # left of the line: a run usually stops right where it crossed
                 color="tab:green",
             )
         ax.set_xlabel("episode")
