@@ -9,7 +9,7 @@ import main
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 # "`code`, [agent.py line 123](agent.py#L123)": the quoted code must stand on that line.
-QUOTED_LINK = re.compile(r"`([^`]+)`, \[(\w+\.py) line (\d+)\]\(\2#L\3\)")
+QUOTED_LINK = re.compile(r"`([^`]+)`,\s+\[(\w+\.py) line (\d+)\]\(\2#L\3\)")
 ANY_LINK = re.compile(r"\[(\w+\.py) line (\d+)\]\((\w+\.py)#L(\d+)\)")
 
 
