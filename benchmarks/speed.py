@@ -133,21 +133,13 @@ class ReferenceAgent:
 
 
 def build_project_agent(seed: int) -> agent.Agent:
-    """The project's agent, seeded and built as ``main.train`` does (on the CPU)."""
+    """The project's agent, seeded and built by the same calls as ``main.train`` (on the CPU)."""
     rng = main.seed_everything(seed)
-    return agent.Agent(
-        STATE_SIZE,
-        ACTION_SIZE,
-        learning_rate=CFG.learning_rate,
-        minibatch_size=CFG.minibatch_size,
-        discount_factor=CFG.discount_factor,
-        replay_buffer_size=CFG.replay_buffer_size,
-        interpolation_parameter=CFG.interpolation_parameter,
-        learn_every=CFG.learn_every,
-        hidden_size=CFG.hidden_size,
-        device="cpu",
-        rng=rng,
-    )
+    env = main.make_env(ENV_ID, CFG.max_steps)
+    try:
+        return main.build_agent(CFG, env, torch.device("cpu"), rng)
+    finally:
+        env.close()
 
 
 def build_reference_agent(seed: int) -> ReferenceAgent:
