@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnetwork import Network, numpy_q_values
+from nnetwork import DuelingNetwork, Network, numpy_dueling_q_values, numpy_q_values
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -255,6 +256,19 @@ class Agent:
         backprop: ``"numpy"`` computes the loss gradient with :func:`numpy_td_gradients`
             (CPU only, about 3x faster), ``"autograd"`` with ``loss.backward()``. Both
             feed the same Adam step and compute the same numbers up to float rounding.
+
+    Beyond the original (each off by default; any of them switches to ``backprop="autograd"``):
+
+        double_dqn: pick the next action with the local network, value it with the target (False).
+        dueling: a :class:`nnetwork.DuelingNetwork`, ``Q = V + A - mean(A)`` (False).
+        n_step: bootstrap after this many rewards, ``discount_factor ** n_step`` (1).
+        loss: ``"mse"`` or ``"huber"`` (smooth L1, delta 1) on the TD error (``"mse"``).
+        grad_clip: rescale the gradient to at most this L2 norm; 0 turns it off (0).
+        target_update_every: copy the local weights into the target every this many learning
+            steps instead of the soft update; 0 keeps the soft update (0).
+        prioritized_replay: sample by TD error, :class:`PrioritizedReplayMemory` (False).
+        priority_alpha: how strongly the TD error shapes sampling, 0 is uniform (0.6).
+        priority_beta: importance-sampling exponent at the start, annealed to 1 (0.4).
     """
 
     def __init__(
@@ -272,9 +286,29 @@ class Agent:
         device: torch.device | str = "cpu",
         rng: np.random.Generator | None = None,
         backprop: str = "numpy",
+        double_dqn: bool = False,
+        dueling: bool = False,
+        n_step: int = 1,
+        loss: str = "mse",
+        grad_clip: float = 0.0,
+        target_update_every: int = 0,
+        prioritized_replay: bool = False,
+        priority_alpha: float = 0.6,
+        priority_beta: float = 0.4,
     ) -> None:
         if backprop not in ("numpy", "autograd"):
             raise ValueError(f"backprop must be 'numpy' or 'autograd', got {backprop!r}")
+        if loss not in ("mse", "huber") or n_step < 1 or grad_clip < 0 or target_update_every < 0:
+            raise ValueError(f"bad option: loss={loss!r}, n_step={n_step}, grad_clip={grad_clip}")
+        self.double_dqn, self.dueling, self.n_step, self.loss = double_dqn, dueling, n_step, loss
+        self.grad_clip, self.target_update_every = grad_clip, target_update_every
+        self.prioritized_replay = prioritized_replay
+        # The hand-written NumPy backprop knows only the original loss; any extra uses autograd.
+        options = (double_dqn, dueling, n_step > 1, loss != "mse", grad_clip > 0, target_update_every > 0)
+        self.extended = any(options) or prioritized_replay
+        if self.extended:
+            backprop = "autograd"
+        self._pending: deque[tuple[np.ndarray, int, float]] = deque()  # the last n_step - 1 transitions
         self.state_size = state_size
         self.action_size = action_size
         self.minibatch_size = minibatch_size
@@ -283,14 +317,21 @@ class Agent:
         self.learn_every = learn_every
         self.device = torch.device(device)
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.local_qnetwork = Network(state_size, action_size, hidden_size).to(self.device)
+        network = DuelingNetwork if dueling else Network
+        self.local_qnetwork = network(state_size, action_size, hidden_size).to(self.device)
         # The target network starts from its own random weights, as in the original;
         # the soft update pulls it towards the local network from the first learn step.
-        self.target_qnetwork = Network(state_size, action_size, hidden_size).to(self.device)
+        self.target_qnetwork = network(state_size, action_size, hidden_size).to(self.device)
         # Fused Adam does the whole update in one kernel: same algorithm, ~25% less time
         # per learn step than the per-tensor loop on a CPU.
         self.optimizer = torch.optim.Adam(self.local_qnetwork.parameters(), lr=learning_rate, fused=True)
-        self.memory = ReplayMemory(replay_buffer_size, state_size, self.device, self.rng)
+        if prioritized_replay:
+            self.memory = PrioritizedReplayMemory(
+                replay_buffer_size, state_size, self.device, self.rng, priority_alpha, priority_beta
+            )
+        else:
+            self.memory = ReplayMemory(replay_buffer_size, state_size, self.device, self.rng)
+        self._numpy_q = numpy_dueling_q_values if dueling else numpy_q_values
         self.t_step = 0  # calls of step() modulo learn_every: the phase of the learning rhythm
         self.learn_steps = 0
         self.last_loss = float("nan")
@@ -313,8 +354,15 @@ class Agent:
             self._init_adam_state()
 
     def step(self, state, action: int, reward: float, next_state, done: bool) -> None:
-        """Store one transition and, every ``learn_every`` calls, learn from a random minibatch."""
-        self.memory.push((state, action, reward, next_state, done))
+        """Store one transition and, every ``learn_every`` calls, learn from a random minibatch.
+
+        With ``n_step > 1`` the memory receives n-step transitions (see :meth:`_push_n_step`);
+        call :meth:`end_episode` when an episode is cut off by the time limit.
+        """
+        if self.n_step == 1:
+            self.memory.push((state, action, reward, next_state, done))
+        else:
+            self._push_n_step(state, action, reward, next_state, done)
         self.t_step = (self.t_step + 1) % self.learn_every
         # Learn only once the memory holds more than one minibatch, as in the original.
         if self.t_step == 0 and len(self.memory) > self.minibatch_size:
@@ -323,7 +371,7 @@ class Agent:
     def q_values(self, state) -> np.ndarray:
         """Q-values of the local network for one state, as a NumPy array."""
         if self._numpy_views is not None:
-            return numpy_q_values(self._numpy_views, np.asarray(state, dtype=np.float32))
+            return self._numpy_q(self._numpy_views, np.asarray(state, dtype=np.float32))
         with torch.no_grad():
             s = torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device)
             return self.local_qnetwork(s).cpu().numpy()
@@ -347,6 +395,8 @@ class Agent:
         if self.backprop == "numpy":
             batch = tuple(t.numpy() for t in experiences)
             loss = numpy_td_gradients(self._numpy_views, self._target_views, self._grad_views, batch, discount_factor)
+        elif self.extended:
+            loss = self._extended_backward(experiences, discount_factor)
         else:
             loss = self._autograd_backward(experiences, discount_factor)
         if not math.isfinite(loss):
@@ -355,6 +405,10 @@ class Agent:
         if self.backprop == "numpy":
             self._numpy_optimizer_step()
             soft_update_([self._flat_target], [self._flat_local], self.interpolation_parameter)
+        elif self.target_update_every:
+            self.optimizer.step()
+            if (self.learn_steps + 1) % self.target_update_every == 0:
+                hard_update_(self._target_params, self._local_params)
         else:
             self.optimizer.step()
             soft_update_(self._target_params, self._local_params, self.interpolation_parameter)
@@ -443,3 +497,203 @@ class Agent:
     def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
         """``theta_target <- tau * theta_local + (1 - tau) * theta_target`` (see :func:`soft_update`)."""
         soft_update(local_model, target_model, interpolation_parameter)
+
+    # ------------------------------------------------------------ beyond the original
+
+    def end_episode(self) -> None:
+        """Forget the transitions still waiting for their n-step return (episode cut off by the time limit).
+
+        A cut-off state has a future, but its return would cover fewer than ``n_step``
+        rewards while the target assumes ``discount_factor ** n_step``; dropping these
+        few transitions keeps every stored target exact. After a *terminated* step the
+        queue is already empty. A no-op for ``n_step = 1``.
+        """
+        self._pending.clear()
+
+    def _push_n_step(self, state, action: int, reward: float, next_state, done: bool) -> None:
+        """Queue the transition; store ``(s_t, a_t, R_t, s_{t+n}, done)`` once ``n_step`` rewards are known.
+
+        ``R_t = r_t + gamma r_{t+1} + ... + gamma^(n-1) r_{t+n-1}`` (:func:`n_step_return`). At a
+        terminal step every queued transition is stored with its shorter return and ``done = 1``:
+        nothing lies beyond the end to bootstrap from (Sutton, 1988; Hessel et al., 2018).
+        """
+        self._pending.append((np.array(state, dtype=np.float32), int(action), float(reward)))
+        if done:
+            while self._pending:
+                self.memory.push(self._n_step_transition(next_state, True))
+                self._pending.popleft()
+        elif len(self._pending) == self.n_step:
+            self.memory.push(self._n_step_transition(next_state, False))
+            self._pending.popleft()
+
+    def _n_step_transition(self, next_state, done: bool) -> tuple:
+        """The oldest queued transition with the discounted sum of the queued rewards."""
+        first_state, first_action, _ = self._pending[0]
+        rewards = [r for _, _, r in self._pending]
+        return first_state, first_action, n_step_return(rewards, self.discount_factor), next_state, done
+
+    def _extended_backward(self, experiences: Experiences, discount_factor: float) -> float:
+        """The DQN loss with the options switched on (Double DQN, n-step, Huber, PER, clipping) by autograd."""
+        states, next_states, actions, rewards, dones = experiences
+        with torch.no_grad():
+            next_q_target = self.target_qnetwork(next_states)
+            if self.double_dqn:
+                next_q = double_dqn_next_q(self.local_qnetwork(next_states), next_q_target)
+            else:
+                next_q = next_q_target.max(dim=1, keepdim=True).values
+            # An n-step transition bootstraps n steps ahead: gamma ** n.
+            q_targets = bellman_target(rewards, next_q, dones, discount_factor**self.n_step)
+        q_expected = self.local_qnetwork(states).gather(1, actions)
+        if self.loss == "huber":  # quadratic within 1 of the target, linear beyond: big errors cannot blow up
+            elementwise = F.smooth_l1_loss(q_expected, q_targets, reduction="none")
+        else:
+            elementwise = F.mse_loss(q_expected, q_targets, reduction="none")
+        if self.prioritized_replay:  # importance weights undo the bias of sampling by priority
+            weights = torch.as_tensor(self.memory.last_weights, device=self.device).unsqueeze(1)
+            loss = (weights * elementwise).mean()
+        else:
+            loss = elementwise.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._local_params, self.grad_clip)
+        if self.prioritized_replay:
+            td_error = (q_targets - q_expected).detach().abs().squeeze(1).cpu().numpy()
+            self.memory.update_priorities(self.memory.last_indices, td_error)
+        return loss.item()
+
+
+def n_step_return(rewards: list[float], discount_factor: float) -> float:
+    """``r_0 + gamma r_1 + gamma^2 r_2 + ...``: the discounted sum of consecutive rewards."""
+    total = 0.0
+    for reward in reversed(rewards):
+        total = reward + discount_factor * total
+    return total
+
+
+def double_dqn_next_q(next_q_local: torch.Tensor, next_q_target: torch.Tensor) -> torch.Tensor:
+    """Double DQN (van Hasselt et al., 2016): ``Q_target(s', argmax_a' Q_local(s', a'))``, shape ``(B, 1)``.
+
+    Plain DQN takes ``max_a' Q_target(s', a')``: the same noisy estimates choose and value
+    the action, so errors that happen to be high are picked and the targets creep upwards.
+    Choosing with one network and valuing with the other removes most of that bias.
+    """
+    return next_q_target.gather(1, next_q_local.argmax(dim=1, keepdim=True))
+
+
+@torch.no_grad()
+def hard_update_(target_params: list[torch.Tensor], local_params: list[torch.Tensor]) -> None:
+    """Copy the local weights into the target network in place (the 2015 Nature DQN's target update)."""
+    torch._foreach_copy_(target_params, local_params)
+
+
+class SumTree:
+    """A binary tree in one NumPy array whose every node holds the sum of its two children.
+
+    Leaf ``i`` holds the priority of memory slot ``i``; the root holds the total. Finding the
+    leaf where a running sum crosses a value walks down one path, so sampling in proportion
+    to priority costs ``O(log capacity)`` per draw, done for a whole batch at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.leaves = 1 << max(0, (capacity - 1).bit_length())  # a power of two: every leaf at one depth
+        self.tree = np.zeros(2 * self.leaves, dtype=np.float64)  # node k has children 2k and 2k+1; root 1
+
+    def total(self) -> float:
+        """The sum of all priorities."""
+        return float(self.tree[1])
+
+    def priorities(self, indices: np.ndarray) -> np.ndarray:
+        """The priorities stored at ``indices``."""
+        return self.tree[np.asarray(indices) + self.leaves]
+
+    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        """Set the priorities of ``indices`` and repair the sums above them."""
+        node = np.asarray(indices, dtype=np.int64) + self.leaves
+        self.tree[node] = priorities
+        node //= 2
+        while node.size and node[0] >= 1:
+            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+            node //= 2
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """For each value in ``[0, total)``, the leaf where the running sum of priorities passes it."""
+        values = np.array(values, dtype=np.float64)
+        node = np.ones(len(values), dtype=np.int64)
+        while node.size and node[0] < self.leaves:
+            left = 2 * node
+            # Rounding can leave a value a hair above the left sum; never step into an empty subtree.
+            right = (values >= self.tree[left]) & (self.tree[left + 1] > 0)
+            values = np.where(right, values - self.tree[left], values)
+            node = np.where(right, left + 1, left)
+        return node - self.leaves
+
+
+class PrioritizedReplayMemory(ReplayMemory):
+    """Proportional prioritized replay (Schaul et al., 2016) on :class:`ReplayMemory`'s arrays.
+
+    Slot ``i`` is drawn with probability ``p_i / sum_k p_k``, ``p_i = (|TD error| + 1e-5) ** alpha``,
+    so surprising transitions (a first landing, a crash) are replayed more often than the many
+    uneventful ones. New transitions get the highest priority seen, so each is replayed at least
+    about once. The biased sampling is corrected by importance weights
+    ``(N P(i)) ** -beta / max``, with ``beta`` annealed from ``priority_beta`` to 1 over
+    :attr:`BETA_STEPS` draws. :meth:`sample_indices` leaves ``last_indices`` and ``last_weights``
+    for the learner, which reports the new errors with :meth:`update_priorities`.
+    """
+
+    BETA_STEPS = 100_000
+
+    def __init__(
+        self,
+        capacity: int,
+        state_size: int = 8,
+        device: torch.device | str = "cpu",
+        rng: np.random.Generator | None = None,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+    ) -> None:
+        super().__init__(capacity, state_size, device, rng)
+        self.alpha, self.beta_start = alpha, beta
+        self.tree = SumTree(capacity)
+        self.max_priority = 1.0
+        self.draws = 0
+        self.last_indices = np.zeros(0, dtype=np.int64)
+        self.last_weights = np.zeros(0, dtype=np.float32)
+
+    def push(self, event: tuple) -> None:
+        """Store the event with the highest priority so far."""
+        i = self.pos
+        super().push(event)
+        self.tree.update(np.array([i]), np.array([self.max_priority]))
+
+    def sample_indices(self, batch_size: int) -> np.ndarray:
+        """Draw one slot from each of ``batch_size`` equal slices of the total priority (stratified)."""
+        n = len(self)
+        if batch_size > n:
+            raise ValueError(f"cannot sample {batch_size} experiences from a memory holding {n}")
+        total = self.tree.total()
+        values = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
+        idx = np.minimum(self.tree.find(values), n - 1)
+        beta = min(1.0, self.beta_start + (1.0 - self.beta_start) * self.draws / self.BETA_STEPS)
+        weights = (n * self.tree.priorities(idx) / total) ** -beta
+        self.last_indices, self.last_weights = idx, (weights / weights.max()).astype(np.float32)
+        self.draws += 1
+        return idx
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """Set the priorities of the sampled slots from their new absolute TD errors."""
+        priorities = (np.asarray(td_errors, dtype=np.float64) + 1e-5) ** self.alpha
+        self.tree.update(indices, priorities)
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+
+    def state_dict(self) -> dict:
+        """:meth:`ReplayMemory.state_dict` plus the priorities."""
+        state = super().state_dict()
+        state.update(tree=torch.from_numpy(self.tree.tree.copy()), max_priority=self.max_priority, draws=self.draws)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
+        self.tree.tree[:] = state["tree"].numpy()
+        self.max_priority, self.draws = float(state["max_priority"]), int(state["draws"])

@@ -126,6 +126,75 @@ class Config:
         "how the loss gradient is computed on the CPU: numpy (hand-derived, ~3x faster) or autograd",
         choices=("numpy", "autograd"),
     )
+    # Beyond the original DQN: each is off by default, and any of them makes the agent use autograd.
+    double_dqn: bool = _opt(
+        False,
+        "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
+        "values it; removes the overestimation of max over noisy Q-values",
+        action="store_true",
+    )
+    dueling: bool = _opt(
+        False,
+        "dueling head (Wang et al., 2016): Q = V(s) + A(s, a) - mean A(s, .); the state value is learnt from "
+        "every sample, whatever the action",
+        action="store_true",
+    )
+    n_step: int = _opt(
+        1,
+        "n-step returns (Sutton, 1988; Hessel et al., 2018 Rainbow): bootstrap after N rewards; rewards "
+        "such as the landing bonus reach earlier states N times faster",
+        _positive_int,
+    )
+    loss: str = _opt(
+        "mse",
+        "loss on the TD error: mse, or huber (smooth L1, delta 1; Mnih et al., 2015), linear for big "
+        "errors so a crash's -100 cannot give a huge gradient",
+        choices=("mse", "huber"),
+    )
+    grad_clip: float = _opt(
+        0.0, "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off", float
+    )
+    target_update_every: int = _opt(
+        0,
+        "copy the local network into the target every N learning steps (Mnih et al., 2015) instead of the "
+        "soft update; 0 = soft update with --interpolation-parameter",
+        _nonnegative_int,
+    )
+    epsilon_decay_steps: int = _opt(
+        0,
+        "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
+        "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
+        _nonnegative_int,
+    )
+    prioritized_replay: bool = _opt(
+        False,
+        "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
+        "more often, corrected by importance weights",
+        action="store_true",
+    )
+    priority_alpha: float = _opt(0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float)
+    priority_beta: float = _opt(
+        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float
+    )
+
+
+# Named sets of options; explicit flags override them. "fast" lands in the fewest episodes we measured.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {
+        "double_dqn": True,
+        "dueling": True,
+        "n_step": 3,
+        "loss": "huber",
+        "grad_clip": 10.0,
+        "learning_rate": 6e-4,
+        "minibatch_size": 128,
+        "hidden_size": 128,
+        "learn_every": 1,
+        "target_update_every": 250,
+        "epsilon_decay_steps": 20_000,
+        "epsilon_end": 0.01,
+    },
+}
 
 
 class UserError(Exception):
@@ -164,6 +233,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
         kwargs.update(meta)
         parser.add_argument(flag, **kwargs)
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        help="start from a named set of options (fast: "
+        + ", ".join(f"{k}={v}" for k, v in PRESETS["fast"].items())
+        + "); flags given as well override it",
+    )
     actions = parser.add_argument_group("actions other than training from scratch")
     actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
     actions.add_argument(
@@ -188,6 +264,7 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str,
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
+    preset = args.pop("preset")
     cfg = Config(**args)
     problem = config_problem(cfg)
     chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
@@ -200,7 +277,16 @@ def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str,
     given = set(vars(build_parser(suppress_defaults=True).parse_args(argv))) & {
         f.name for f in dataclasses.fields(Config)
     }
+    if preset is not None:
+        cfg = apply_preset(cfg, preset, given)
+        if problem := config_problem(cfg):
+            parser.error(problem)
     return cfg, actions, given
+
+
+def apply_preset(cfg: Config, name: str, given: set[str] = frozenset()) -> Config:
+    """``cfg`` with the fields of preset ``name``, except those in ``given`` (flags the user typed)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in PRESETS[name].items() if k not in given})
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -218,6 +304,8 @@ def config_problem(cfg: Config) -> str | None:
         )
     if not cfg.checkpoint.strip():
         return "--checkpoint must be a file path"
+    if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
+        return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None
 
 
@@ -267,6 +355,11 @@ def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
 def next_epsilon(epsilon: float, epsilon_end: float, epsilon_decay: float) -> float:
     """Multiplicative decay per episode, floored at ``epsilon_end``."""
     return max(epsilon_end, epsilon_decay * epsilon)
+
+
+def linear_epsilon(step: int, epsilon_start: float, epsilon_end: float, decay_steps: int) -> float:
+    """Epsilon after ``step`` environment steps: a straight line from start to end over ``decay_steps``, then flat."""
+    return epsilon_start + (epsilon_end - epsilon_start) * min(1.0, step / decay_steps)
 
 
 def run_name(cfg: Config, start: float) -> str:
@@ -494,13 +587,14 @@ def network_from_weights(weights: Any, source: str | os.PathLike):
     """Build a :class:`nnetwork.Network` shaped like ``weights`` (a state_dict) and load them."""
     import torch
 
-    from nnetwork import Network
+    from nnetwork import DuelingNetwork, Network
 
     keys = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
     if not isinstance(weights, dict) or not all(isinstance(weights.get(k), torch.Tensor) for k in keys):
         raise UserError(f"{source} is not a checkpoint of this project (no fc1/fc2/fc3 network weights in it)")
     hidden, state_size = weights["fc1.weight"].shape
-    net = Network(state_size, weights["fc3.weight"].shape[0], hidden)
+    network = DuelingNetwork if "value.weight" in weights else Network
+    net = network(state_size, weights["fc3.weight"].shape[0], hidden)
     try:
         net.load_state_dict(weights)
     except RuntimeError:
@@ -770,6 +864,15 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
         device=device,
         rng=rng,
         backprop=cfg.backprop,
+        double_dqn=cfg.double_dqn,
+        dueling=cfg.dueling,
+        n_step=cfg.n_step,
+        loss=cfg.loss,
+        grad_clip=cfg.grad_clip,
+        target_update_every=cfg.target_update_every,
+        prioritized_replay=cfg.prioritized_replay,
+        priority_alpha=cfg.priority_alpha,
+        priority_beta=cfg.priority_beta,
     )
 
 
@@ -893,6 +996,10 @@ def train(
                 state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
                 score, length = 0.0, 0
                 for _ in range(cfg.max_steps):
+                    if cfg.epsilon_decay_steps:  # linear in environment steps, instead of per episode
+                        epsilon = linear_epsilon(
+                            total_steps + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps
+                        )
                     action = agent.act(state, epsilon)
                     next_state, reward, terminated, truncated, _ = env.step(action)
                     # Store *terminated*, not truncated: a time-limit cut-off still has a future.
@@ -902,6 +1009,7 @@ def train(
                     length += 1
                     if terminated or truncated:
                         break
+                agent.end_episode()  # n-step returns never reach across episodes
                 total_steps += length
                 scores.append(score)
                 window.append(score)
@@ -918,7 +1026,8 @@ def train(
                         "wall_seconds": round(elapsed, 3),
                     }
                 )
-                epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+                if not cfg.epsilon_decay_steps:
+                    epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
 
                 if cfg.video and episode % cfg.video_every == 0:
                     try:
@@ -1004,7 +1113,7 @@ def evaluate(
     out: Callable[[str], None] = print,
 ) -> EvalResult:
     """Play ``episodes`` greedy episodes with a saved network and report how it flies."""
-    from nnetwork import numpy_q_values
+    from nnetwork import DuelingNetwork, numpy_dueling_q_values, numpy_q_values
 
     obj = load_file(path)
     if is_training_state(obj):
@@ -1016,9 +1125,10 @@ def evaluate(
     env = make_env(env_id, max_steps)
     check_network_fits(net, env, path)
     views = net.numpy_views()
+    q_values = numpy_dueling_q_values if isinstance(net, DuelingNetwork) else numpy_q_values
 
     def policy(state: np.ndarray) -> int:
-        return int(np.argmax(numpy_q_values(views, np.asarray(state, dtype=np.float32))))
+        return int(np.argmax(q_values(views, np.asarray(state, dtype=np.float32))))
 
     result = EvalResult([], [], [], 0)
     try:

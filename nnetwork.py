@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 class Network(nn.Module):
@@ -60,3 +64,42 @@ def numpy_q_values(views: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray
         if i < last:
             np.maximum(x, 0.0, out=x)  # ReLU, in place on the fresh array
     return x
+
+
+class DuelingNetwork(Network):
+    """The same trunk with two heads: a state value ``V(s)`` and advantages ``A(s, a)`` (Wang et al., 2016).
+
+    ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``. Subtracting the mean pins down the
+    split between ``V`` and ``A`` (otherwise any constant could move between them).
+    Why it helps: most LunarLander states have a value that hardly depends on the
+    action (falling far from the ground), and the value head learns it from every
+    sample instead of once per action. ``fc3`` is the advantage head, so the layer
+    names of :class:`Network` still hold; ``value`` is the extra head.
+    """
+
+    def __init__(self, state_size: int, action_size: int, hidden_size: int = 64) -> None:
+        super().__init__(state_size, action_size, hidden_size)
+        self.value = nn.Linear(hidden_size, 1)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """Return ``V(s) + A(s, a) - mean(A(s, .))`` of shape ``(..., action_size)``."""
+        x = F.relu(self.fc1(state))
+        x = F.relu(self.fc2(x))
+        return dueling_q_values(self.value(x), self.fc3(x))
+
+    def numpy_views(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Like :meth:`Network.numpy_views`, with the value head's ``(weight.T, bias)`` last."""
+        return super().numpy_views() + [(self.value.weight.detach().numpy().T, self.value.bias.detach().numpy())]
+
+
+def dueling_q_values(value: Array, advantages: Array) -> Array:
+    """The dueling aggregation ``Q = V + A - mean(A)`` over the last axis; tensors or NumPy arrays."""
+    return value + advantages - advantages.mean(-1, keepdims=True)
+
+
+def numpy_dueling_q_values(views: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray) -> np.ndarray:
+    """:meth:`DuelingNetwork.forward` for one state, in NumPy (see :func:`numpy_q_values`)."""
+    (w1, b1), (w2, b2), (w3, b3), (wv, bv) = views
+    h = np.maximum(state @ w1 + b1, 0.0)
+    h = np.maximum(h @ w2 + b2, 0.0)
+    return dueling_q_values(h @ wv + bv, h @ w3 + b3)

@@ -1,0 +1,278 @@
+"""The options beyond the original DQN, each checked with numbers worked out by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main
+from agent import Agent, PrioritizedReplayMemory, SumTree, double_dqn_next_q, n_step_return
+from nnetwork import DuelingNetwork, dueling_q_values, numpy_dueling_q_values
+
+EXTRA_OPTIONS = {
+    "double_dqn": {"double_dqn": True},
+    "dueling": {"dueling": True},
+    "n_step": {"n_step": 3},
+    "huber": {"loss": "huber"},
+    "grad_clip": {"grad_clip": 10.0},
+    "hard_target": {"target_update_every": 5},
+    "prioritized": {"prioritized_replay": True},
+}
+
+
+def _agent(**options) -> Agent:
+    torch.manual_seed(0)
+    base = dict(minibatch_size=1000, rng=np.random.default_rng(0))  # a big minibatch: step() never learns
+    base.update(options)
+    return Agent(8, 4, **base)
+
+
+def _state(i: float) -> np.ndarray:
+    return np.full(8, i, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- Double DQN
+
+
+def test_double_dqn_values_the_local_networks_choice_with_the_target_network() -> None:
+    next_q_local = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 4.0]])
+    next_q_target = torch.tensor([[10.0, 20.0, 30.0], [7.0, 9.0, 8.0]])
+    # Local picks action 1 in the first row and 0 in the second; plain DQN would take 30 and 9.
+    assert double_dqn_next_q(next_q_local, next_q_target).tolist() == [[20.0], [7.0]]
+
+
+def test_double_dqn_target_inside_the_loss() -> None:
+    """One transition: r = 1, gamma = 0.5, the local network prefers action 0, the target values it at 2."""
+    agent = _agent(double_dqn=True, discount_factor=0.5)
+    for net, next_values in ((agent.local_qnetwork, [9.0, 1.0, 1.0, 1.0]), (agent.target_qnetwork, [2.0, 8.0, 0, 0])):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.zero_()
+            net.fc3.bias.copy_(torch.tensor(next_values))  # constant Q-values, whatever the state
+    batch = (_state(0)[None], _state(1)[None], np.array([[1]]), np.array([[1.0]]), np.array([[0.0]]))
+    batch = [torch.as_tensor(np.asarray(a, dtype=np.int64 if i == 2 else np.float32)) for i, a in enumerate(batch)]
+    loss = agent.learn(main_experiences(batch), 0.5)
+    # target = 1 + 0.5 * Q_target(s', argmax Q_local) = 1 + 0.5 * 2 = 2; Q_local(s, 1) = 1; (1 - 2)^2 = 1
+    assert loss == pytest.approx(1.0)
+
+
+def main_experiences(batch: list[torch.Tensor]):
+    from agent import Experiences
+
+    return Experiences(*batch)
+
+
+# ---------------------------------------------------------------- dueling
+
+
+def test_dueling_aggregation_by_hand() -> None:
+    value = np.array([[1.0]])
+    advantages = np.array([[1.0, 2.0, 3.0, 6.0]])  # mean 3
+    assert dueling_q_values(value, advantages).tolist() == [[-1.0, 0.0, 1.0, 4.0]]
+    q = dueling_q_values(torch.tensor([[1.0]]), torch.tensor([[1.0, 2.0, 3.0, 6.0]]))
+    assert q.tolist() == [[-1.0, 0.0, 1.0, 4.0]]
+
+
+def test_dueling_network_forward_and_numpy_agree() -> None:
+    torch.manual_seed(3)
+    net = DuelingNetwork(8, 4, 16)
+    state = torch.randn(8)
+    with torch.no_grad():
+        h = torch.relu(net.fc2(torch.relu(net.fc1(state))))
+        advantages, value = net.fc3(h), net.value(h)
+        expected = value + advantages - advantages.mean()
+        assert torch.allclose(net(state), expected)
+    assert np.allclose(numpy_dueling_q_values(net.numpy_views(), state.numpy()), expected.numpy(), atol=1e-6)
+
+
+def test_dueling_agent_acts_greedily_on_the_dueling_values() -> None:
+    agent = _agent(dueling=True)
+    state = _state(0.3)
+    with torch.no_grad():
+        expected = agent.local_qnetwork(torch.from_numpy(state)).numpy()
+    assert np.allclose(agent.q_values(state), expected, atol=1e-6)
+    assert agent.greedy_action(state) == int(np.argmax(expected))
+
+
+# ---------------------------------------------------------------- n-step returns
+
+
+def test_n_step_return_by_hand() -> None:
+    assert n_step_return([1.0, 2.0, 3.0], 0.5) == 1 + 0.5 * 2 + 0.25 * 3  # 2.75
+    assert n_step_return([4.0], 0.5) == 4.0
+
+
+def test_n_step_transitions_stop_at_the_episode_end() -> None:
+    """n = 3, gamma = 0.5; state i is all i, the reward of step i is i + 1, the 4th step terminates."""
+    agent = _agent(n_step=3, discount_factor=0.5)
+    for i in range(4):
+        agent.step(_state(i), i % 4, float(i + 1), _state(i + 1), done=(i == 3))
+    m = agent.memory
+    assert len(m) == 4
+    assert m.states[:4, 0].tolist() == [0, 1, 2, 3]
+    assert m.actions[:4, 0].tolist() == [0, 1, 2, 3]
+    # s0: 1 + 0.5*2 + 0.25*3, bootstraps from s3; the rest see the terminal step and stop there.
+    assert m.rewards[:4, 0].tolist() == [2.75, 2 + 0.5 * 3 + 0.25 * 4, 3 + 0.5 * 4, 4.0]
+    assert m.next_states[:4, 0].tolist() == [3, 4, 4, 4]
+    assert m.dones[:4, 0].tolist() == [0, 1, 1, 1]
+    # Next episode: two steps, then the time limit cuts it; nothing half-counted is stored ...
+    agent.step(_state(10), 0, 1.0, _state(11), False)
+    agent.step(_state(11), 0, 1.0, _state(12), False)
+    agent.end_episode()
+    assert len(m) == 4
+    # ... and the episode after starts afresh: its first transition holds only its own rewards.
+    for i in range(3):
+        agent.step(_state(20 + i), 1, 1.0, _state(21 + i), False)
+    assert len(m) == 5
+    assert (m.states[4, 0], m.rewards[4, 0], m.next_states[4, 0], m.dones[4, 0]) == (20, 1.75, 23, 0)
+
+
+def test_n_step_target_discounts_by_gamma_to_the_n() -> None:
+    agent = _agent(n_step=3, discount_factor=0.5)
+    with torch.no_grad():
+        for net in (agent.local_qnetwork, agent.target_qnetwork):
+            for p in net.parameters():
+                p.zero_()
+            net.fc3.bias.fill_(8.0)  # every Q-value is 8
+    batch = [torch.zeros(1, 8), torch.zeros(1, 8), torch.zeros(1, 1, dtype=torch.int64), torch.ones(1, 1)]
+    loss = agent.learn(main_experiences([*batch, torch.zeros(1, 1)]), 0.5)
+    # target = 1 + 0.5**3 * 8 = 2, estimate 8: (8 - 2)^2 = 36
+    assert loss == pytest.approx(36.0)
+
+
+# ---------------------------------------------------------------- Huber loss, clipping, hard target update
+
+
+def test_huber_loss_by_hand() -> None:
+    """TD errors of 0.5 and 3: Huber gives 0.5 * 0.5^2 = 0.125 and 3 - 0.5 = 2.5, mean 1.3125."""
+    agent = _agent(loss="huber", discount_factor=0.0)
+    with torch.no_grad():
+        for p in agent.local_qnetwork.parameters():
+            p.zero_()
+    rewards = torch.tensor([[0.5], [-3.0]])  # gamma 0: the target is the reward; Q is 0
+    batch = [torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 1, dtype=torch.int64), rewards, torch.ones(2, 1)]
+    assert agent.learn(main_experiences(batch), 0.0) == pytest.approx(1.3125)
+
+
+def test_gradient_norm_is_clipped() -> None:
+    agent = _agent(grad_clip=0.01)
+    batch = [torch.randn(32, 8), torch.randn(32, 8), torch.zeros(32, 1, dtype=torch.int64), 100 * torch.ones(32, 1)]
+    agent.learn(main_experiences([*batch, torch.zeros(32, 1)]), 0.99)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in agent.local_qnetwork.parameters()]))
+    assert norm.item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_hard_target_update_copies_every_n_learning_steps() -> None:
+    agent = _agent(target_update_every=3)
+    batch = [torch.randn(16, 8), torch.randn(16, 8), torch.zeros(16, 1, dtype=torch.int64), torch.ones(16, 1)]
+    experiences = main_experiences([*batch, torch.zeros(16, 1)])
+    before = [p.clone() for p in agent.target_qnetwork.parameters()]
+    for _ in range(2):
+        agent.learn(experiences, 0.99)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.target_qnetwork.parameters(), strict=True))
+    agent.learn(experiences, 0.99)
+    for a, b in zip(agent.local_qnetwork.parameters(), agent.target_qnetwork.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- prioritized replay
+
+
+def test_sum_tree_samples_in_proportion_to_priority() -> None:
+    tree = SumTree(5)  # 8 leaves, 5 used
+    tree.update(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert tree.total() == 10.0
+    # Boundaries: [0, 1) -> 0, [1, 3) -> 1, [3, 6) -> 2, [6, 10) -> 3.
+    assert tree.find(np.array([0.0, 0.99, 1.0, 2.99, 3.0, 5.99, 6.0, 9.99])).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # An even grid of 1,000 values lands 100, 200, 300 and 400 times.
+    grid = (np.arange(1000) + 0.5) / 1000 * tree.total()
+    assert np.bincount(tree.find(grid), minlength=5).tolist() == [100, 200, 300, 400, 0]
+    tree.update(np.array([1]), np.array([0.0]))  # a zero priority is never drawn
+    assert 1 not in tree.find(np.linspace(0, tree.total() - 1e-9, 500))
+
+
+def test_prioritized_memory_draws_by_priority_with_importance_weights() -> None:
+    memory = PrioritizedReplayMemory(4, 8, rng=np.random.default_rng(0), alpha=1.0, beta=1.0)
+    for i in range(4):
+        memory.push((_state(i), 0, 0.0, _state(i), False))
+    memory.update_priorities(np.arange(4), np.array([1.0, 2.0, 3.0, 4.0]) - 1e-5)  # alpha 1: p = |delta|
+    counts = np.zeros(4)
+    for _ in range(2000):
+        counts += np.bincount(memory.sample_indices(2), minlength=4)
+    assert counts / counts.sum() == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=0.02)
+    memory.sample_indices(4)
+    # beta 1: w = (N P(i))^-1 / max = (p_min / p_i); here that is 1 / p_i, normalised by the batch's largest.
+    expected = {0: 1.0, 1: 0.5, 2: 1 / 3, 3: 0.25}
+    weights = memory.last_weights / memory.last_weights.max() * max(expected[i] for i in memory.last_indices)
+    assert weights == pytest.approx([expected[i] for i in memory.last_indices], rel=1e-5)
+
+
+def test_prioritized_memory_round_trips_its_priorities() -> None:
+    memory = PrioritizedReplayMemory(8, 8, rng=np.random.default_rng(0))
+    for i in range(5):
+        memory.push((_state(i), 0, 0.0, _state(i), False))
+    memory.update_priorities(np.array([2]), np.array([7.0]))
+    copy = PrioritizedReplayMemory(8, 8)
+    copy.load_state_dict(memory.state_dict())
+    assert np.array_equal(copy.tree.tree, memory.tree.tree) and copy.max_priority == memory.max_priority
+
+
+# ---------------------------------------------------------------- schedule, agent wiring, preset
+
+
+def test_linear_epsilon_by_hand() -> None:
+    assert main.linear_epsilon(0, 1.0, 0.01, 100) == 1.0
+    assert main.linear_epsilon(50, 1.0, 0.01, 100) == pytest.approx(0.505)
+    assert main.linear_epsilon(100, 1.0, 0.01, 100) == pytest.approx(0.01)
+    assert main.linear_epsilon(10_000, 1.0, 0.01, 100) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("options", EXTRA_OPTIONS.values(), ids=EXTRA_OPTIONS.keys())
+def test_any_extra_option_uses_autograd_and_learns(options: dict) -> None:
+    agent = _agent(minibatch_size=16, **options)
+    assert agent.backprop == "autograd"
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        state, next_state, reward = rng.standard_normal(8), rng.standard_normal(8), float(rng.standard_normal())
+        agent.step(state, int(rng.integers(4)), reward, next_state, i % 20 == 19)
+    assert agent.learn_steps > 0 and np.isfinite(agent.last_loss)
+
+
+def test_the_default_agent_keeps_the_numpy_path() -> None:
+    assert _agent().backprop == "numpy" and not _agent().extended
+
+
+def test_preset_sets_fields_and_flags_override_it() -> None:
+    assert main.parse_config([]) == main.Config()
+    fast = main.parse_config(["--preset", "fast"])
+    for key, value in main.PRESETS["fast"].items():
+        assert getattr(fast, key) == value
+    mine = main.parse_config(["--preset", "fast", "--learning-rate", "1e-3", "--n-step", "1"])
+    assert (mine.learning_rate, mine.n_step, mine.dueling) == (1e-3, 1, True)
+
+
+def test_preset_run_resumes_exactly_and_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dueling weights, n-step queues, priorities and the hard target update all survive a resume."""
+    monkeypatch.chdir(tmp_path)
+    fast = {**main.PRESETS["fast"], "prioritized_replay": True, "hidden_size": 32, "epsilon_decay_steps": 300}
+    cfg = main.Config(
+        episodes=4,
+        max_steps=80,
+        minibatch_size=16,
+        replay_buffer_size=200,
+        video=False,
+        checkpoint=str(tmp_path / "w.pth"),
+        seed=2,
+        save_every=1,
+        **{k: v for k, v in fast.items() if k != "minibatch_size"},
+    )
+    whole = main.train(cfg, out=lambda _: None)
+    first = main.train(dataclasses.replace(cfg, episodes=2), out=lambda _: None)
+    resumed = main.train(cfg, out=lambda _: None, resume=first.state_path)
+    assert resumed.scores == whole.scores
+    result = main.evaluate(whole.checkpoint, episodes=2, seed=0, out=lambda _: None)
+    assert len(result.scores) == 2
