@@ -1,0 +1,379 @@
+"""Side by side on the same seeds: the original DQN, ``--preset fast``, and Stable-Baselines3's DQN.
+
+For each method and seed it measures the episodes and environment steps until the
+100-episode *training* average (exploration included) reaches 200, the wall-clock
+seconds to get there, and the greedy policy at exactly 100,000 environment steps,
+scored over 100 evaluation episodes (seeds 0..99, as ``main.evaluate`` plays them).
+For this project's runs it also evaluates the agent at the end of its run with
+``main.evaluate`` (share of landings, mean episode length). Medians over the seeds
+are printed as a table and as one JSON line.
+
+    python benchmarks/compare.py                          # everything: long (about an hour on 2 cores)
+    python benchmarks/compare.py --which preset --seeds 0 1
+
+Stable-Baselines3 is optional: ``pip install -r benchmarks/requirements.txt``.
+Its hyperparameters are rl-baselines3-zoo's for LunarLander-v2 (``hyperparams/dqn.yml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import main  # noqa: E402  (sets OPENBLAS_NUM_THREADS before NumPy's BLAS starts)
+
+ENV_ID = "LunarLander-v3"
+EVAL_STEPS = 100_000
+METHODS = ("default", "preset", "sb3")
+
+# rl-baselines3-zoo, hyperparams/dqn.yml, LunarLander-v2 (the v3 task is the same).
+SB3_ZOO = {
+    "n_timesteps": 100_000,
+    "policy": "MlpPolicy",
+    "learning_rate": 6.3e-4,
+    "batch_size": 128,
+    "buffer_size": 50_000,
+    "learning_starts": 0,
+    "gamma": 0.99,
+    "target_update_interval": 250,
+    "train_freq": 4,
+    "gradient_steps": -1,
+    "exploration_fraction": 0.12,
+    "exploration_final_eps": 0.1,
+    "policy_kwargs": {"net_arch": [256, 256]},
+}
+
+
+def first_solved(scores: list[float], target: float = main.SOLVED_SCORE) -> int | None:
+    """First episode (1-based) whose full 100-episode training average reaches ``target``."""
+    return main.solved_at(np.array(_averages(scores)), target) if len(scores) >= 100 else None
+
+
+def _averages(scores: list[float]) -> list[float]:
+    window: deque[float] = deque(maxlen=100)
+    out = []
+    for s in scores:
+        window.append(s)
+        out.append(float(np.mean(window)))
+    return out
+
+
+# ---------------------------------------------------------------- this project
+
+
+def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None]) -> dict[str, Any]:
+    """``main.train``'s loop for ``cfg``, snapshotting the weights at ``eval_steps`` environment steps.
+
+    Trains until the 100-episode average reaches the target *and* ``eval_steps`` steps are done,
+    or ``cfg.episodes`` run out. A test checks that the scores equal ``main.train``'s.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    env = main.make_env(cfg.env, cfg.max_steps)
+    rng = main.seed_everything(cfg.seed)
+    env.action_space.seed(cfg.seed)
+    agent = main.build_agent(cfg, env, torch.device("cpu"), rng)
+    scores: list[float] = []
+    window: deque[float] = deque(maxlen=100)
+    epsilon, total_steps = cfg.epsilon_start, 0
+    snapshot, solved = None, None
+    start = time.perf_counter()
+    try:
+        for episode in range(1, cfg.episodes + 1):
+            state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
+            score, length = 0.0, 0
+            for _ in range(cfg.max_steps):
+                if cfg.epsilon_decay_steps:
+                    epsilon = main.linear_epsilon(
+                        total_steps + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps
+                    )
+                action = agent.act(state, epsilon)
+                next_state, reward, terminated, truncated, _ = env.step(action)
+                agent.step(state, action, reward, next_state, terminated)
+                state = next_state
+                score += float(reward)
+                length += 1
+                if total_steps + length == eval_steps:
+                    snapshot = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
+                if terminated or truncated:
+                    break
+            agent.end_episode()
+            total_steps += length
+            scores.append(score)
+            window.append(score)
+            if not cfg.epsilon_decay_steps:
+                epsilon = main.next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+            if solved is None and len(window) == 100 and np.mean(window) >= cfg.target_score:
+                solved = {"episode": episode, "steps": total_steps, "seconds": time.perf_counter() - start}
+                out(f"    solved at episode {episode}, {total_steps} steps, {solved['seconds']:.0f} s")
+            if episode % 100 == 0:
+                out(f"    episode {episode}: average {np.mean(window):.1f}, {total_steps} steps")
+            if solved is not None and total_steps >= eval_steps:
+                break
+    finally:
+        env.close()
+    return {
+        "scores": scores,
+        "total_steps": total_steps,
+        "seconds": time.perf_counter() - start,
+        "solved": solved,
+        "weights_at_eval_steps": snapshot,
+        "final_weights": agent.local_qnetwork.state_dict(),
+    }
+
+
+def evaluate_weights(weights: dict | None, episodes: int) -> dict[str, Any] | None:
+    """``main.evaluate`` of a state_dict: mean score, share landed, mean length."""
+    if weights is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="dqn-compare-") as tmp:
+        path = Path(tmp) / "weights.pth"
+        main.save_torch(weights, path)
+        result = main.evaluate(path, episodes=episodes, seed=0, out=lambda _: None)
+    return _eval_summary(result.scores, result.lengths, result.outcomes)
+
+
+def _eval_summary(scores: list[float], lengths: list[int], outcomes: list[str]) -> dict[str, Any]:
+    return {
+        "mean_score": float(np.mean(scores)),
+        "landed_share": outcomes.count("landed") / len(outcomes),
+        "mean_length": float(np.mean(lengths)),
+    }
+
+
+def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
+    """One seed of the original (``default``) or of ``--preset fast``."""
+    cfg = main.Config(seed=seed, video=False, episodes=args.max_episodes, quiet=True)
+    if method == "preset":
+        cfg = main.apply_preset(cfg, "fast")
+    run = train_project(cfg, args.eval_steps, out)
+    solved = run["solved"]
+    return {
+        "method": method,
+        "seed": seed,
+        "solved_episode": solved and solved["episode"],
+        "solved_steps": solved and solved["steps"],
+        "solved_seconds": solved and solved["seconds"],
+        "episodes_run": len(run["scores"]),
+        "steps_run": run["total_steps"],
+        "seconds_run": run["seconds"],
+        "eval_at_steps": evaluate_weights(run["weights_at_eval_steps"], args.eval_episodes),
+        "eval_at_end": evaluate_weights(run["final_weights"], args.eval_episodes),
+    }
+
+
+# ---------------------------------------------------------------- Stable-Baselines3
+
+
+def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
+    """One seed of SB3's DQN with the zoo hyperparameters, for ``n_timesteps`` (100,000) steps."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.monitor import Monitor
+
+    torch.set_num_threads(1)
+    scores: list[float] = []
+    solved: dict[str, Any] = {}
+    start = time.perf_counter()
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    scores.append(float(info["episode"]["r"]))
+                    if not solved and first_solved(scores) is not None:
+                        solved.update(
+                            episode=len(scores), steps=self.num_timesteps, seconds=time.perf_counter() - start
+                        )
+                        out(f"    solved at episode {len(scores)}, {self.num_timesteps} steps")
+            return True
+
+    hyper = {k: v for k, v in SB3_ZOO.items() if k not in ("n_timesteps", "policy")}
+    env = Monitor(gym.make(ENV_ID))
+    model = DQN(SB3_ZOO["policy"], env, seed=seed, device="cpu", verbose=0, **hyper)
+    model.learn(total_timesteps=SB3_ZOO["n_timesteps"], callback=Record())
+    seconds = time.perf_counter() - start
+    env.close()
+    evaluation = _evaluate_sb3(model, args.eval_episodes)
+    return {
+        "method": "sb3",
+        "seed": seed,
+        "solved_episode": solved.get("episode"),
+        "solved_steps": solved.get("steps"),
+        "solved_seconds": solved.get("seconds"),
+        "episodes_run": len(scores),
+        "steps_run": SB3_ZOO["n_timesteps"],
+        "seconds_run": seconds,
+        "eval_at_steps": evaluation,
+        "eval_at_end": evaluation,  # SB3 stops at n_timesteps
+    }
+
+
+def _evaluate_sb3(model, episodes: int) -> dict[str, Any]:
+    """Greedy episodes with the same environment seeds and outcome rules as ``main.evaluate``."""
+    env = main.make_env(ENV_ID, 1000)
+    scores, lengths, outcomes = [], [], []
+    try:
+        for i in range(episodes):
+            state, _ = env.reset(seed=i)
+            score, length, terminated, truncated = 0.0, 0, False, False
+            while not (terminated or truncated):
+                action, _ = model.predict(state, deterministic=True)
+                state, reward, terminated, truncated, _ = env.step(int(action))
+                score += float(reward)
+                length += 1
+            scores.append(score)
+            lengths.append(length)
+            outcomes.append(main.episode_outcome(env, state, terminated))
+    finally:
+        env.close()
+    return _eval_summary(scores, lengths, outcomes)
+
+
+# ---------------------------------------------------------------- report
+
+
+def median(values: list[float | None]) -> float | None:
+    """Median of the values, counting a missing one (never solved) as worse than all; None if most are."""
+    present = sorted(v for v in values if v is not None)
+    missing = len(values) - len(present)
+    ordered = present + [None] * missing
+    if not ordered:
+        return None
+    n = len(ordered)
+    middle = ordered[(n - 1) // 2 : n // 2 + 1]
+    return None if None in middle else float(statistics.mean(middle))
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per method over its seeds."""
+    summary = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+
+        def field(get: Callable[[dict], Any], rows: list[dict] = mine) -> float | None:
+            return median([get(r) for r in rows])
+
+        summary[method] = {
+            "seeds": len(mine),
+            "solved": sum(r["solved_episode"] is not None for r in mine),
+            "worst_solved_episode": None
+            if any(r["solved_episode"] is None for r in mine)
+            else max(r["solved_episode"] for r in mine),
+            "median_solved_episode": field(lambda r: r["solved_episode"]),
+            "median_solved_steps": field(lambda r: r["solved_steps"]),
+            "median_solved_seconds": field(lambda r: r["solved_seconds"]),
+            "median_eval_score_at_steps": field(lambda r: r["eval_at_steps"] and r["eval_at_steps"]["mean_score"]),
+            "median_landed_share_at_end": field(lambda r: r["eval_at_end"] and r["eval_at_end"]["landed_share"]),
+            "median_mean_length_at_end": field(lambda r: r["eval_at_end"] and r["eval_at_end"]["mean_length"]),
+        }
+    return summary
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """Per-seed rows and the medians, as a Markdown table."""
+    steps = results["eval_steps"]
+    print(f"\nLunarLander-v3, seeds {results['seeds']}, {results['machine']}")
+    print(
+        f"\n| method | seed | episodes to avg 200 | env steps to avg 200 | seconds to avg 200 "
+        f"| greedy score at {steps:,} steps | landed at end | mean length at end |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        at, end = r["eval_at_steps"] or {}, r["eval_at_end"] or {}
+        print(
+            f"| {r['method']} | {r['seed']} | {_f(r['solved_episode'], 'd')} | {_f(r['solved_steps'], ',d')} "
+            f"| {_f(r['solved_seconds'], '.0f')} | {_f(at.get('mean_score'), '.1f')} "
+            f"| {_f(end.get('landed_share'), '.0%')} | {_f(end.get('mean_length'), '.0f')} |"
+        )
+    for method, s in results["summary"].items():
+        print(
+            f"| **{method}** | median of {s['seeds']} ({s['solved']} solved) "
+            f"| {_f(s['median_solved_episode'], '.0f')} | {_f(s['median_solved_steps'], ',.0f')} "
+            f"| {_f(s['median_solved_seconds'], '.0f')} | {_f(s['median_eval_score_at_steps'], '.1f')} "
+            f"| {_f(s['median_landed_share_at_end'], '.0%')} | {_f(s['median_mean_length_at_end'], '.0f')} |"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per method and seed")
+    parser.add_argument("--which", default="default,preset,sb3", help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--eval-steps", type=int, default=EVAL_STEPS, help="score the greedy policy at these env steps")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="greedy evaluation episodes")
+    parser.add_argument("--max-episodes", type=int, default=2000, help="most episodes of this project's runs")
+    args = parser.parse_args(argv)
+    args.which = [w.strip() for w in args.which.split(",") if w.strip()]
+    if unknown := set(args.which) - set(METHODS):
+        parser.error(f"--which: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    return args
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every method on every seed; print the table and one JSON line; return the results."""
+    args = parse_args(argv)
+    info = _machine()
+    runs = []
+
+    def out(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    for method in args.which:
+        for seed in args.seeds:
+            out(f"{method}, seed {seed} ...")
+            runs.append(run_sb3(seed, args, out) if method == "sb3" else run_project(method, seed, args, out))
+    results = {
+        "machine": info,
+        "seeds": args.seeds,
+        "eval_steps": args.eval_steps,
+        "preset": main.PRESETS["fast"],
+        "sb3_hyperparameters": SB3_ZOO,
+        "runs": runs,
+        "summary": summarize(runs),
+    }
+    print_table(results)
+    print(json.dumps(results))
+    return results
+
+
+def _machine() -> str:
+    import datetime
+    import os
+    import platform
+
+    import torch
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{date}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,37 @@
+"""benchmarks/compare.py: its training loop is main.train's, and its medians count unsolved runs as worst."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import compare  # noqa: E402
+
+
+@pytest.mark.parametrize("preset", [None, "fast"], ids=["default", "preset"])
+def test_compare_loop_gives_main_train_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(episodes=4, max_steps=150, video=False, quiet=True, seed=3, checkpoint=str(tmp_path / "w.pth"))
+    if preset:
+        cfg = main.apply_preset(cfg, preset)
+    expected = main.train(cfg, out=lambda _: None)
+    run = compare.train_project(cfg, eval_steps=200, out=lambda _: None)
+    assert run["scores"] == expected.scores and run["total_steps"] == expected.total_steps
+    assert run["weights_at_eval_steps"] is not None
+
+
+def test_median_counts_unsolved_as_worst() -> None:
+    assert compare.median([3, 1, 2]) == 2
+    assert compare.median([3, None, 1]) == 3
+    assert compare.median([None, None, 1]) is None
+    assert compare.median([1, 2, 3, None]) == 2.5
+
+
+def test_first_solved() -> None:
+    assert compare.first_solved([200.0] * 99) is None
+    assert compare.first_solved([0.0] * 50 + [400.0] * 60) == 100
