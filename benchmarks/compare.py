@@ -346,6 +346,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in args.seeds:
             out(f"{method}, seed {seed} ...")
             runs.append(run_sb3(seed, args, out) if method == "sb3" else run_project(method, seed, args, out))
+            out("RUN " + json.dumps(runs[-1]))  # each run as it ends, so a stopped benchmark keeps its figures
     results = {
         "machine": info,
         "seeds": args.seeds,
