@@ -361,6 +361,39 @@ def linear_epsilon(step: int, epsilon_start: float, epsilon_end: float, decay_st
     return epsilon_start + (epsilon_end - epsilon_start) * min(1.0, step / decay_steps)
 
 
+def play_episode(
+    env,
+    agent,
+    cfg: Config,
+    epsilon: float,
+    steps_before: int,
+    reset_seed: int | None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[float, int, float]:
+    """Play and learn from one training episode; return its score, its length and the last epsilon.
+
+    ``on_step`` (if given) is called with the total step count after every step.
+    """
+    state, _ = env.reset(seed=reset_seed)
+    score, length = 0.0, 0
+    for _ in range(cfg.max_steps):
+        if cfg.epsilon_decay_steps:  # linear in environment steps, instead of per episode
+            epsilon = linear_epsilon(steps_before + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
+        action = agent.act(state, epsilon)
+        next_state, reward, terminated, truncated, _ = env.step(action)
+        # Store *terminated*, not truncated: a time-limit cut-off still has a future.
+        agent.step(state, action, reward, next_state, terminated)
+        state = next_state
+        score += float(reward)
+        length += 1
+        if on_step is not None:
+            on_step(steps_before + length)
+        if terminated or truncated:
+            break
+    agent.end_episode()  # n-step returns never reach across episodes
+    return score, length, epsilon
+
+
 def run_name(cfg: Config, start: float) -> str:
     """``{env}__seed{seed}__{YYYYmmdd-HHMMSS}``: sortable, and says what the run was."""
     return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"
@@ -992,23 +1025,8 @@ def train(
                     episode -= 1
                     break
                 # Seed the environment once; later resets continue its random stream.
-                state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
-                score, length = 0.0, 0
-                for _ in range(cfg.max_steps):
-                    if cfg.epsilon_decay_steps:  # linear in environment steps, instead of per episode
-                        epsilon = linear_epsilon(
-                            total_steps + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps
-                        )
-                    action = agent.act(state, epsilon)
-                    next_state, reward, terminated, truncated, _ = env.step(action)
-                    # Store *terminated*, not truncated: a time-limit cut-off still has a future.
-                    agent.step(state, action, reward, next_state, terminated)
-                    state = next_state
-                    score += float(reward)
-                    length += 1
-                    if terminated or truncated:
-                        break
-                agent.end_episode()  # n-step returns never reach across episodes
+                reset_seed = cfg.seed if episode == 1 else None
+                score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
                 total_steps += length
                 scores.append(score)
                 window.append(score)

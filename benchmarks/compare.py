@@ -92,27 +92,19 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
     window: deque[float] = deque(maxlen=100)
     epsilon, total_steps = cfg.epsilon_start, 0
     snapshot, solved = None, None
+
+    def keep_eval_weights(steps: int) -> None:
+        nonlocal snapshot
+        if steps == eval_steps:
+            snapshot = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
+
     start = time.perf_counter()
     try:
         for episode in range(1, cfg.episodes + 1):
-            state, _ = env.reset(seed=cfg.seed if episode == 1 else None)
-            score, length = 0.0, 0
-            for _ in range(cfg.max_steps):
-                if cfg.epsilon_decay_steps:
-                    epsilon = main.linear_epsilon(
-                        total_steps + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps
-                    )
-                action = agent.act(state, epsilon)
-                next_state, reward, terminated, truncated, _ = env.step(action)
-                agent.step(state, action, reward, next_state, terminated)
-                state = next_state
-                score += float(reward)
-                length += 1
-                if total_steps + length == eval_steps:
-                    snapshot = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
-                if terminated or truncated:
-                    break
-            agent.end_episode()
+            reset_seed = cfg.seed if episode == 1 else None
+            score, length, epsilon = main.play_episode(
+                env, agent, cfg, epsilon, total_steps, reset_seed, keep_eval_weights
+            )
             total_steps += length
             scores.append(score)
             window.append(score)
