@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnetwork import DuelingNetwork, Network, numpy_dueling_q_values, numpy_q_values
+from nnetwork import DuelingNetwork, Network, dueling_q_values, numpy_dueling_q_values, numpy_q_values
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -130,36 +130,74 @@ def numpy_td_gradients(
     grad_views: list[tuple[np.ndarray, np.ndarray]],
     batch: tuple[np.ndarray, ...],
     discount_factor: float,
-) -> float:
-    """Backpropagate the mean squared TD error through the 3-layer MLP by hand, in NumPy.
+    *,
+    double_dqn: bool = False,
+    huber: bool = False,
+    weights: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """Backpropagate the TD loss through the Q-network by hand, in NumPy.
 
-    Computes exactly what ``F.mse_loss(Q_local(s).gather(1, a), target).backward()``
-    computes (to float32 rounding) and writes the gradients into ``grad_views``
-    (NumPy views of each parameter's ``.grad``, weight as ``(out, in)``). Returns the loss.
+    Computes what ``loss(Q_local(s).gather(1, a), target).backward()`` computes (to float32
+    rounding) and writes the gradients into ``grad_views`` (NumPy views of each parameter's
+    ``.grad``, weight as ``(out, in)``). Returns the loss and the TD errors ``Q(s, a) - target``.
+
+    With three layers of views the network is :class:`nnetwork.Network`; with a fourth (the
+    value head) it is :class:`nnetwork.DuelingNetwork`. ``discount_factor`` is the one the
+    target uses (``gamma ** n`` for n-step returns). Options, as in ``Agent``: ``double_dqn``
+    picks the next action with the local network; ``huber`` is smooth L1 with delta 1;
+    ``weights`` multiply each sample's loss (prioritized replay's importance weights).
 
     Why by hand: for a 64-64 network the arithmetic is tiny and autograd's
     bookkeeping dominates; the same maths as a dozen NumPy calls is ~3x cheaper.
     """
     states, next_states, actions, rewards, dones = batch
-    # Target: r + gamma * max_a' Q_target(s', a') * (1 - done), no gradient.
-    next_q_max = numpy_q_values(target_views, next_states).max(axis=1, keepdims=True)
-    q_targets = bellman_target(rewards, next_q_max, dones, discount_factor)
+    dueling = len(local_views) == 4
+    q_values = numpy_dueling_q_values if dueling else numpy_q_values
+    # Target: r + gamma * Q_target(s', a*) * (1 - done), no gradient.
+    next_q_target = q_values(target_views, next_states)
+    if double_dqn:  # a* chosen by the local network, valued by the target one
+        best = q_values(local_views, next_states).argmax(axis=1)
+        next_q = next_q_target[np.arange(len(best)), best][:, None]
+    else:
+        next_q = next_q_target.max(axis=1, keepdims=True)
+    q_targets = bellman_target(rewards, next_q, dones, discount_factor)
     # Forward pass of the local network, keeping what the backward pass needs.
-    (w1, b1), (w2, b2), (w3, b3) = local_views  # weights as (in, out)
+    (w1, b1), (w2, b2), (w3, b3) = local_views[:3]  # weights as (in, out)
     z1 = states @ w1 + b1
     h1 = np.maximum(z1, 0.0)
     z2 = h1 @ w2 + b2
     h2 = np.maximum(z2, 0.0)
     q = h2 @ w3 + b3
+    if dueling:
+        value_w, value_b = local_views[3]
+        q = dueling_q_values(h2 @ value_w + value_b, q)
     rows, taken = np.arange(len(actions)), actions[:, 0]
     td_error = q[rows, taken] - q_targets[:, 0]
-    # d(mean of squares)/dQ(s, a) = 2 * td_error / B, and 0 for the actions not taken.
+    n = len(td_error)
+    if huber:  # smooth L1: quadratic within 1 of the target, linear beyond; its slope is clip(error)
+        abs_error = np.abs(td_error)
+        elementwise = np.where(abs_error < 1.0, 0.5 * np.square(td_error), abs_error - 0.5)
+        slope, scale = np.clip(td_error, -1.0, 1.0), 1.0 / n
+    else:  # mean of squares: slope 2 * error / n
+        elementwise, slope, scale = np.square(td_error), td_error, 2.0 / n
+    if weights is not None:
+        elementwise, slope = elementwise * weights, slope * weights
+    # d(mean loss)/dQ(s, a) for the action taken, and 0 for the actions not taken.
     dq = np.zeros_like(q)
-    dq[rows, taken] = td_error * (2.0 / len(td_error))
-    (gw1, gb1), (gw2, gb2), (gw3, gb3) = grad_views  # weights as (out, in), like nn.Linear
+    dq[rows, taken] = slope * scale
+    (gw1, gb1), (gw2, gb2), (gw3, gb3) = grad_views[:3]  # weights as (out, in), like nn.Linear
+    if dueling:
+        # Q = V + A - mean(A): V receives the sum of dQ, A receives dQ minus its mean.
+        d_value = dq.sum(axis=1, keepdims=True)
+        dq -= dq.mean(axis=1, keepdims=True)
+        gwv, gbv = grad_views[3]
+        np.matmul(d_value.T, h2, out=gwv)
+        np.sum(d_value, axis=0, out=gbv)
     np.matmul(dq.T, h2, out=gw3)
     np.sum(dq, axis=0, out=gb3)
     dz2 = dq @ w3.T
+    if dueling:
+        dz2 += d_value @ value_w.T
     dz2 *= z2 > 0.0  # ReLU passes gradient only where its input was positive
     np.matmul(dz2.T, h1, out=gw2)
     np.sum(dz2, axis=0, out=gb2)
@@ -167,7 +205,7 @@ def numpy_td_gradients(
     dz1 *= z1 > 0.0
     np.matmul(dz1.T, states, out=gw1)
     np.sum(dz1, axis=0, out=gb1)
-    return float(np.mean(np.square(td_error)))
+    return float(np.mean(elementwise)), td_error
 
 
 def numpy_adam_step(
@@ -198,6 +236,19 @@ def numpy_adam_step(
         denom /= bias_correction2_sqrt
         denom += eps
         param -= step_size * exp_avg / denom
+
+
+def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
+    """Scale ``grad`` in place to an L2 norm of at most ``max_norm``; return the norm before.
+
+    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al., 2013) on one flat
+    array: the factor is ``max_norm / (norm + 1e-6)``, and never above 1.
+    """
+    norm = float(np.sqrt(np.dot(grad, grad)))
+    factor = max_norm / (norm + 1e-6)
+    if factor < 1.0:
+        grad *= factor
+    return norm
 
 
 @torch.no_grad()
@@ -257,7 +308,7 @@ class Agent:
             (CPU only, about 3x faster), ``"autograd"`` with ``loss.backward()``. Both
             feed the same Adam step and compute the same numbers up to float rounding.
 
-    Beyond the original (each off by default; any of them switches to ``backprop="autograd"``):
+    Beyond the original (each off by default; both ``backprop`` paths compute every one):
 
         double_dqn: pick the next action with the local network, value it with the target (False).
         dueling: a :class:`nnetwork.DuelingNetwork`, ``Q = V + A - mean(A)`` (False).
@@ -303,11 +354,8 @@ class Agent:
         self.double_dqn, self.dueling, self.n_step, self.loss = double_dqn, dueling, n_step, loss
         self.grad_clip, self.target_update_every = grad_clip, target_update_every
         self.prioritized_replay = prioritized_replay
-        # The hand-written NumPy backprop knows only the original loss; any extra uses autograd.
         options = (double_dqn, dueling, n_step > 1, loss != "mse", grad_clip > 0, target_update_every > 0)
-        self.extended = any(options) or prioritized_replay
-        if self.extended:
-            backprop = "autograd"
+        self.extended = any(options) or prioritized_replay  # autograd then takes _extended_backward
         self._pending: deque[tuple[np.ndarray, int, float]] = deque()  # the last n_step - 1 transitions
         self.state_size = state_size
         self.action_size = action_size
@@ -393,8 +441,7 @@ class Agent:
         from the same backpropagation written out in NumPy (see ``backprop``).
         """
         if self.backprop == "numpy":
-            batch = tuple(t.numpy() for t in experiences)
-            loss = numpy_td_gradients(self._numpy_views, self._target_views, self._grad_views, batch, discount_factor)
+            loss = self._numpy_backward(experiences, discount_factor)
         elif self.extended:
             loss = self._extended_backward(experiences, discount_factor)
         else:
@@ -404,14 +451,14 @@ class Agent:
             raise FloatingPointError(f"the loss became {loss} at learning step {self.learn_steps + 1}")
         if self.backprop == "numpy":
             self._numpy_optimizer_step()
-            soft_update_([self._flat_target], [self._flat_local], self.interpolation_parameter)
-        elif self.target_update_every:
-            self.optimizer.step()
-            if (self.learn_steps + 1) % self.target_update_every == 0:
-                hard_update_(self._target_params, self._local_params)
+            target_params, local_params = [self._flat_target], [self._flat_local]
         else:
             self.optimizer.step()
-            soft_update_(self._target_params, self._local_params, self.interpolation_parameter)
+            target_params, local_params = self._target_params, self._local_params
+        if not self.target_update_every:
+            soft_update_(target_params, local_params, self.interpolation_parameter)
+        elif (self.learn_steps + 1) % self.target_update_every == 0:
+            hard_update_(target_params, local_params)
         self.learn_steps += 1
         self.last_loss = loss
         return loss
@@ -454,6 +501,26 @@ class Agent:
         for step in self._adam_steps:
             step += 1  # the optimizer's own 0-d step counters, one per parameter, in place
         numpy_adam_step(*self._adam_views, int(self._adam_steps[0]), group["lr"], group["betas"], group["eps"])
+
+    def _numpy_backward(self, experiences: Experiences, discount_factor: float) -> float:
+        """The loss gradient by :func:`numpy_td_gradients`, with every option, into the flat ``.grad`` buffer."""
+        batch = tuple(t.numpy() for t in experiences)
+        weights = self.memory.last_weights if self.prioritized_replay else None
+        loss, td_error = numpy_td_gradients(
+            self._numpy_views,
+            self._target_views,
+            self._grad_views,
+            batch,
+            discount_factor**self.n_step,  # an n-step transition bootstraps n steps ahead
+            double_dqn=self.double_dqn,
+            huber=self.loss == "huber",
+            weights=weights,
+        )
+        if self.grad_clip > 0:
+            clip_grad_norm_(self._flat_grad.numpy(), self.grad_clip)
+        if self.prioritized_replay:
+            self.memory.update_priorities(self.memory.last_indices, np.abs(td_error))
+        return loss
 
     def _autograd_backward(self, experiences: Experiences, discount_factor: float) -> float:
         """The textbook DQN loss, differentiated by autograd into each parameter's ``.grad``."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import agent as agent_module
 import main
 from agent import Agent, PrioritizedReplayMemory, SumTree, double_dqn_next_q, n_step_return
 from nnetwork import DuelingNetwork, dueling_q_values, numpy_dueling_q_values
@@ -231,15 +233,43 @@ def test_linear_epsilon_by_hand() -> None:
     assert main.linear_epsilon(10_000, 1.0, 0.01, 100) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("options", EXTRA_OPTIONS.values(), ids=EXTRA_OPTIONS.keys())
-def test_any_extra_option_uses_autograd_and_learns(options: dict) -> None:
-    agent = _agent(minibatch_size=16, **options)
-    assert agent.backprop == "autograd"
+def _trained_pair(options: dict) -> tuple[Agent, Agent]:
+    """The same agent on the NumPy and the autograd path, fed the same 120 transitions (with episode ends)."""
+    options = options | {"minibatch_size": 16}  # small, so that 120 steps learn often
+    agents = (_agent(**options), _agent(backprop="autograd", **options))
     rng = np.random.default_rng(1)
-    for i in range(60):
+    for i in range(120):
         state, next_state, reward = rng.standard_normal(8), rng.standard_normal(8), float(rng.standard_normal())
-        agent.step(state, int(rng.integers(4)), reward, next_state, i % 20 == 19)
-    assert agent.learn_steps > 0 and np.isfinite(agent.last_loss)
+        action, done = int(rng.integers(4)), i % 20 == 19
+        for agent in agents:
+            agent.step(state, action, reward, next_state, done)  # same rng seed: the same minibatches
+    return agents
+
+
+@pytest.mark.parametrize(
+    "options",
+    [*EXTRA_OPTIONS.values(), main.PRESETS["fast"] | {"prioritized_replay": True, "loss": "huber"}],
+    ids=[*EXTRA_OPTIONS.keys(), "all_together"],
+)
+def test_every_option_gives_the_same_numbers_in_numpy_and_autograd(options: dict) -> None:
+    options = {k: v for k, v in options.items() if k in inspect.signature(Agent).parameters}  # Agent's fields
+    fast, plain = _trained_pair(options)
+    assert (fast.backprop, plain.backprop) == ("numpy", "autograd")
+    assert fast.learn_steps == plain.learn_steps > 20 and np.isfinite(fast.last_loss)
+    assert fast.last_loss == pytest.approx(plain.last_loss, rel=1e-3, abs=1e-6)
+    for net in ("local_qnetwork", "target_qnetwork"):
+        for a, b in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if options.get("prioritized_replay"):
+        np.testing.assert_allclose(fast.memory.tree.tree, plain.memory.tree.tree, rtol=1e-3, atol=1e-5)
+
+
+def test_numpy_gradient_clipping_by_hand() -> None:
+    grad = np.array([3.0, 4.0], dtype=np.float32)  # norm 5
+    assert agent_module.clip_grad_norm_(grad, 10.0) == pytest.approx(5.0)
+    np.testing.assert_array_equal(grad, [3.0, 4.0])  # under the limit: untouched
+    agent_module.clip_grad_norm_(grad, 1.0)
+    np.testing.assert_allclose(grad, [0.6, 0.8], rtol=1e-5)
 
 
 def test_the_default_agent_keeps_the_numpy_path() -> None:
