@@ -126,7 +126,7 @@ class Config:
         "how the loss gradient is computed on the CPU: numpy (hand-derived, ~3x faster) or autograd",
         choices=("numpy", "autograd"),
     )
-    # Beyond the original DQN: each is off by default, and any of them makes the agent use autograd.
+    # Beyond the original DQN: each is off by default; the NumPy and autograd paths both compute each one.
     double_dqn: bool = _opt(
         False,
         "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
