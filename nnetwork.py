@@ -60,9 +60,10 @@ def numpy_q_values(views: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray
     x = state
     last = len(views) - 1
     for i, (weight_t, bias) in enumerate(views):
-        x = x @ weight_t + bias
+        x = x @ weight_t
+        x += bias  # in place on the fresh product: one array per layer
         if i < last:
-            np.maximum(x, 0.0, out=x)  # ReLU, in place on the fresh array
+            np.maximum(x, 0.0, out=x)  # ReLU, in place too
     return x
 
 

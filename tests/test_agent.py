@@ -88,9 +88,23 @@ def test_memory_state_dict_round_trip() -> None:
 
 def test_memory_storage_is_preallocated_and_small() -> None:
     memory = ReplayMemory(100_000, state_size=8)
-    total = sum(a.nbytes for a in (memory.states, memory.next_states, memory.actions, memory.rewards, memory.dones))
-    # 2 * 8 float32 states + int64 action + float32 reward + float32 done = 80 bytes per experience.
-    assert total == 100_000 * 80
+    # One float32 row per experience: 2 * 8 state numbers + action + reward + done = 76 bytes.
+    assert memory.data.shape == (100_000, 19) and memory.data.nbytes == 100_000 * 76
+    for column in (memory.states, memory.next_states, memory.actions, memory.rewards, memory.dones):
+        assert np.shares_memory(column, memory.data)  # views, not copies
+
+
+def test_numpy_sample_equals_the_tensor_sample() -> None:
+    memory = ReplayMemory(100, rng=np.random.default_rng(3))
+    for i in range(40):
+        memory.push(_event(i, done=(i % 3 == 0)))
+    state = memory.rng.bit_generator.state
+    arrays = memory.sample_arrays(16)
+    memory.rng.bit_generator.state = state
+    tensors = memory.sample(16)
+    assert arrays.actions.dtype == np.int64
+    for a, t in zip(arrays, tensors, strict=True):
+        np.testing.assert_array_equal(a, t.numpy())
 
 
 # ---------------------------------------------------------------- Network
