@@ -7,6 +7,9 @@ Three measurements, all on the CPU:
 2. peak memory of a replay memory filled to its capacity of 100,000 transitions (``tracemalloc``);
 3. time to solve: ``python main.py --no-video`` run once per ``--seeds`` seed (skip with ``--no-solve``).
 
+4. optionally (``--breakdown EPISODES``), where one training step's time goes: the environment,
+   acting, learning, storing, and the rest of the loop, timed inside a default run.
+
 Run from the repository root: ``python benchmarks/speed.py [--steps N] [--repeats R] [--no-solve]``.
 The last line printed is one JSON object holding every figure.
 """
@@ -318,6 +321,64 @@ def time_to_solve(seeds: list[int]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- where one step's time goes
+
+
+def breakdown(episodes: int, seed: int) -> dict[str, Any]:
+    """Train the default run for ``episodes`` episodes in this process, timing each part of a step.
+
+    Wraps ``env.step``, ``env.reset``, ``Agent.act``, ``Agent.learn`` (sampling included) and
+    ``ReplayMemory.push`` with ``perf_counter`` timers (each adds about 1 µs per call) and returns
+    seconds per part, the steps, and the loop's total. The rest is the episode loop itself.
+    """
+    spent: dict[str, float] = {}
+    originals: list[tuple[Any, str, Any]] = []
+
+    def timed(owner: Any, name: str, part: str) -> None:
+        inner = getattr(owner, name)
+        originals.append((owner, name, inner))
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[part] = spent.get(part, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    make_env = main.make_env
+
+    def make_timed_env(*args: Any, **kwargs: Any) -> Any:
+        env = make_env(*args, **kwargs)
+        timed(env, "step", "environment step")
+        timed(env, "reset", "environment reset")
+        return env
+
+    timed(agent.Agent, "act", "acting (epsilon-greedy)")
+    timed(agent.Agent, "learn", "learning (sample, gradient, Adam, soft update)")
+    timed(agent.ReplayMemory, "push", "storing the transition")
+    timed(main, "play_episode", "episode loop")
+    main.make_env = make_timed_env
+    cfg = main.Config(seed=seed, episodes=episodes, video=False, quiet=True, target_score=float("inf"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="dqn-breakdown-") as tmp:
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            try:
+                main.train(cfg, out=lambda _: None)
+                steps = int(main.read_metrics(next(Path(tmp).glob("runs/*/metrics.csv")))["total_steps"][-1])
+            finally:
+                os.chdir(cwd)
+    finally:
+        main.make_env = make_env
+        for owner, name, inner in reversed(originals):
+            setattr(owner, name, inner)
+    loop = spent.pop("episode loop")
+    parts = {**spent, "the rest of the episode loop": loop - sum(spent.values())}
+    return {"episodes": episodes, "seed": seed, "steps": steps, "loop_seconds": loop, "seconds": parts}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -384,6 +445,15 @@ def _print_rest(results: dict[str, Any]) -> None:
     print(f"  project   {mem['project_mb']:8.1f} MB")
     print(f"  reference {mem['reference_mb']:8.1f} MB")
 
+    split = results.get("breakdown")
+    if split is not None:
+        print(
+            f"\nWhere a step's time goes: default run, seed {split['seed']}, {split['episodes']} episodes, "
+            f"{split['steps']:,} steps, {split['loop_seconds'] / split['steps'] * 1e6:.0f} µs per step"
+        )
+        for part, seconds in split["seconds"].items():
+            print(f"  {part:<48}{seconds / split['steps'] * 1e6:>7.1f} µs per step")
+
     solve = results.get("solve")
     if solve is None:
         print("\nTime to solve: skipped (--no-solve)")
@@ -412,9 +482,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one solve run of main.py per seed")
     parser.add_argument("--no-solve", action="store_true", help="skip the time-to-solve runs")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput comparison")
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="EPISODES",
+        help="also time each part of a step over this many episodes",
+    )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be at least 1")
+    if args.steps < 1 or args.repeats < 1 or args.breakdown < 0:
+        parser.error("--steps and --repeats must be at least 1, --breakdown at least 0")
     return args
 
 
@@ -427,6 +504,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results["throughput"] = None if args.no_throughput else throughput(args.steps, args.repeats, args.seed)
     print("replay memory ...", file=sys.stderr)
     results["memory"] = memory_peaks()
+    if args.breakdown:
+        print("breakdown ...", file=sys.stderr)
+    results["breakdown"] = breakdown(args.breakdown, args.seed) if args.breakdown else None
     results["solve"] = None if args.no_solve else time_to_solve(args.seeds)
     print_report(results)
     print(json.dumps(results))

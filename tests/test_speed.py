@@ -1,0 +1,26 @@
+"""benchmarks/speed.py's step breakdown: the parts add up and the run is left as it was found."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import agent
+import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import speed  # noqa: E402
+
+
+def test_breakdown_parts_add_up_and_restore_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = (agent.Agent.act, agent.Agent.learn, agent.ReplayMemory.push, main.play_episode, main.make_env)
+    split = speed.breakdown(episodes=3, seed=0)
+    assert (agent.Agent.act, agent.Agent.learn, agent.ReplayMemory.push, main.play_episode, main.make_env) == before
+    parts = split["seconds"]
+    assert set(parts) >= {"environment step", "acting (epsilon-greedy)", "storing the transition"}
+    assert split["steps"] > 100 and all(seconds > 0 for seconds in parts.values())  # 100+ steps: it learned
+    assert sum(parts.values()) == pytest.approx(split["loop_seconds"])
+    assert list(tmp_path.iterdir()) == []  # the run's files went to a temporary folder
