@@ -315,6 +315,7 @@ class Agent:
         replay_buffer_size: replay memory capacity (100,000).
         interpolation_parameter: tau of the soft target update (1e-3).
         learn_every: learn once every this many calls of :meth:`step` (4).
+        gradient_steps: learning steps, each on a fresh minibatch, every time it learns (1).
         hidden_size: width of the hidden layers (64).
         device: where the networks live and minibatches go.
         rng: random generator for exploration and minibatch sampling.
@@ -347,6 +348,7 @@ class Agent:
         replay_buffer_size: int = 100_000,
         interpolation_parameter: float = 1e-3,
         learn_every: int = 4,
+        gradient_steps: int = 1,
         hidden_size: int = 64,
         device: torch.device | str = "cpu",
         rng: np.random.Generator | None = None,
@@ -363,8 +365,11 @@ class Agent:
     ) -> None:
         if backprop not in ("numpy", "autograd"):
             raise ValueError(f"backprop must be 'numpy' or 'autograd', got {backprop!r}")
-        if loss not in ("mse", "huber") or n_step < 1 or grad_clip < 0 or target_update_every < 0:
-            raise ValueError(f"bad option: loss={loss!r}, n_step={n_step}, grad_clip={grad_clip}")
+        if loss not in ("mse", "huber") or n_step < 1 or grad_clip < 0 or target_update_every < 0 or gradient_steps < 1:
+            raise ValueError(
+                f"bad option: loss={loss!r}, n_step={n_step}, grad_clip={grad_clip}, gradient_steps={gradient_steps}"
+            )
+        self.gradient_steps = gradient_steps
         self.double_dqn, self.dueling, self.n_step, self.loss = double_dqn, dueling, n_step, loss
         self.grad_clip, self.target_update_every = grad_clip, target_update_every
         self.prioritized_replay = prioritized_replay
@@ -429,7 +434,8 @@ class Agent:
         # Learn only once the memory holds more than one minibatch, as in the original.
         if self.t_step == 0 and len(self.memory) > self.minibatch_size:
             sample = self.memory.sample_arrays if self.backprop == "numpy" else self.memory.sample
-            self.learn(sample(self.minibatch_size), self.discount_factor)
+            for _ in range(self.gradient_steps):
+                self.learn(sample(self.minibatch_size), self.discount_factor)
 
     def q_values(self, state) -> np.ndarray:
         """Q-values of the local network for one state, as a NumPy array."""

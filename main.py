@@ -160,6 +160,12 @@ class Config:
         "soft update; 0 = soft update with --interpolation-parameter",
         _nonnegative_int,
     )
+    gradient_steps: int = _opt(
+        1,
+        "learning steps each time the agent learns, each on its own minibatch: a higher replay ratio "
+        "(Fedus et al., 2020), more learning from every environment step",
+        _positive_int,
+    )
     epsilon_decay_steps: int = _opt(
         0,
         "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
@@ -891,6 +897,7 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
         replay_buffer_size=cfg.replay_buffer_size,
         interpolation_parameter=cfg.interpolation_parameter,
         learn_every=cfg.learn_every,
+        gradient_steps=cfg.gradient_steps,
         hidden_size=cfg.hidden_size,
         device=device,
         rng=rng,

@@ -306,3 +306,17 @@ def test_preset_run_resumes_exactly_and_evaluates(tmp_path: Path, monkeypatch: p
     assert resumed.scores == whole.scores
     result = main.evaluate(whole.checkpoint, episodes=2, seed=0, out=lambda _: None)
     assert len(result.scores) == 2
+
+
+def test_gradient_steps_learn_that_many_times_on_fresh_minibatches() -> None:
+    one, two = _agent(minibatch_size=8, learn_every=4), _agent(minibatch_size=8, learn_every=4, gradient_steps=2)
+    drawn = []
+    sample = two.memory.sample_arrays
+    two.memory.sample_arrays = lambda n: drawn.append(sample(n)) or drawn[-1]
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        state, next_state = rng.standard_normal(8), rng.standard_normal(8)
+        for agent in (one, two):
+            agent.step(state, int(rng.integers(4)), 1.0, next_state, False)
+    assert one.learn_steps == 8 and two.learn_steps == 16  # learns at steps 12, 16, ..., 40
+    assert not np.array_equal(drawn[0].states, drawn[1].states)  # each step its own minibatch
