@@ -189,15 +189,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {
         "double_dqn": True,
         "dueling": True,
-        "n_step": 3,
+        "n_step": 5,
         "grad_clip": 10.0,
         "learning_rate": 1e-3,
         "minibatch_size": 128,
         "hidden_size": 128,
         "learn_every": 1,
         "interpolation_parameter": 5e-3,
-        "epsilon_decay_steps": 20_000,
-        "epsilon_end": 0.01,
+        "epsilon_decay_steps": 10_000,
+        "epsilon_end": 0.05,  # a floor of exploration: hovering agents still try landing
     },
 }
 
