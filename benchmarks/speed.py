@@ -34,16 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# isort: off
+import main  # noqa: E402  (first: it sets OPENBLAS_NUM_THREADS=1 before NumPy starts OpenBLAS)
 import agent  # noqa: E402
-import main  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from nnetwork import Network  # noqa: E402
+# isort: on
 
 ENV_ID = "LunarLander-v3"
 STATE_SIZE = 8
