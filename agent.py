@@ -54,12 +54,16 @@ class ReplayMemory:
         self.capacity = capacity
         self.device = torch.device(device)
         self.rng = rng if rng is not None else np.random.default_rng()
-        s = state_size
-        self.data = np.zeros((capacity, 2 * s + 3), dtype=np.float32)
-        self.states, self.next_states = self.data[:, :s], self.data[:, s : 2 * s]
-        self.actions, self.rewards, self.dones = (self.data[:, 2 * s + k : 2 * s + k + 1] for k in range(3))
+        self.data = np.zeros((capacity, 2 * state_size + 3), dtype=np.float32)
+        self.states, self.next_states, self.actions, self.rewards, self.dones = self._columns(self.data)
         self.pos = 0  # where the next experience goes
         self.full = False  # True once pos has wrapped around
+
+    @staticmethod
+    def _columns(rows: np.ndarray) -> Experiences:
+        """Views of ``rows``' columns as ``(states, next_states, actions, rewards, dones)``: the row layout."""
+        s = (rows.shape[1] - 3) // 2
+        return Experiences(rows[:, :s], rows[:, s : 2 * s], rows[:, 2 * s : 2 * s + 1], rows[:, -2:-1], rows[:, -1:])
 
     def __len__(self) -> int:
         return self.capacity if self.full else self.pos
@@ -87,9 +91,8 @@ class ReplayMemory:
     def sample_arrays(self, batch_size: int) -> Experiences:
         """A uniformly drawn minibatch as NumPy arrays (the NumPy learner's input, no tensors made)."""
         rows = self.data.take(self.sample_indices(batch_size), axis=0)  # one gather, a fresh array
-        s = self.states.shape[1]
-        actions = rows[:, 2 * s : 2 * s + 1].astype(np.int64)
-        return Experiences(rows[:, :s], rows[:, s : 2 * s], actions, rows[:, 2 * s + 1 : 2 * s + 2], rows[:, -1:])
+        batch = self._columns(rows)
+        return batch._replace(actions=batch.actions.astype(np.int64))
 
     def sample(self, batch_size: int) -> Experiences:
         """Return a uniformly drawn minibatch as ``(states, next_states, actions, rewards, dones)`` tensors."""
