@@ -365,6 +365,8 @@ class Agent:
         prioritized_replay: bool = False,
         priority_alpha: float = 0.6,
         priority_beta: float = 0.4,
+        learning_rate_end: float | None = None,
+        lr_decay_steps: int = 0,
     ) -> None:
         if backprop not in ("numpy", "autograd"):
             raise ValueError(f"backprop must be 'numpy' or 'autograd', got {backprop!r}")
@@ -373,6 +375,11 @@ class Agent:
                 f"bad option: loss={loss!r}, n_step={n_step}, grad_clip={grad_clip}, gradient_steps={gradient_steps}"
             )
         self.gradient_steps = gradient_steps
+        if lr_decay_steps < 0 or (learning_rate_end is not None and learning_rate_end <= 0):
+            raise ValueError(f"bad learning-rate schedule: end {learning_rate_end}, over {lr_decay_steps} steps")
+        self.learning_rate = learning_rate
+        self.learning_rate_end = learning_rate if learning_rate_end is None else learning_rate_end
+        self.lr_decay_steps = lr_decay_steps
         self.double_dqn, self.dueling, self.n_step, self.loss = double_dqn, dueling, n_step, loss
         self.grad_clip, self.target_update_every = grad_clip, target_update_every
         self.prioritized_replay = prioritized_replay
@@ -473,6 +480,8 @@ class Agent:
         if not math.isfinite(loss):
             # Checked before the step, so the weights are still the last good ones.
             raise FloatingPointError(f"the loss became {loss} at learning step {self.learn_steps + 1}")
+        if self.lr_decay_steps:
+            self.optimizer.param_groups[0]["lr"] = self.scheduled_learning_rate()
         if self.backprop == "numpy":
             self._numpy_optimizer_step()
             target_params, local_params = [self._flat_target], [self._flat_local]
@@ -486,6 +495,17 @@ class Agent:
         self.learn_steps += 1
         self.last_loss = loss
         return loss
+
+    def scheduled_learning_rate(self) -> float:
+        """The learning rate of the next learning step: linear from the start to the end value, then flat.
+
+        The schedule counts environment steps as ``learn_steps * learn_every / gradient_steps``,
+        so ``lr_decay_steps`` means the same whatever the learning rhythm. It depends on
+        ``learn_steps`` alone, which the training state saves: a resumed run continues it.
+        """
+        env_steps = self.learn_steps * self.learn_every / self.gradient_steps
+        fraction = min(1.0, env_steps / self.lr_decay_steps)
+        return self.learning_rate + (self.learning_rate_end - self.learning_rate) * fraction
 
     def _views_of(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Slices of a flat buffer shaped like each local parameter."""

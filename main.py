@@ -172,6 +172,14 @@ class Config:
         "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
         _nonnegative_int,
     )
+    lr_decay_steps: int = _opt(
+        0,
+        "decay the learning rate linearly from --learning-rate to --learning-rate-end over N environment "
+        "steps (decreasing step sizes, Robbins & Monro, 1951): big steps while the Q-values are far off, small "
+        "ones to settle the policy once it lands; 0 = constant",
+        _nonnegative_int,
+    )
+    learning_rate_end: float = _opt(1e-4, "the learning rate at the end of --lr-decay-steps", _positive_float)
     prioritized_replay: bool = _opt(
         False,
         "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
@@ -911,6 +919,8 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
         prioritized_replay=cfg.prioritized_replay,
         priority_alpha=cfg.priority_alpha,
         priority_beta=cfg.priority_beta,
+        learning_rate_end=cfg.learning_rate_end,
+        lr_decay_steps=cfg.lr_decay_steps,
     )
 
 

@@ -320,3 +320,28 @@ def test_gradient_steps_learn_that_many_times_on_fresh_minibatches() -> None:
             agent.step(state, int(rng.integers(4)), 1.0, next_state, False)
     assert one.learn_steps == 8 and two.learn_steps == 16  # learns at steps 12, 16, ..., 40
     assert not np.array_equal(drawn[0].states, drawn[1].states)  # each step its own minibatch
+
+
+def test_learning_rate_schedule_by_hand() -> None:
+    """Linear from 1e-3 to 1e-4 over 100 environment steps; learning every 2 steps, 2 updates each time."""
+    agent = _agent(learning_rate=1e-3, learning_rate_end=1e-4, lr_decay_steps=100, learn_every=2, gradient_steps=2)
+    for learn_steps, expected in [(0, 1e-3), (50, 5.5e-4), (100, 1e-4), (1000, 1e-4)]:
+        agent.learn_steps = learn_steps  # 50 updates = 50 environment steps here
+        assert agent.scheduled_learning_rate() == pytest.approx(expected)
+
+
+def test_learning_rate_schedule_reaches_the_optimizer() -> None:
+    """Each update uses the scheduled rate; without a schedule the rate never moves."""
+    scheduled = _agent(minibatch_size=8, learning_rate=1e-3, learning_rate_end=1e-4, lr_decay_steps=20)
+    constant = _agent(minibatch_size=8, learning_rate=1e-3)
+    rates = []
+    step = scheduled._numpy_optimizer_step
+    scheduled._numpy_optimizer_step = lambda: rates.append(scheduled.optimizer.param_groups[0]["lr"]) or step()
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        state, next_state = rng.standard_normal(8), rng.standard_normal(8)
+        for agent in (scheduled, constant):
+            agent.step(state, int(rng.integers(4)), 1.0, next_state, False)
+    # 40 steps, learning at 12, 16, ..., 40 (a memory of more than 8): update k uses 1e-3 - 9e-4 * 4k / 20.
+    np.testing.assert_allclose(rates, [1e-3 - 9e-4 * min(1.0, 4 * k / 20) for k in range(8)])
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-3
