@@ -237,9 +237,8 @@ def numpy_adam_step(
 ) -> None:
     """One Adam update in place, the arithmetic of ``torch.optim.Adam`` (Kingma & Ba, 2015).
 
-    ``step`` is the count including this update (1 on the first call). Works on
-    NumPy views of the torch optimizer's own ``exp_avg``/``exp_avg_sq`` state, so
-    the optimizer's ``state_dict`` stays the one true record either way.
+    ``step`` is the count including this update (1 on the first call). :class:`NumpyAdam`
+    calls it with one flat array each for all the parameters.
     """
     beta1, beta2 = betas
     bias_correction1 = 1.0 - beta1**step
@@ -253,6 +252,94 @@ def numpy_adam_step(
         denom /= bias_correction2_sqrt
         denom += eps
         param -= step_size * exp_avg / denom
+
+
+class NumpyAdam:
+    """Adam for the NumPy path: its moments in flat buffers, updated by :func:`numpy_adam_step`.
+
+    It reads and writes ``torch.optim.Adam``'s ``state_dict`` format, so a training state saved
+    on either path resumes on the other. Why not ``torch.optim.Adam`` itself: constructing any
+    torch optimizer imports ``torch._dynamo``, about as long as importing torch (1.5-3 s per
+    run), and its ``step()`` dispatch costs more than this whole update of 4,996 numbers.
+
+    Args:
+        params: the parameters, each a view of ``flat_param`` (see :func:`flatten_`).
+        flat_param, flat_grad: the buffers holding every parameter and every gradient.
+        lr, betas, eps: as in ``torch.optim.Adam``.
+    """
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        flat_param: torch.Tensor,
+        flat_grad: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = params
+        self.param_groups = [{"lr": lr, "betas": betas, "eps": eps, **_TORCH_ADAM_FLAGS}]
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat_param), torch.zeros_like(flat_param)
+        # torch counts steps per parameter; they always agree, but the file format keeps each.
+        self.steps = torch.zeros(len(params))
+        self._steps = self.steps.numpy()  # a view: one NumPy addition counts them all
+        self._flat = (flat_param.numpy(), flat_grad.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy())
+
+    def step(self) -> None:
+        """One Adam update of every parameter from the gradients in the flat gradient buffer."""
+        group = self.param_groups[0]
+        self._steps += 1
+        param, grad, exp_avg, exp_avg_sq = self._flat
+        numpy_adam_step(
+            [param], [grad], [exp_avg], [exp_avg_sq], int(self._steps[0]), group["lr"], group["betas"], group["eps"]
+        )
+
+    def _slices(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [p.numel() for p in self.params]
+        return [s.view_as(p) for s, p in zip(flat.split(sizes), self.params, strict=True)]
+
+    def state_dict(self) -> dict:
+        """The state as ``torch.optim.Adam.state_dict()`` gives it (no state before the first step, as torch)."""
+        group = {**self.param_groups[0], "params": list(range(len(self.params)))}
+        if self._steps[0] == 0:
+            return {"state": {}, "param_groups": [group]}
+        pairs = zip(self._slices(self.exp_avg), self._slices(self.exp_avg_sq), strict=True)
+        state = {
+            i: {"step": self.steps[i].clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+            for i, (m, v) in enumerate(pairs)
+        }
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a state saved by this class or by ``torch.optim.Adam`` for the same parameters."""
+        (group,) = state_dict["param_groups"]
+        if len(group["params"]) != len(self.params):
+            have, want = len(group["params"]), len(self.params)
+            raise ValueError(f"the optimizer state has {have} parameters, the network {want}")
+        # Like torch, the saved hyperparameters (the learning rate too) replace the constructor's.
+        self.param_groups[0].update({k: v for k, v in group.items() if k != "params"})
+        self.steps.zero_()
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        for i, (m, v) in enumerate(zip(self._slices(self.exp_avg), self._slices(self.exp_avg_sq), strict=True)):
+            saved = state_dict["state"].get(i)
+            if saved:
+                m.copy_(saved["exp_avg"].reshape(m.shape))
+                v.copy_(saved["exp_avg_sq"].reshape(v.shape))
+                self.steps[i] = float(saved["step"])
+
+
+# The flags torch.optim.Adam(fused=True) records in its param group, kept so both formats match.
+_TORCH_ADAM_FLAGS = {
+    "weight_decay": 0,
+    "amsgrad": False,
+    "maximize": False,
+    "foreach": None,
+    "capturable": False,
+    "differentiable": False,
+    "fused": True,
+    "decoupled_weight_decay": False,
+}
 
 
 def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
@@ -399,9 +486,6 @@ class Agent:
         # The target network starts from its own random weights, as in the original;
         # the soft update pulls it towards the local network from the first learn step.
         self.target_qnetwork = network(state_size, action_size, hidden_size).to(self.device)
-        # Fused Adam does the whole update in one kernel: same algorithm, ~25% less time
-        # per learn step than the per-tensor loop on a CPU.
-        self.optimizer = torch.optim.Adam(self.local_qnetwork.parameters(), lr=learning_rate, fused=True)
         if prioritized_replay:
             self.memory = PrioritizedReplayMemory(
                 replay_buffer_size, state_size, self.device, self.rng, priority_alpha, priority_beta
@@ -428,7 +512,13 @@ class Agent:
                 p.grad = g  # written in place by numpy_td_gradients every learn step
             grads = [p.grad.numpy() for p in self._local_params]
             self._grad_views = list(zip(grads[0::2], grads[1::2], strict=True))
-            self._init_adam_state()
+            self.optimizer: NumpyAdam | torch.optim.Adam = NumpyAdam(
+                self._local_params, self._flat_local, self._flat_grad, lr=learning_rate
+            )
+        else:
+            # Fused Adam does the whole update in one kernel: same algorithm, ~25% less time
+            # per learn step than the per-tensor loop on a CPU.
+            self.optimizer = torch.optim.Adam(self._local_params, lr=learning_rate, fused=True)
 
     def step(self, state, action: int, reward: float, next_state, done: bool) -> None:
         """Store one transition and, every ``learn_every`` calls, learn from a random minibatch.
@@ -482,11 +572,10 @@ class Agent:
             raise FloatingPointError(f"the loss became {loss} at learning step {self.learn_steps + 1}")
         if self.lr_decay_steps:
             self.optimizer.param_groups[0]["lr"] = self.scheduled_learning_rate()
+        self.optimizer.step()
         if self.backprop == "numpy":
-            self._numpy_optimizer_step()
             target_params, local_params = [self._flat_target], [self._flat_local]
         else:
-            self.optimizer.step()
             target_params, local_params = self._target_params, self._local_params
         if not self.target_update_every:
             soft_update_(target_params, local_params, self.interpolation_parameter)
@@ -514,39 +603,6 @@ class Agent:
             views.append(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         return views
-
-    def _init_adam_state(self) -> None:
-        """Put Adam's moment buffers in flat storage (torch would create them lazily, one per tensor).
-
-        The optimizer keeps views of the flat buffers as its state, so ``optimizer.state_dict()``
-        is the usual one, and NumPy updates all 4,996 moments in one operation. Also called after
-        ``optimizer.load_state_dict``, which replaces the state tensors: their values are copied in.
-        """
-        exp_avg, exp_avg_sq = torch.zeros_like(self._flat_local), torch.zeros_like(self._flat_local)
-        # The per-parameter step counters, as 0-d views of one buffer: one addition counts them all.
-        steps = torch.zeros(len(self._local_params))
-        for i, (p, m, v) in enumerate(
-            zip(self._local_params, self._views_of(exp_avg), self._views_of(exp_avg_sq), strict=True)
-        ):
-            old = self.optimizer.state.get(p)
-            if old:
-                m.copy_(old["exp_avg"])
-                v.copy_(old["exp_avg_sq"])
-                steps[i] = float(old["step"])
-            self.optimizer.state[p] = {"step": steps[i], "exp_avg": m, "exp_avg_sq": v}
-        self._adam_views = (
-            [self._flat_local.numpy()],
-            [self._flat_grad.numpy()],
-            [exp_avg.numpy()],
-            [exp_avg_sq.numpy()],
-        )
-        self._adam_steps = steps.numpy()
-
-    def _numpy_optimizer_step(self) -> None:
-        """``self.optimizer.step()`` done in NumPy: the same Adam, without ~150 us of dispatch."""
-        group = self.optimizer.param_groups[0]
-        self._adam_steps += 1  # the optimizer's own step counters, in place
-        numpy_adam_step(*self._adam_views, int(self._adam_steps[0]), group["lr"], group["betas"], group["eps"])
 
     def _numpy_backward(self, experiences: Experiences, discount_factor: float) -> float:
         """The loss gradient by :func:`numpy_td_gradients`, with every option, into the flat ``.grad`` buffer."""
@@ -603,8 +659,6 @@ class Agent:
         self.t_step = int(state["t_step"])
         self.learn_steps = int(state["learn_steps"])
         self.rng.bit_generator.state = state["rng"]
-        if self.backprop == "numpy":
-            self._init_adam_state()  # load_state_dict replaced the optimizer's state tensors
 
     @staticmethod
     def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:

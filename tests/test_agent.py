@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from agent import Agent, ReplayMemory, bellman_target, soft_update
+from agent import Agent, NumpyAdam, ReplayMemory, bellman_target, soft_update
 from nnetwork import Network, numpy_q_values
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _event(i: int, done: bool = False) -> tuple:
@@ -161,7 +167,8 @@ def _agent(**kwargs) -> Agent:
 def test_agent_attributes() -> None:
     agent = _agent()
     assert isinstance(agent.local_qnetwork, Network) and isinstance(agent.target_qnetwork, Network)
-    assert isinstance(agent.optimizer, torch.optim.Adam)
+    assert isinstance(agent.optimizer, NumpyAdam)  # the NumPy path's Adam; autograd uses torch's
+    assert isinstance(_agent(backprop="autograd").optimizer, torch.optim.Adam)
     assert agent.optimizer.param_groups[0]["lr"] == 5e-4
     assert isinstance(agent.memory, ReplayMemory) and agent.memory.capacity == 100_000
 
@@ -294,6 +301,41 @@ def test_numpy_backprop_equals_autograd() -> None:
     for net in ("local_qnetwork", "target_qnetwork"):
         for a, b in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
+    """A state saved on either path loads on the other, and both then take the same next step."""
+    fast, plain = _filled_agent("numpy"), _filled_agent("autograd")
+    assert fast.optimizer.state_dict()["state"] == plain.optimizer.state_dict()["state"] == {}  # none before a step
+    for _ in range(5):
+        fast.learn(fast.memory.sample(32), 0.99)
+    saved = fast.optimizer.state_dict()
+    assert saved["param_groups"] == [{**plain.optimizer.state_dict()["param_groups"][0]}]  # the same format
+    assert [float(saved["state"][i]["step"]) for i in range(6)] == [5.0] * 6
+    plain.load_state_dict(fast.state_dict())
+    back = _filled_agent("numpy")
+    back.load_state_dict(plain.state_dict())
+    for i, entry in saved["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(plain.optimizer.state_dict()["state"][i][key], entry[key])
+            assert torch.equal(back.optimizer.state_dict()["state"][i][key], entry[key])
+    batch = fast.memory.sample(32)
+    for agent in (fast, plain, back):
+        agent.learn(batch, 0.99)
+    for a, b, c in zip(*(x.local_qnetwork.parameters() for x in (fast, plain, back)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a, c)  # NumPy to NumPy through torch's format: exactly the same
+
+
+def test_the_numpy_path_never_imports_torch_dynamo() -> None:
+    """Constructing torch.optim.Adam imports torch._dynamo (seconds); the NumPy path must not need it."""
+    code = (
+        "import sys, numpy as np; from agent import Agent; a = Agent(8, 4, minibatch_size=4);"
+        "[a.step(np.zeros(8), 0, 1.0, np.ones(8), False) for _ in range(12)]; a.state_dict();"
+        "assert a.learn_steps == 2; print('torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_sampled_batch_is_the_plain_gather() -> None:

@@ -335,8 +335,8 @@ def test_learning_rate_schedule_reaches_the_optimizer() -> None:
     scheduled = _agent(minibatch_size=8, learning_rate=1e-3, learning_rate_end=1e-4, lr_decay_steps=20)
     constant = _agent(minibatch_size=8, learning_rate=1e-3)
     rates = []
-    step = scheduled._numpy_optimizer_step
-    scheduled._numpy_optimizer_step = lambda: rates.append(scheduled.optimizer.param_groups[0]["lr"]) or step()
+    step = scheduled.optimizer.step
+    scheduled.optimizer.step = lambda: rates.append(scheduled.optimizer.param_groups[0]["lr"]) or step()
     rng = np.random.default_rng(6)
     for _ in range(40):
         state, next_state = rng.standard_normal(8), rng.standard_normal(8)
