@@ -18,8 +18,10 @@ Its hyperparameters are rl-baselines3-zoo's for LunarLander-v2 (``hyperparams/dq
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -321,7 +323,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int, default=EVAL_STEPS, help="score the greedy policy at these env steps")
     parser.add_argument("--eval-episodes", type=int, default=100, help="greedy evaluation episodes")
     parser.add_argument("--max-episodes", type=int, default=2000, help="most episodes of this project's runs")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, one process each (2 on 2 cores halves the wait; "
+        "seconds then count a shared machine, while episodes and scores stay the same)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     args.which = [w.strip() for w in args.which.split(",") if w.strip()]
     if unknown := set(args.which) - set(METHODS):
         parser.error(f"--which: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
@@ -333,15 +344,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     info = _machine()
     runs = []
-
-    def out(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    for method in args.which:
-        for seed in args.seeds:
-            out(f"{method}, seed {seed} ...")
-            runs.append(run_sb3(seed, args, out) if method == "sb3" else run_project(method, seed, args, out))
-            out("RUN " + json.dumps(runs[-1]))  # each run as it ends, so a stopped benchmark keeps its figures
+    tasks = [(method, seed) for method in args.which for seed in args.seeds]
+    if args.jobs == 1:
+        for method, seed in tasks:
+            runs.append(_one_run(method, seed, args))
+    else:
+        # Fresh interpreters (spawn): each imports main before NumPy, so BLAS keeps one thread.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            runs = list(pool.map(_one_run, *zip(*tasks, strict=True), [args] * len(tasks)))
     results = {
         "machine": info,
         "seeds": args.seeds,
@@ -354,6 +365,18 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(results)
     print(json.dumps(results))
     return results
+
+
+def _one_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One method on one seed; its row is printed (to stderr) as soon as it ends, so a stopped benchmark keeps it."""
+
+    def out(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    out(f"{method}, seed {seed} ...")
+    row = run_sb3(seed, args, out) if method == "sb3" else run_project(method, seed, args, out)
+    out("RUN " + json.dumps(row))
+    return row
 
 
 def _machine() -> str:

@@ -35,3 +35,20 @@ def test_median_counts_unsolved_as_worst() -> None:
 def test_first_solved() -> None:
     assert compare.first_solved([200.0] * 99) is None
     assert compare.first_solved([0.0] * 50 + [400.0] * 60) == 100
+
+
+def test_parallel_jobs_give_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs 2 runs seeds in separate processes; episodes and scores match a one-process run."""
+    argv = ["--which", "preset", "--seeds", "0", "1", "--max-episodes", "1"]
+    argv += ["--eval-episodes", "1", "--eval-steps", "50"]
+    one = compare.run(argv)
+    two = compare.run([*argv, "--jobs", "2"])
+    capsys.readouterr()
+
+    def timeless(row: dict) -> dict:
+        return {k: v for k, v in row.items() if "seconds" not in k}
+
+    assert [r["seed"] for r in two["runs"]] == [0, 1]
+    assert [timeless(r) for r in two["runs"]] == [timeless(r) for r in one["runs"]]
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--jobs", "0"])
