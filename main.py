@@ -204,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hidden_size": 128,
         "learn_every": 1,
         "interpolation_parameter": 5e-3,
-        "epsilon_decay_steps": 10_000,
+        "epsilon_decay_steps": 5_000,
         "epsilon_end": 0.05,  # a floor of exploration: hovering agents still try landing
     },
 }
