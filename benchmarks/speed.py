@@ -328,8 +328,8 @@ def time_to_solve(seeds: list[int]) -> dict[str, Any]:
 def breakdown(episodes: int, seed: int) -> dict[str, Any]:
     """Train the default run for ``episodes`` episodes in this process, timing each part of a step.
 
-    Wraps ``env.step``, ``env.reset``, ``Agent.act``, ``Agent.learn`` (sampling included) and
-    ``ReplayMemory.push`` with ``perf_counter`` timers (each adds about 1 µs per call) and returns
+    Wraps ``env.step``, ``env.reset``, ``Agent.act``, ``ReplayMemory.sample_arrays`` (drawing and
+    gathering a minibatch), ``Agent.learn`` and ``ReplayMemory.push`` with ``perf_counter`` timers (each adds about 1 µs per call) and returns
     seconds per part, the steps, and the loop's total. The rest is the episode loop itself.
     """
     spent: dict[str, float] = {}
@@ -357,7 +357,8 @@ def breakdown(episodes: int, seed: int) -> dict[str, Any]:
         return env
 
     timed(agent.Agent, "act", "acting (epsilon-greedy)")
-    timed(agent.Agent, "learn", "learning (sample, gradient, Adam, soft update)")
+    timed(agent.ReplayMemory, "sample_arrays", "sampling a minibatch")
+    timed(agent.Agent, "learn", "learning (gradient, Adam, soft update)")
     timed(agent.ReplayMemory, "push", "storing the transition")
     timed(main, "play_episode", "episode loop")
     main.make_env = make_timed_env
