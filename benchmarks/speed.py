@@ -329,8 +329,9 @@ def breakdown(episodes: int, seed: int) -> dict[str, Any]:
     """Train the default run for ``episodes`` episodes in this process, timing each part of a step.
 
     Wraps ``env.step``, ``env.reset``, ``Agent.act``, ``ReplayMemory.sample_arrays`` (drawing and
-    gathering a minibatch), ``Agent.learn`` and ``ReplayMemory.push`` with ``perf_counter`` timers (each adds about 1 µs per call) and returns
-    seconds per part, the steps, and the loop's total. The rest is the episode loop itself.
+    gathering a minibatch), ``Agent.learn`` and ``ReplayMemory.push`` with ``perf_counter`` timers
+    (each adds about 1 µs per call) and returns seconds per part, the steps, and the loop's total.
+    The rest is the episode loop itself.
     """
     spent: dict[str, float] = {}
     originals: list[tuple[Any, str, Any]] = []
