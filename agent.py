@@ -411,7 +411,8 @@ class Agent:
         rng: random generator for exploration and minibatch sampling.
         backprop: ``"numpy"`` computes the loss gradient with :func:`numpy_td_gradients`
             (CPU only, about 3x faster), ``"autograd"`` with ``loss.backward()``. Both
-            feed the same Adam step and compute the same numbers up to float rounding.
+            feed the same Adam arithmetic (:class:`NumpyAdam` or ``torch.optim.Adam``) and
+            compute the same numbers up to float rounding.
 
     Beyond the original (each off by default; both ``backprop`` paths compute every one):
 
@@ -425,6 +426,9 @@ class Agent:
         prioritized_replay: sample by TD error, :class:`PrioritizedReplayMemory` (False).
         priority_alpha: how strongly the TD error shapes sampling, 0 is uniform (0.6).
         priority_beta: importance-sampling exponent at the start, annealed to 1 (0.4).
+        learning_rate_end: the learning rate at the end of the schedule (None: ``learning_rate``).
+        lr_decay_steps: fall linearly to ``learning_rate_end`` over this many environment
+            steps, see :meth:`scheduled_learning_rate`; 0 keeps the rate constant (0).
     """
 
     def __init__(
