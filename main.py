@@ -205,7 +205,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learn_every": 1,
         "interpolation_parameter": 5e-3,
         "epsilon_decay_steps": 5_000,
-        "epsilon_end": 0.05,  # a floor of exploration: hovering agents still try landing
+        "epsilon_end": 0.03,  # a floor of exploration: hovering agents still try landing
     },
 }
 
