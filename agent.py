@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -294,19 +295,18 @@ class NumpyAdam:
             [param], [grad], [exp_avg], [exp_avg_sq], int(self._steps[0]), group["lr"], group["betas"], group["eps"]
         )
 
-    def _slices(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        sizes = [p.numel() for p in self.params]
-        return [s.view_as(p) for s, p in zip(flat.split(sizes), self.params, strict=True)]
+    def _moment_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(exp_avg, exp_avg_sq)`` of each parameter: views of the flat moment buffers."""
+        return zip(views_like(self.exp_avg, self.params), views_like(self.exp_avg_sq, self.params), strict=True)
 
     def state_dict(self) -> dict:
         """The state as ``torch.optim.Adam.state_dict()`` gives it (no state before the first step, as torch)."""
         group = {**self.param_groups[0], "params": list(range(len(self.params)))}
         if self._steps[0] == 0:
             return {"state": {}, "param_groups": [group]}
-        pairs = zip(self._slices(self.exp_avg), self._slices(self.exp_avg_sq), strict=True)
         state = {
             i: {"step": self.steps[i].clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
-            for i, (m, v) in enumerate(pairs)
+            for i, (m, v) in enumerate(self._moment_views())
         }
         return {"state": state, "param_groups": [group]}
 
@@ -321,7 +321,7 @@ class NumpyAdam:
         self.steps.zero_()
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()
-        for i, (m, v) in enumerate(zip(self._slices(self.exp_avg), self._slices(self.exp_avg_sq), strict=True)):
+        for i, (m, v) in enumerate(self._moment_views()):
             saved = state_dict["state"].get(i)
             if saved:
                 m.copy_(saved["exp_avg"].reshape(m.shape))
@@ -385,12 +385,15 @@ def flatten_(tensors: list[torch.Tensor]) -> torch.Tensor:
     ``state_dict``, ``load_state_dict``), since ``.data`` swaps only the storage.
     """
     flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-    offset = 0
-    for t in tensors:
-        n = t.numel()
-        t.data = flat[offset : offset + n].view_as(t)
-        offset += n
+    for t, view in zip(tensors, views_like(flat, tensors), strict=True):
+        t.data = view
     return flat
+
+
+def views_like(flat: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Consecutive slices of ``flat``, each shaped like the matching tensor: views, no copies."""
+    pieces = flat.split([t.numel() for t in tensors])
+    return [piece.view_as(t) for piece, t in zip(pieces, tensors, strict=True)]
 
 
 class Agent:
@@ -512,7 +515,7 @@ class Agent:
             self._numpy_views = self.local_qnetwork.numpy_views()  # views of the new storage
             self._target_views = self.target_qnetwork.numpy_views()
             self._flat_grad = torch.zeros_like(self._flat_local)
-            for p, g in zip(self._local_params, self._views_of(self._flat_grad), strict=True):
+            for p, g in zip(self._local_params, views_like(self._flat_grad, self._local_params), strict=True):
                 p.grad = g  # written in place by numpy_td_gradients every learn step
             grads = [p.grad.numpy() for p in self._local_params]
             self._grad_views = list(zip(grads[0::2], grads[1::2], strict=True))
@@ -599,14 +602,6 @@ class Agent:
         env_steps = self.learn_steps * self.learn_every / self.gradient_steps
         fraction = min(1.0, env_steps / self.lr_decay_steps)
         return self.learning_rate + (self.learning_rate_end - self.learning_rate) * fraction
-
-    def _views_of(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Slices of a flat buffer shaped like each local parameter."""
-        views, offset = [], 0
-        for p in self._local_params:
-            views.append(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
-        return views
 
     def _numpy_backward(self, experiences: Experiences, discount_factor: float) -> float:
         """The loss gradient by :func:`numpy_td_gradients`, with every option, into the flat ``.grad`` buffer."""
