@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnetwork import DuelingNetwork, Network, dueling_q_values, numpy_dueling_q_values, numpy_q_values
+from nnetwork import DuelingNetwork, Network, dueling_q_values, numpy_dueling_q_values, numpy_q_values, relu_
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -180,10 +180,10 @@ def numpy_td_gradients(
     (w1, b1), (w2, b2), (w3, b3) = local_views[:3]  # weights as (in, out)
     h1 = states @ w1
     h1 += b1
-    np.maximum(h1, 0.0, out=h1)  # ReLU in place: where h1 > 0 is where its input was
+    relu_(h1)  # in place: where h1 > 0 is where its input was
     h2 = h1 @ w2
     h2 += b2
-    np.maximum(h2, 0.0, out=h2)
+    relu_(h2)
     q = h2 @ w3
     q += b3
     if dueling:
@@ -210,19 +210,19 @@ def numpy_td_gradients(
         dq -= dq.mean(axis=1, keepdims=True)
         gwv, gbv = grad_views[3]
         np.matmul(d_value.T, h2, out=gwv)
-        np.sum(d_value, axis=0, out=gbv)
+        np.add.reduce(d_value, axis=0, out=gbv)
     np.matmul(dq.T, h2, out=gw3)
-    np.sum(dq, axis=0, out=gb3)
+    np.add.reduce(dq, axis=0, out=gb3)  # np.sum's arithmetic, without its Python wrapper
     dz2 = dq @ w3.T
     if dueling:
         dz2 += d_value @ value_w.T
     dz2 *= h2 > 0.0  # ReLU passes gradient only where its input was positive
     np.matmul(dz2.T, h1, out=gw2)
-    np.sum(dz2, axis=0, out=gb2)
+    np.add.reduce(dz2, axis=0, out=gb2)
     dz1 = dz2 @ w2.T
     dz1 *= h1 > 0.0
     np.matmul(dz1.T, states, out=gw1)
-    np.sum(dz1, axis=0, out=gb1)
+    np.add.reduce(dz1, axis=0, out=gb1)
     return float(np.mean(elementwise)), td_error
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agent import Agent, NumpyAdam, ReplayMemory, bellman_target, soft_update
-from nnetwork import Network, numpy_q_values
+from nnetwork import Network, numpy_q_values, relu_
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,6 +154,17 @@ def test_numpy_q_values_match_forward() -> None:
     for s, e in zip(states, expected, strict=True):
         np.testing.assert_allclose(numpy_q_values(views, s), e, rtol=1e-5, atol=1e-6)
         assert int(np.argmax(numpy_q_values(views, s))) == int(np.argmax(e))
+
+
+def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
+    x = np.array([[-2.0, -0.0, 0.0, 3.5], [2.0**-100, -(2.0**-100), 7.0, -7.0]], dtype=np.float32)
+    out = relu_(x)
+    assert out is x  # in place
+    np.testing.assert_array_equal(x, [[0.0, 0.0, 0.0, 3.5], [2.0**-100, 0.0, 7.0, 0.0]])
+    y = np.array([-1.0, 2.0], dtype=np.float64)  # another dtype, another shape
+    np.testing.assert_array_equal(relu_(y), [0.0, 2.0])
+    again = np.full((2, 4), -5.0, dtype=np.float32)  # the cached zero array was not written into
+    np.testing.assert_array_equal(relu_(again), np.zeros((2, 4)))
 
 
 # ---------------------------------------------------------------- Agent
