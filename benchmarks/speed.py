@@ -1,6 +1,7 @@
 """Speed benchmark: this project's DQN against a straightforward tutorial-style reference.
 
-Three measurements, all on the CPU:
+Three measurements, all on the CPU, after a calibration (the time of one bare environment
+step, which says how fast the machine is at the moment):
 
 1. throughput: environment steps per second over a fixed workload of ``--steps`` steps
    (acting, storing and learning), the two implementations alternated ``--repeats`` times;
@@ -206,6 +207,34 @@ def throughput(steps: int, repeats: int, seed: int) -> dict[str, Any]:
         "reference_median": reference_median,
         "ratio": project_median / reference_median,
     }
+
+
+# ---------------------------------------------------------------- the machine's own speed
+
+
+def env_step_us(steps: int = 20_000, seed: int = 0, chunks: int = 5) -> dict[str, Any]:
+    """Microseconds per bare ``LunarLander-v3`` step: random actions, no agent, ``chunks`` timed chunks.
+
+    Why: the environment is the same code everywhere, so its step time says how fast this
+    machine is right now, and lets figures taken on different machines or hours be compared.
+    Returns the median over the chunks and every chunk's value.
+    """
+    env = main.make_env(ENV_ID, CFG.max_steps)
+    actions = [int(a) for a in np.random.default_rng(seed).integers(ACTION_SIZE, size=steps)]
+    per_chunk = max(1, steps // chunks)
+    values: list[float] = []
+    try:
+        env.reset(seed=seed)
+        for start in range(0, per_chunk * chunks, per_chunk):
+            t0 = time.perf_counter()
+            for action in actions[start : start + per_chunk]:
+                _, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    env.reset()
+            values.append((time.perf_counter() - t0) / per_chunk * 1e6)
+    finally:
+        env.close()
+    return {"steps": per_chunk * chunks, "median_us": statistics.median(values), "chunks_us": values}
 
 
 # ---------------------------------------------------------------- memory
@@ -424,6 +453,12 @@ def print_report(results: dict[str, Any]) -> None:
         f"  Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, gymnasium {info['gymnasium']}, "
         "torch threads 1"
     )
+    calibration = results["env_step"]
+    chunks = ", ".join(f"{v:.1f}" for v in calibration["chunks_us"])
+    print(
+        f"  one bare {ENV_ID} step (random actions, {calibration['steps']:,} steps): "
+        f"{calibration['median_us']:.1f} µs median ({chunks})"
+    )
 
     tp = results["throughput"]
     if tp is None:
@@ -502,6 +537,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every measurement, print the table and the JSON line; return the figures."""
     args = parse_args(argv)
     results: dict[str, Any] = {"machine": machine_info()}
+    print("bare environment steps ...", file=sys.stderr)
+    results["env_step"] = env_step_us(seed=args.seed)
     if not args.no_throughput:
         print("throughput ...", file=sys.stderr)
     results["throughput"] = None if args.no_throughput else throughput(args.steps, args.repeats, args.seed)

@@ -1,4 +1,4 @@
-"""benchmarks/speed.py's step breakdown: the parts add up and the run is left as it was found."""
+"""benchmarks/speed.py: the step breakdown adds up and leaves the code as it was; the calibration counts its steps."""
 
 from __future__ import annotations
 
@@ -24,3 +24,10 @@ def test_breakdown_parts_add_up_and_restore_the_code(tmp_path: Path, monkeypatch
     assert split["steps"] > 100 and all(seconds > 0 for seconds in parts.values())  # 100+ steps: it learned
     assert sum(parts.values()) == pytest.approx(split["loop_seconds"])
     assert list(tmp_path.iterdir()) == []  # the run's files went to a temporary folder
+
+
+def test_env_step_calibration_counts_its_steps() -> None:
+    calibration = speed.env_step_us(steps=50, seed=0, chunks=5)
+    assert calibration["steps"] == 50 and len(calibration["chunks_us"]) == 5
+    assert calibration["median_us"] == sorted(calibration["chunks_us"])[2]
+    assert all(v > 0 for v in calibration["chunks_us"])
