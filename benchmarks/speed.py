@@ -6,7 +6,8 @@ step, which says how fast the machine is at the moment):
 1. throughput: environment steps per second over a fixed workload of ``--steps`` steps
    (acting, storing and learning), the two implementations alternated ``--repeats`` times;
 2. peak memory of a replay memory filled to its capacity of 100,000 transitions (``tracemalloc``);
-3. time to solve: ``python main.py --no-video`` run once per ``--seeds`` seed (skip with ``--no-solve``).
+3. time to solve: ``python main.py --no-video`` run once per ``--seeds`` seed (skip with ``--no-solve``),
+   also as a multiple of what the run's environment steps alone cost (a calibration just before each run).
 
 4. optionally (``--breakdown EPISODES``), where one training step's time goes: the environment,
    acting, learning, storing, and the rest of the loop, timed inside a default run.
@@ -308,8 +309,22 @@ def read_solve_metrics(csv_path: str | os.PathLike, solved: bool) -> dict[str, A
     }
 
 
+def times_env_alone(wall_seconds: float, steps: int, env_step_us: float) -> float:
+    """How many times longer a run took than its ``steps`` bare environment steps alone would.
+
+    A figure that moves much less with the machine than seconds do: the environment is the
+    same code everywhere, so a ratio near 1 would mean the agent costs nothing.
+    """
+    return wall_seconds / (steps * env_step_us * 1e-6)
+
+
 def solve_once(seed: int) -> dict[str, Any]:
-    """Run ``python main.py --no-video --seed S`` in a temporary folder; return wall time and the CSV figures."""
+    """Run ``python main.py --no-video --seed S`` in a temporary folder; return wall time and the CSV figures.
+
+    A bare-environment calibration (:func:`env_step_us`) runs just before, so the run's time
+    can also be given as a multiple of what its environment steps alone cost at that moment.
+    """
+    calibration = env_step_us(seed=seed)["median_us"]
     with tempfile.TemporaryDirectory(prefix="dqn-solve-") as tmp:
         cwd = Path(tmp)
         cmd = [
@@ -328,7 +343,8 @@ def solve_once(seed: int) -> dict[str, Any]:
             raise RuntimeError(f"main.py --seed {seed} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
         solved = any(line.startswith("solved:") for line in proc.stdout.splitlines())
         figures = read_solve_metrics(metrics_path_from_output(proc.stdout, cwd), solved)
-    return {"seed": seed, "wall_seconds": wall, **figures}
+    ratio = times_env_alone(wall, figures["steps_run"], calibration)
+    return {"seed": seed, "wall_seconds": wall, "env_step_us": calibration, "times_env_alone": ratio, **figures}
 
 
 def time_to_solve(seeds: list[int]) -> dict[str, Any]:
@@ -348,6 +364,7 @@ def time_to_solve(seeds: list[int]) -> dict[str, Any]:
         "median_wall_seconds": median("wall_seconds"),
         "median_episodes": median("solved_episode"),
         "median_steps": median("solved_steps"),
+        "median_times_env_alone": median("times_env_alone"),
     }
 
 
@@ -497,14 +514,19 @@ def _print_rest(results: dict[str, Any]) -> None:
         print("\nTime to solve: skipped (--no-solve)")
         return
     print("\nTime to solve: python main.py --no-video (100-episode average >= 200)")
-    print(f"  {'seed':<8}{'wall s':>10}{'episodes':>10}{'steps':>10}")
+    print("  (bare step: the calibration just before the run; x env: the wall time over the run's steps at it)")
+    print(f"  {'seed':<8}{'wall s':>10}{'episodes':>10}{'steps':>10}{'bare step':>12}{'x env':>8}")
     for r in solve["runs"]:
         note = "" if r["solved"] else f"  not solved in {r['episodes_run']} episodes"
         episodes, steps = fmt(r["solved_episode"]), fmt(r["solved_steps"])
-        print(f"  {r['seed']:<8}{r['wall_seconds']:>10.1f}{episodes:>10}{steps:>10}{note}")
+        print(
+            f"  {r['seed']:<8}{r['wall_seconds']:>10.1f}{episodes:>10}{steps:>10}"
+            f"{r['env_step_us']:>9.1f} µs{r['times_env_alone']:>8.2f}{note}"
+        )
     print(
         f"  {'median':<8}{fmt(solve['median_wall_seconds'], '.1f'):>10}{fmt(solve['median_episodes']):>10}"
-        f"{fmt(solve['median_steps']):>10}  ({solve['solved_runs']}/{len(solve['runs'])} solved)"
+        f"{fmt(solve['median_steps']):>10}{'':>12}{fmt(solve['median_times_env_alone'], '.2f'):>8}"
+        f"  ({solve['solved_runs']}/{len(solve['runs'])} solved)"
     )
 
 
