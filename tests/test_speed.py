@@ -28,7 +28,7 @@ def test_breakdown_parts_add_up_and_restore_the_code(tmp_path: Path, monkeypatch
 
 def test_env_step_calibration_counts_its_steps() -> None:
     calibration = speed.env_step_us(steps=50, seed=0, chunks=5)
-    assert calibration["steps"] == 50 and len(calibration["chunks_us"]) == 5
+    assert calibration["steps"] == 50 and calibration["chunk_steps"] == 10 and len(calibration["chunks_us"]) == 5
     assert calibration["median_us"] == sorted(calibration["chunks_us"])[2]
     assert all(v > 0 for v in calibration["chunks_us"])
 
