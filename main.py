@@ -516,6 +516,111 @@ def record_video(
     return score
 
 
+def greedy_policy(net) -> Callable[[np.ndarray], int]:
+    """The greedy policy of a CPU network, ``argmax_a Q(s, a)``, computed on NumPy views of its weights."""
+    from nnetwork import DuelingNetwork, numpy_dueling_q_values, numpy_q_values
+
+    views = net.numpy_views()
+    q_values = numpy_dueling_q_values if isinstance(net, DuelingNetwork) else numpy_q_values
+
+    def policy(state: np.ndarray) -> int:
+        return int(q_values(views, np.asarray(state, dtype=np.float32)).argmax())
+
+    return policy
+
+
+def record_greedy_video(weights: dict, env_id: str, max_steps: int, path: str | os.PathLike, seed: int) -> float:
+    """:func:`record_video` of the greedy policy of ``weights`` (a network's ``state_dict``); returns the score."""
+    return record_video(greedy_policy(network_from_weights(weights, path)), env_id, max_steps, path, seed)
+
+
+def _ignore_sigint() -> None:
+    """In the video worker: Ctrl-C is for the training process, which stops after its episode."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+class BackgroundVideos:
+    """Record the periodic videos in one worker process while training goes on.
+
+    Why: rendering and encoding one greedy episode takes 1-5 s. Inline, a default run of
+    ``python main.py`` stopped training 16 times for that. The worker, a fresh (spawned)
+    interpreter, works on another core. Each request carries a copy of the weights of its
+    episode, so a video shows that episode's policy whatever training has done since, and
+    the recording environment has its own seed, as before: training computes the same
+    numbers with or without videos. A failed video is a warning, never the end of a run.
+
+    Args:
+        out: where warnings go.
+    """
+
+    MAX_PENDING = 2
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self._out = out
+        self._pool: Any = None
+        self._pending: list[tuple[int, Any]] = []  # (episode, future)
+        self.scores: dict[int, float] = {}  # the score of each episode's finished video
+
+    def submit(self, episode: int, network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
+        """Queue the video of ``network``'s greedy policy at ``episode``; return at once."""
+        from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+
+        if self._pool is None:
+            import multiprocessing
+
+            # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
+        # A copy now: the queue pickles it later, and training keeps changing the live weights.
+        weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        try:
+            future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
+        except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
+            self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return
+        self._pending.append((episode, future))
+        # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
+        # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
+        self._collect(keep=self.MAX_PENDING)
+
+    def _collect(self, keep: int) -> None:
+        """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending.
+
+        A failed video is reported as a warning line.
+        """
+        still = []
+        for i, (episode, future) in enumerate(self._pending):
+            if not future.done() and len(self._pending) - i <= keep:
+                still.append((episode, future))
+                continue
+            try:
+                self.scores[episode] = future.result()
+            except Exception as exc:  # a missing encoder or a full disk must not end a training run
+                self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+        self._pending = still
+
+    def close(self, wait: bool = True) -> None:
+        """Wait for the videos still being made (or, with ``wait=False``, drop those not started)."""
+        if self._pool is None:
+            return
+        if wait and self._pending:
+            episodes = ", ".join(str(episode) for episode, _ in self._pending)
+            plural = "s" if len(self._pending) > 1 else ""
+            self._out(f"finishing the video{plural} of episode{plural} {episodes} ...")
+            self._collect(keep=0)
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._pool = None
+
+
 def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
     """``<video_dir>/episode_0050.mp4`` for episode 50."""
     return Path(video_dir) / f"episode_{episode:04d}.mp4"
@@ -1018,6 +1123,7 @@ def train(
     bar = Progress(cfg.episodes, first_episode - 1, cfg.log_every, cfg.quiet, out)
     out = bar.write
     tensorboard = _TensorBoard(run_dir / "tensorboard") if cfg.tensorboard else None
+    videos = BackgroundVideos(bar.write) if cfg.video else None
     verb = f"resuming at episode {first_episode}" if saved is not None else "run"
     out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
     if not cfg.quiet:
@@ -1062,12 +1168,9 @@ def train(
                 if not cfg.epsilon_decay_steps:
                     epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
 
-                if cfg.video and episode % cfg.video_every == 0:
-                    try:
-                        path = video_path(episode, video_dir)
-                        record_video(agent.greedy_action, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
-                    except Exception as exc:  # a missing encoder must not end a training run
-                        out(f"warning: could not write video for episode {episode}: {str(exc).splitlines()[0]}")
+                if videos is not None and episode % cfg.video_every == 0:
+                    path = video_path(episode, video_dir)
+                    videos.submit(episode, agent.local_qnetwork, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
                 bar.update(episode, average, epsilon, total_steps, total_steps / max(elapsed, 1e-9))
                 if tensorboard is not None:
                     tensorboard.log(rows[-1], agent.last_loss)
@@ -1095,6 +1198,9 @@ def train(
             ) from None
         finally:
             env.close()
+            failure = sys.exc_info()[1]
+            if videos is not None and failure is not None:  # after a second Ctrl-C, don't wait for them
+                videos.close(wait=not isinstance(failure, KeyboardInterrupt))
             bar.close()
             if tensorboard is not None:
                 tensorboard.close()
@@ -1103,6 +1209,8 @@ def train(
     if rows:
         out(f"learning curve: {plot_learning_curve(metrics_path, target_score=cfg.target_score)}")
     save_torch(agent.local_qnetwork.state_dict(), checkpoint)
+    if videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
+        videos.close()
     seconds = seconds_before + time.perf_counter() - loop_start
     if stop.signal is not None:
         out(f"stopped at episode {episode}; continue with: python main.py --resume {state_path}")
@@ -1146,8 +1254,6 @@ def evaluate(
     out: Callable[[str], None] = print,
 ) -> EvalResult:
     """Play ``episodes`` greedy episodes with a saved network and report how it flies."""
-    from nnetwork import DuelingNetwork, numpy_dueling_q_values, numpy_q_values
-
     obj = load_file(path)
     if is_training_state(obj):
         weights, env_id = obj["agent"]["local_qnetwork"], env_id or obj["config"]["env"]
@@ -1157,12 +1263,7 @@ def evaluate(
     env_id = env_id or "LunarLander-v3"
     env = make_env(env_id, max_steps)
     check_network_fits(net, env, path)
-    views = net.numpy_views()
-    q_values = numpy_dueling_q_values if isinstance(net, DuelingNetwork) else numpy_q_values
-
-    def policy(state: np.ndarray) -> int:
-        return int(np.argmax(q_values(views, np.asarray(state, dtype=np.float32))))
-
+    policy = greedy_policy(net)
     result = EvalResult([], [], [], 0)
     try:
         for i in range(episodes):

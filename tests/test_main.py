@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import main
+from agent import Agent
 from nnetwork import Network
 
 
@@ -90,6 +91,25 @@ def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.Monke
     assert quiet == filmed
     (run_videos,) = (tmp_path / "videos").iterdir()  # one folder per run, named like the run
     assert sorted(p.name for p in run_videos.iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
+
+
+def test_background_videos_show_the_policy_of_their_episode_and_failures_warn(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    agent = Agent(8, 4, rng=np.random.default_rng(0))
+    before = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
+    warnings: list[str] = []
+    videos = main.BackgroundVideos(warnings.append)
+    videos.submit(1, agent.local_qnetwork, "LunarLander-v3", 60, tmp_path / "one.mp4", seed=4)
+    with torch.no_grad():  # training goes on: the queued video must not see this
+        for p in agent.local_qnetwork.parameters():
+            p.mul_(-3.0)
+    videos.submit(2, agent.local_qnetwork, "NoSuchEnv-v0", 60, tmp_path / "two.mp4", seed=4)
+    videos.close()
+    assert main.record_greedy_video(before, "LunarLander-v3", 60, tmp_path / "inline.mp4", seed=4) == videos.scores[1]
+    assert len(_decode(tmp_path / "one.mp4")) == len(_decode(tmp_path / "inline.mp4"))
+    (warning,) = [line for line in warnings if line.startswith("warning:")]  # and "finishing the video ..."
+    assert warning.startswith("warning: could not write video for episode 2: cannot create environment 'NoSuchEnv-v0'")
+    assert not (tmp_path / "two.mp4").exists() and 2 not in videos.scores
 
 
 def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
