@@ -555,31 +555,35 @@ class BackgroundVideos:
     episode, so a video shows that episode's policy whatever training has done since, and
     the recording environment has its own seed, as before: training computes the same
     numbers with or without videos. A failed video is a warning, never the end of a run.
+    Where no process can start (some sandboxes), it records between episodes, as before.
 
     Args:
         out: where warnings go.
     """
 
-    MAX_PENDING = 2
+    MAX_PENDING = 2  # videos queued or being made; one more makes training wait for the oldest
 
     def __init__(self, out: Callable[[str], None]) -> None:
         self._out = out
         self._pool: Any = None
         self._pending: list[tuple[int, Any]] = []  # (episode, future)
         self.scores: dict[int, float] = {}  # the score of each episode's finished video
+        self._inline = False  # True where no worker process can start
 
     def submit(self, episode: int, network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
         """Queue the video of ``network``'s greedy policy at ``episode``; return at once."""
-        from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+        from concurrent.futures import BrokenExecutor
 
-        if self._pool is None:
-            import multiprocessing
-
-            # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
         # A copy now: the queue pickles it later, and training keeps changing the live weights.
         weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        if self._pool is None and not self._inline:
+            self._start_worker()
+        if self._inline:  # no worker process on this system: record here, between episodes
+            try:
+                self.scores[episode] = record_greedy_video(weights, env_id, max_steps, path, seed)
+            except Exception as exc:
+                self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+            return
         try:
             future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
         except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
@@ -591,6 +595,19 @@ class BackgroundVideos:
         # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
         # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
         self._collect(keep=self.MAX_PENDING)
+
+    def _start_worker(self) -> None:
+        """Start the worker process, or fall back to recording inline where processes cannot start."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
+        except (OSError, NotImplementedError, ValueError) as exc:  # e.g. no semaphores in a sandbox
+            self._out(f"warning: no video worker ({first_line(exc)}); videos are recorded between episodes")
+            self._inline = True
 
     def _collect(self, keep: int) -> None:
         """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending.

@@ -112,6 +112,26 @@ def test_background_videos_show_the_policy_of_their_episode_and_failures_warn(tm
     assert not (tmp_path / "two.mp4").exists() and 2 not in videos.scores
 
 
+def test_background_videos_fall_back_to_inline_where_no_process_can_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    def refuse(*args, **kwargs):
+        raise OSError("no semaphores here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    torch.manual_seed(0)
+    agent = Agent(8, 4, rng=np.random.default_rng(0))
+    lines: list[str] = []
+    videos = main.BackgroundVideos(lines.append)
+    videos.submit(3, agent.local_qnetwork, "LunarLander-v3", 30, tmp_path / "three.mp4", seed=1)
+    videos.submit(4, agent.local_qnetwork, "LunarLander-v3", 30, tmp_path / "four.mp4", seed=1)
+    videos.close()
+    assert lines == ["warning: no video worker (no semaphores here); videos are recorded between episodes"]
+    assert sorted(videos.scores) == [3, 4] and (tmp_path / "three.mp4").is_file() and (tmp_path / "four.mp4").is_file()
+
+
 def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = main.train(_tiny(tmp_path), out=lambda _: None)
