@@ -358,7 +358,7 @@ def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
     try:
         env = gym.make(env_id, max_episode_steps=max_steps, render_mode=render_mode)
     except gym.error.Error as exc:
-        raise UserError(f"cannot create environment {env_id!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot create environment {env_id!r}: {first_line(exc)}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
         env.close()
         raise UserError(f"{env_id} needs a discrete action space and a flat observation vector for a DQN")
@@ -582,12 +582,12 @@ class BackgroundVideos:
             try:
                 self.scores[episode] = record_greedy_video(weights, env_id, max_steps, path, seed)
             except Exception as exc:
-                self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+                self._warn(episode, exc)
             return
         try:
             future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
         except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
-            self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+            self._warn(episode, exc)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
             return
@@ -595,6 +595,10 @@ class BackgroundVideos:
         # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
         # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
         self._collect(keep=self.MAX_PENDING)
+
+    def _warn(self, episode: int, exc: BaseException) -> None:
+        """One warning line for a video that could not be written; training goes on."""
+        self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
 
     def _start_worker(self) -> None:
         """Start the worker process, or fall back to recording inline where processes cannot start."""
@@ -622,7 +626,7 @@ class BackgroundVideos:
             try:
                 self.scores[episode] = future.result()
             except Exception as exc:  # a missing encoder or a full disk must not end a training run
-                self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+                self._warn(episode, exc)
         self._pending = still
 
     def close(self, wait: bool = True) -> None:
@@ -1140,7 +1144,7 @@ def train(
     bar = Progress(cfg.episodes, first_episode - 1, cfg.log_every, cfg.quiet, out)
     out = bar.write
     tensorboard = _TensorBoard(run_dir / "tensorboard") if cfg.tensorboard else None
-    videos = BackgroundVideos(bar.write) if cfg.video else None
+    videos = BackgroundVideos(out) if cfg.video else None
     verb = f"resuming at episode {first_episode}" if saved is not None else "run"
     out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
     if not cfg.quiet:
