@@ -122,8 +122,10 @@ class Config:
     )
     device: str = _opt("auto", "where the networks run", choices=("auto", "cpu", "cuda"))
     backprop: str = _opt(
-        "numpy",
-        "how the loss gradient is computed on the CPU: numpy (hand-derived, ~3x faster) or autograd",
+        "autograd",
+        "how the loss gradient is computed: autograd (loss.backward(), torch.optim.Adam: the code agent.py "
+        "shows) or numpy (the opt-in NumPy twin in dqnkit/numpy_twin.py: the same numbers to float32 "
+        "rounding, ~3x faster on a CPU)",
         choices=("numpy", "autograd"),
     )
     # Beyond the original DQN: each is off by default; the NumPy and autograd paths both compute each one.
@@ -210,8 +212,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class UserError(Exception):
-    """A problem the user can fix; reported as one line, without a traceback."""
+from dqnkit.errors import UserError  # noqa: E402
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -518,9 +519,10 @@ def record_video(
 
 def greedy_policy(net) -> Callable[[np.ndarray], int]:
     """The greedy policy of a CPU network, ``argmax_a Q(s, a)``, computed on NumPy views of its weights."""
-    from nnetwork import DuelingNetwork, numpy_dueling_q_values, numpy_q_values
+    from dqnkit.numpy_twin import numpy_dueling_q_values, numpy_q_values, numpy_views
+    from nnetwork import DuelingNetwork
 
-    views = net.numpy_views()
+    views = numpy_views(net)
     q_values = numpy_dueling_q_values if isinstance(net, DuelingNetwork) else numpy_q_values
 
     def policy(state: np.ndarray) -> int:
@@ -1019,35 +1021,10 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator):
-    """The :class:`agent.Agent` that ``cfg`` describes, sized for ``env``."""
-    from agent import Agent
+    """The agent that ``cfg`` describes (see :func:`dqnkit.agents.build_agent`)."""
+    from dqnkit.agents import build_agent as build
 
-    return Agent(
-        env.observation_space.shape[0],
-        int(env.action_space.n),
-        learning_rate=cfg.learning_rate,
-        minibatch_size=cfg.minibatch_size,
-        discount_factor=cfg.discount_factor,
-        replay_buffer_size=cfg.replay_buffer_size,
-        interpolation_parameter=cfg.interpolation_parameter,
-        learn_every=cfg.learn_every,
-        gradient_steps=cfg.gradient_steps,
-        hidden_size=cfg.hidden_size,
-        device=device,
-        rng=rng,
-        backprop=cfg.backprop,
-        double_dqn=cfg.double_dqn,
-        dueling=cfg.dueling,
-        n_step=cfg.n_step,
-        loss=cfg.loss,
-        grad_clip=cfg.grad_clip,
-        target_update_every=cfg.target_update_every,
-        prioritized_replay=cfg.prioritized_replay,
-        priority_alpha=cfg.priority_alpha,
-        priority_beta=cfg.priority_beta,
-        learning_rate_end=cfg.learning_rate_end,
-        lr_decay_steps=cfg.lr_decay_steps,
-    )
+    return build(cfg, env, device, rng)
 
 
 class _StopRequests:

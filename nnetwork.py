@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -39,52 +38,6 @@ class Network(nn.Module):
         x = F.relu(self.fc2(x))
         return self.fc3(x)
 
-    def numpy_views(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Return ``(weight.T, bias)`` NumPy views of each layer, sharing memory with the parameters.
-
-        Only valid for a network on the CPU. The views stay current as long as the
-        parameters are changed in place, which is what ``optimizer.step()``,
-        ``load_state_dict`` and the soft update all do.
-        """
-        return [
-            (layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in (self.fc1, self.fc2, self.fc3)
-        ]
-
-
-def numpy_q_values(views: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray) -> np.ndarray:
-    """Compute the same Q-values as ``Network.forward`` for one state, in NumPy.
-
-    For a single state the three small matrix products cost a few microseconds in
-    NumPy against roughly 15 us of PyTorch dispatch overhead, and acting happens on
-    every environment step.
-    """
-    x = state
-    last = len(views) - 1
-    for i, (weight_t, bias) in enumerate(views):
-        x = x @ weight_t
-        x += bias  # in place on the fresh product: one array per layer
-        if i < last:
-            relu_(x)
-    return x
-
-
-def relu_(x: np.ndarray) -> np.ndarray:
-    """ReLU in place: ``max(x, 0)`` elementwise, written into ``x``; returns ``x``.
-
-    Why a zero *array* and not the scalar 0.0: NumPy runs ``maximum`` of two arrays
-    through its SIMD loop, 2-3x faster here (2 us against 7 us at 100 x 64), with
-    the same result to the bit.
-    """
-    return np.maximum(x, _zeros(x.shape), out=x)
-
-
-@lru_cache(maxsize=32)
-def _zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """A read-only float32 array of zeros, one per shape (a run uses two or three shapes)."""
-    zeros = np.zeros(shape, dtype=np.float32)
-    zeros.flags.writeable = False
-    return zeros
-
 
 class DuelingNetwork(Network):
     """The same trunk with two heads: a state value ``V(s)`` and advantages ``A(s, a)`` (Wang et al., 2016).
@@ -95,6 +48,7 @@ class DuelingNetwork(Network):
     action (falling far from the ground), and the value head learns it from every
     sample instead of once per action. ``fc3`` is the advantage head, so the layer
     names of :class:`Network` still hold; ``value`` is the extra head.
+    Beyond the original: used only with ``--dueling``.
     """
 
     def __init__(self, state_size: int, action_size: int, hidden_size: int = 64) -> None:
@@ -107,19 +61,7 @@ class DuelingNetwork(Network):
         x = F.relu(self.fc2(x))
         return dueling_q_values(self.value(x), self.fc3(x))
 
-    def numpy_views(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Like :meth:`Network.numpy_views`, with the value head's ``(weight.T, bias)`` last."""
-        return super().numpy_views() + [(self.value.weight.detach().numpy().T, self.value.bias.detach().numpy())]
-
 
 def dueling_q_values(value: Array, advantages: Array) -> Array:
     """The dueling aggregation ``Q = V + A - mean(A)`` over the last axis; tensors or NumPy arrays."""
     return value + advantages - advantages.mean(-1, keepdims=True)
-
-
-def numpy_dueling_q_values(views: list[tuple[np.ndarray, np.ndarray]], state: np.ndarray) -> np.ndarray:
-    """:meth:`DuelingNetwork.forward` for one state, in NumPy (see :func:`numpy_q_values`)."""
-    (w1, b1), (w2, b2), (w3, b3), (wv, bv) = views
-    h = relu_(state @ w1 + b1)
-    h = relu_(h @ w2 + b2)
-    return dueling_q_values(h @ wv + bv, h @ w3 + b3)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import agent as agent_module
 import main
-from agent import Agent, PrioritizedReplayMemory, SumTree, double_dqn_next_q, n_step_return
-from nnetwork import DuelingNetwork, dueling_q_values, numpy_dueling_q_values
+from agent import Agent, Experiences
+from dqnkit.agents import CORE_FIELDS, OPTION_FIELDS
+from dqnkit.numpy_twin import NumpyAgent, clip_grad_norm_, numpy_dueling_q_values, numpy_views
+from dqnkit.options import ExtendedAgent, double_dqn_next_q, n_step_return
+from dqnkit.prioritized import PrioritizedReplayMemory, SumTree
+from nnetwork import DuelingNetwork, dueling_q_values
+
+BOTH = pytest.mark.parametrize("cls", [ExtendedAgent, NumpyAgent], ids=["autograd", "numpy"])
 
 EXTRA_OPTIONS = {
     "double_dqn": {"double_dqn": True},
@@ -26,11 +30,11 @@ EXTRA_OPTIONS = {
 }
 
 
-def _agent(**options) -> Agent:
+def _agent(cls: type[Agent] = NumpyAgent, **options) -> Agent:
     torch.manual_seed(0)
     base = dict(minibatch_size=1000, rng=np.random.default_rng(0))  # a big minibatch: step() never learns
     base.update(options)
-    return Agent(8, 4, **base)
+    return cls(8, 4, **base)
 
 
 def _state(i: float) -> np.ndarray:
@@ -47,9 +51,10 @@ def test_double_dqn_values_the_local_networks_choice_with_the_target_network() -
     assert double_dqn_next_q(next_q_local, next_q_target).tolist() == [[20.0], [7.0]]
 
 
-def test_double_dqn_target_inside_the_loss() -> None:
+@BOTH
+def test_double_dqn_target_inside_the_loss(cls: type[ExtendedAgent]) -> None:
     """One transition: r = 1, gamma = 0.5, the local network prefers action 0, the target values it at 2."""
-    agent = _agent(double_dqn=True, discount_factor=0.5)
+    agent = _agent(cls, double_dqn=True, discount_factor=0.5)
     for net, next_values in ((agent.local_qnetwork, [9.0, 1.0, 1.0, 1.0]), (agent.target_qnetwork, [2.0, 8.0, 0, 0])):
         with torch.no_grad():
             for p in net.parameters():
@@ -62,9 +67,7 @@ def test_double_dqn_target_inside_the_loss() -> None:
     assert loss == pytest.approx(1.0)
 
 
-def main_experiences(batch: list[torch.Tensor]):
-    from agent import Experiences
-
+def main_experiences(batch: list[torch.Tensor]) -> Experiences:
     return Experiences(*batch)
 
 
@@ -88,15 +91,16 @@ def test_dueling_network_forward_and_numpy_agree() -> None:
         advantages, value = net.fc3(h), net.value(h)
         expected = value + advantages - advantages.mean()
         assert torch.allclose(net(state), expected)
-    assert np.allclose(numpy_dueling_q_values(net.numpy_views(), state.numpy()), expected.numpy(), atol=1e-6)
+    assert np.allclose(numpy_dueling_q_values(numpy_views(net), state.numpy()), expected.numpy(), atol=1e-6)
 
 
-def test_dueling_agent_acts_greedily_on_the_dueling_values() -> None:
-    agent = _agent(dueling=True)
+@BOTH
+def test_dueling_agent_acts_greedily_on_the_dueling_values(cls: type[ExtendedAgent]) -> None:
+    agent = _agent(cls, dueling=True)
     state = _state(0.3)
     with torch.no_grad():
         expected = agent.local_qnetwork(torch.from_numpy(state)).numpy()
-    assert np.allclose(agent.q_values(state), expected, atol=1e-6)
+    assert isinstance(agent.local_qnetwork, DuelingNetwork)
     assert agent.greedy_action(state) == int(np.argmax(expected))
 
 
@@ -108,9 +112,10 @@ def test_n_step_return_by_hand() -> None:
     assert n_step_return([4.0], 0.5) == 4.0
 
 
-def test_n_step_transitions_stop_at_the_episode_end() -> None:
+@BOTH
+def test_n_step_transitions_stop_at_the_episode_end(cls: type[ExtendedAgent]) -> None:
     """n = 3, gamma = 0.5; state i is all i, the reward of step i is i + 1, the 4th step terminates."""
-    agent = _agent(n_step=3, discount_factor=0.5)
+    agent = _agent(cls, n_step=3, discount_factor=0.5)
     for i in range(4):
         agent.step(_state(i), i % 4, float(i + 1), _state(i + 1), done=(i == 3))
     m = agent.memory
@@ -133,8 +138,9 @@ def test_n_step_transitions_stop_at_the_episode_end() -> None:
     assert (m.states[4, 0], m.rewards[4, 0], m.next_states[4, 0], m.dones[4, 0]) == (20, 1.75, 23, 0)
 
 
-def test_n_step_target_discounts_by_gamma_to_the_n() -> None:
-    agent = _agent(n_step=3, discount_factor=0.5)
+@BOTH
+def test_n_step_target_discounts_by_gamma_to_the_n(cls: type[ExtendedAgent]) -> None:
+    agent = _agent(cls, n_step=3, discount_factor=0.5)
     with torch.no_grad():
         for net in (agent.local_qnetwork, agent.target_qnetwork):
             for p in net.parameters():
@@ -149,9 +155,10 @@ def test_n_step_target_discounts_by_gamma_to_the_n() -> None:
 # ---------------------------------------------------------------- Huber loss, clipping, hard target update
 
 
-def test_huber_loss_by_hand() -> None:
+@BOTH
+def test_huber_loss_by_hand(cls: type[ExtendedAgent]) -> None:
     """TD errors of 0.5 and 3: Huber gives 0.5 * 0.5^2 = 0.125 and 3 - 0.5 = 2.5, mean 1.3125."""
-    agent = _agent(loss="huber", discount_factor=0.0)
+    agent = _agent(cls, loss="huber", discount_factor=0.0)
     with torch.no_grad():
         for p in agent.local_qnetwork.parameters():
             p.zero_()
@@ -160,16 +167,18 @@ def test_huber_loss_by_hand() -> None:
     assert agent.learn(main_experiences(batch), 0.0) == pytest.approx(1.3125)
 
 
-def test_gradient_norm_is_clipped() -> None:
-    agent = _agent(grad_clip=0.01)
+@BOTH
+def test_gradient_norm_is_clipped(cls: type[ExtendedAgent]) -> None:
+    agent = _agent(cls, grad_clip=0.01)
     batch = [torch.randn(32, 8), torch.randn(32, 8), torch.zeros(32, 1, dtype=torch.int64), 100 * torch.ones(32, 1)]
     agent.learn(main_experiences([*batch, torch.zeros(32, 1)]), 0.99)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in agent.local_qnetwork.parameters()]))
     assert norm.item() == pytest.approx(0.01, rel=1e-4)
 
 
-def test_hard_target_update_copies_every_n_learning_steps() -> None:
-    agent = _agent(target_update_every=3)
+@BOTH
+def test_hard_target_update_copies_every_n_learning_steps(cls: type[ExtendedAgent]) -> None:
+    agent = _agent(cls, target_update_every=3)
     batch = [torch.randn(16, 8), torch.randn(16, 8), torch.zeros(16, 1, dtype=torch.int64), torch.ones(16, 1)]
     experiences = main_experiences([*batch, torch.zeros(16, 1)])
     before = [p.clone() for p in agent.target_qnetwork.parameters()]
@@ -233,10 +242,10 @@ def test_linear_epsilon_by_hand() -> None:
     assert main.linear_epsilon(10_000, 1.0, 0.01, 100) == pytest.approx(0.01)
 
 
-def _trained_pair(options: dict) -> tuple[Agent, Agent]:
+def _trained_pair(options: dict, plain_cls: type[Agent] = ExtendedAgent) -> tuple[Agent, Agent]:
     """The same agent on the NumPy and the autograd path, fed the same 120 transitions (with episode ends)."""
     options = options | {"minibatch_size": 16}  # small, so that 120 steps learn often
-    agents = (_agent(**options), _agent(backprop="autograd", **options))
+    agents = (_agent(NumpyAgent, **options), _agent(plain_cls, **options))
     rng = np.random.default_rng(1)
     for i in range(120):
         state, next_state, reward = rng.standard_normal(8), rng.standard_normal(8), float(rng.standard_normal())
@@ -252,9 +261,8 @@ def _trained_pair(options: dict) -> tuple[Agent, Agent]:
     ids=[*EXTRA_OPTIONS.keys(), "all_together"],
 )
 def test_every_option_gives_the_same_numbers_in_numpy_and_autograd(options: dict) -> None:
-    options = {k: v for k, v in options.items() if k in inspect.signature(Agent).parameters}  # Agent's fields
+    options = {k: v for k, v in options.items() if k in CORE_FIELDS + OPTION_FIELDS}  # the agent's fields
     fast, plain = _trained_pair(options)
-    assert (fast.backprop, plain.backprop) == ("numpy", "autograd")
     assert fast.learn_steps == plain.learn_steps > 20 and np.isfinite(fast.last_loss)
     assert fast.last_loss == pytest.approx(plain.last_loss, rel=1e-3, abs=1e-6)
     for net in ("local_qnetwork", "target_qnetwork"):
@@ -266,14 +274,20 @@ def test_every_option_gives_the_same_numbers_in_numpy_and_autograd(options: dict
 
 def test_numpy_gradient_clipping_by_hand() -> None:
     grad = np.array([3.0, 4.0], dtype=np.float32)  # norm 5
-    assert agent_module.clip_grad_norm_(grad, 10.0) == pytest.approx(5.0)
+    assert clip_grad_norm_(grad, 10.0) == pytest.approx(5.0)
     np.testing.assert_array_equal(grad, [3.0, 4.0])  # under the limit: untouched
-    agent_module.clip_grad_norm_(grad, 1.0)
+    clip_grad_norm_(grad, 1.0)
     np.testing.assert_allclose(grad, [0.6, 0.8], rtol=1e-5)
 
 
-def test_the_default_agent_keeps_the_numpy_path() -> None:
-    assert _agent().backprop == "numpy" and not _agent().extended
+def test_with_no_option_on_the_extended_agent_is_the_textbook_agent() -> None:
+    """ExtendedAgent with every option off computes what agent.Agent computes (to float32 rounding)."""
+    (twin, extended), (_, textbook) = _trained_pair({}), _trained_pair({}, Agent)
+    assert type(textbook) is Agent and textbook.learn_steps == extended.learn_steps > 20
+    for net in ("local_qnetwork", "target_qnetwork"):
+        for a, b, c in zip(*(getattr(x, net).parameters() for x in (extended, textbook, twin)), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5)
 
 
 def test_preset_sets_fields_and_flags_override_it() -> None:

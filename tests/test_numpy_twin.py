@@ -1,0 +1,249 @@
+"""The NumPy twin against the textbook path, copies of agents, and which path a run really takes."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import agent as agent_module
+import main
+import nnetwork
+from agent import Agent
+from dqnkit import numpy_twin
+from dqnkit.agents import build_agent
+from dqnkit.errors import UserError
+from dqnkit.numpy_twin import NumpyAdam, NumpyAgent, check_network, numpy_q_values, numpy_views, relu_
+from dqnkit.options import ExtendedAgent
+from nnetwork import DuelingNetwork, Network
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _filled(cls: type[Agent], **options) -> Agent:
+    """An agent with 200 random transitions in its memory; the same seed gives the same agent."""
+    torch.manual_seed(7)
+    agent = cls(8, 4, rng=np.random.default_rng(7), minibatch_size=32, **options)
+    rng = np.random.default_rng(8)
+    for i in range(200):
+        s, s2 = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+        agent.memory.push((s, i % 4, float(rng.normal()), s2, i % 9 == 0))
+    return agent
+
+
+# ---------------------------------------------------------------- the NumPy arithmetic
+
+
+def test_numpy_q_values_match_forward() -> None:
+    torch.manual_seed(0)
+    net = Network(8, 4)
+    states = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    views = numpy_views(net)
+    expected = net(torch.from_numpy(states)).detach().numpy()
+    for s, e in zip(states, expected, strict=True):
+        np.testing.assert_allclose(numpy_q_values(views, s), e, rtol=1e-5, atol=1e-6)
+        assert int(np.argmax(numpy_q_values(views, s))) == int(np.argmax(e))
+
+
+def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
+    x = np.array([[-2.0, -0.0, 0.0, 3.5], [2.0**-100, -(2.0**-100), 7.0, -7.0]], dtype=np.float32)
+    out = relu_(x)
+    assert out is x  # in place
+    np.testing.assert_array_equal(x, [[0.0, 0.0, 0.0, 3.5], [2.0**-100, 0.0, 7.0, 0.0]])
+    y = np.array([-1.0, 2.0], dtype=np.float64)  # another dtype, another shape
+    np.testing.assert_array_equal(relu_(y), [0.0, 2.0])
+    again = np.full((2, 4), -5.0, dtype=np.float32)  # the cached zero array was not written into
+    np.testing.assert_array_equal(relu_(again), np.zeros((2, 4)))
+
+
+def test_numpy_backprop_equals_autograd() -> None:
+    """The twin against the textbook agent: same loss, same gradients, same weights, step after step."""
+    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    assert type(plain.optimizer) is torch.optim.Adam and type(fast.optimizer) is NumpyAdam
+    for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
+        assert torch.equal(a, b)  # same start
+    for _ in range(20):
+        batch = fast.memory.sample(32)
+        plain.memory.rng.bit_generator.state = fast.memory.rng.bit_generator.state  # keep draws in step
+        loss_fast = fast.learn(batch, 0.99)
+        loss_plain = plain.learn(batch, 0.99)
+        assert loss_fast == pytest.approx(loss_plain, rel=1e-5)
+        for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+    for net in ("local_qnetwork", "target_qnetwork"):
+        for a, b in zip(getattr(fast, net).parameters(), getattr(plain, net).parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_twin_acts_like_the_textbook_agent() -> None:
+    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    states = np.random.default_rng(4).normal(size=(100, 8)).astype(np.float32)
+    assert [fast.greedy_action(s) for s in states] == [plain.greedy_action(s) for s in states]
+    assert [fast.act(s, 0.5) for s in states] == [plain.act(s, 0.5) for s in states]  # same draws
+
+
+def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
+    """A state saved on either path loads on the other, and both then take the same next step."""
+    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    assert fast.optimizer.state_dict()["state"] == plain.optimizer.state_dict()["state"] == {}  # none before a step
+    for _ in range(5):
+        fast.learn(fast.memory.sample(32), 0.99)
+    saved = fast.optimizer.state_dict()
+    assert saved["param_groups"] == [{**plain.optimizer.state_dict()["param_groups"][0]}]  # the same format
+    assert [float(saved["state"][i]["step"]) for i in range(6)] == [5.0] * 6
+    plain.load_state_dict(fast.state_dict())
+    back = _filled(NumpyAgent)
+    back.load_state_dict(plain.state_dict())
+    for i, entry in saved["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(plain.optimizer.state_dict()["state"][i][key], entry[key])
+            assert torch.equal(back.optimizer.state_dict()["state"][i][key], entry[key])
+    batch = fast.memory.sample(32)
+    for agent in (fast, plain, back):
+        agent.learn(batch, 0.99)
+    for a, b, c in zip(*(x.local_qnetwork.parameters() for x in (fast, plain, back)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a, c)  # NumPy to NumPy through torch's format: exactly the same
+
+
+# ---------------------------------------------------------------- copies
+
+
+AGENTS = {
+    "textbook": (Agent, {}),
+    "options": (ExtendedAgent, {"double_dqn": True, "dueling": True, "n_step": 3, "prioritized_replay": True}),
+    "numpy": (NumpyAgent, {}),
+    "numpy_options": (NumpyAgent, {"dueling": True, "target_update_every": 2, "grad_clip": 1.0}),
+}
+
+
+def _weights(agent: Agent) -> list[torch.Tensor]:
+    return [p.detach().clone() for net in (agent.local_qnetwork, agent.target_qnetwork) for p in net.parameters()]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("kind", list(AGENTS))
+def test_a_copy_learns_on_its_own_parameters(kind: str, how: str) -> None:
+    cls, options = AGENTS[kind]
+    original = _filled(cls, **options)
+    _learn_three_times(original)  # some Adam state and a learning rhythm to carry over
+    twin = copy.deepcopy(original) if how == "deepcopy" else pickle.loads(pickle.dumps(original))
+    before = _weights(original)
+    _learn_three_times(twin)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(original), strict=True)), "the original moved"
+    assert any(not torch.equal(a, b) for a, b in zip(before, _weights(twin), strict=True)), "the copy did not learn"
+    # The original's generator has not moved either, so the same steps take it exactly where the copy went.
+    _learn_three_times(original)
+    for a, b in zip(_weights(original), _weights(twin), strict=True):
+        assert torch.equal(a, b)
+
+
+def _learn_three_times(agent: Agent) -> None:
+    """Twelve steps through ``step``: with ``learn_every`` 4, three learning steps."""
+    before = agent.learn_steps
+    for i in range(12):
+        agent.step(np.full(8, 0.1 * i, np.float32), i % 4, 1.0, np.full(8, 0.2, np.float32), False)
+    assert agent.learn_steps == before + 3
+
+
+# ---------------------------------------------------------------- what the twin refuses
+
+
+class _WithDropout(Network):
+    """A reader's change: dropout after the first layer (a new module)."""
+
+    def __init__(self, state_size: int, action_size: int, hidden_size: int = 64) -> None:
+        super().__init__(state_size, action_size, hidden_size)
+        self.dropout = nn.Dropout(0.1)
+
+
+def _tanh_forward(self: Network, state: torch.Tensor) -> torch.Tensor:
+    """A reader's change that adds no module: tanh instead of ReLU."""
+    return self.fc3(torch.tanh(self.fc2(torch.tanh(self.fc1(state)))))
+
+
+def test_the_shipped_networks_pass_the_check() -> None:
+    check_network(Network(8, 4))
+    check_network(DuelingNetwork(8, 4, 16))
+
+
+def test_a_network_with_another_module_is_refused() -> None:
+    net = Network(8, 4)
+    net.fc4 = nn.Linear(4, 4)
+    for changed in (_WithDropout(8, 4), net):
+        with pytest.raises(ValueError, match="--backprop autograd") as info:
+            check_network(changed)
+        assert "\n" not in str(info.value)
+
+
+def test_a_changed_forward_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nnetwork.Network, "forward", _tanh_forward)
+    with pytest.raises(ValueError, match="computes something else"):
+        check_network(Network(8, 4))
+    env = main.make_env("LunarLander-v3", 100)
+    with pytest.raises(UserError, match="use --backprop autograd"):
+        build_agent(main.Config(backprop="numpy"), env, torch.device("cpu"), np.random.default_rng(0))
+    # The textbook path trains whatever the network computes.
+    assert type(build_agent(main.Config(), env, torch.device("cpu"), np.random.default_rng(0))) is Agent
+
+
+def test_the_command_line_refuses_a_changed_network_in_one_line(tmp_path: Path) -> None:
+    code = (
+        "import sys, torch, nnetwork, main;"
+        "nnetwork.Network.forward = lambda self, s: self.fc3(torch.tanh(self.fc2(torch.tanh(self.fc1(s)))));"
+        "sys.exit(main.main(['--backprop', 'numpy', '--episodes', '1', '--no-video', '--quiet',"
+        f"'--checkpoint', r'{tmp_path / 'w.pth'}']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env())
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "--backprop autograd" in result.stderr
+    assert not (tmp_path / "w.pth").exists()
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# ---------------------------------------------------------------- which path a run takes
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """Count the calls of ``owner.name`` while still running it."""
+    calls: list[int] = []
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("backprop", ["autograd", "numpy"])
+def test_a_run_learns_on_the_path_it_was_asked_for(
+    backprop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run calls loss.backward() and torch.optim.Adam.step(); the twin only with --backprop numpy."""
+    monkeypatch.chdir(tmp_path)
+    backward = _count_calls(monkeypatch, torch.Tensor, "backward")
+    adam_step = _count_calls(monkeypatch, torch.optim.Adam, "step")
+    by_hand = _count_calls(monkeypatch, numpy_twin, "numpy_td_gradients")
+    learned = _count_calls(monkeypatch, agent_module, "soft_update")
+    cfg = main.Config(episodes=3, max_steps=60, minibatch_size=16, video=False, checkpoint="w.pth", quiet=True)
+    if backprop == "numpy":
+        cfg = main.Config(**{**cfg.__dict__, "backprop": "numpy"})
+    main.train(cfg, out=lambda _: None)
+    if backprop == "autograd":
+        assert len(backward) == len(adam_step) == len(learned) > 5 and not by_hand
+    else:
+        assert len(by_hand) > 5 and not backward and not adam_step and not learned
