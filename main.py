@@ -29,10 +29,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from dqnkit.envs import SOLVED_SCORE, episode_outcome, make_env  # noqa: E402
+from dqnkit.errors import UserError, first_line  # noqa: E402
+
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
 
-SOLVED_SCORE = 200.0  # LunarLander-v3's reward threshold, over a 100-episode average
 VIDEO_DIR = Path("videos")
 RUNS_DIR = Path("runs")
 _UMASK = os.umask(0)
@@ -210,10 +212,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class UserError(Exception):
-    """A problem the user can fix; reported as one line, without a traceback."""
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.nargs == 0:  # on/off switches: "(default: True)" would only confuse
@@ -347,22 +345,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
-
-
-def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
-    """Create the environment, turning Gymnasium's errors about the id into a :class:`UserError`."""
-    import gymnasium as gym
-
-    if env_id.startswith("LunarLander-v") and env_id != "LunarLander-v3":
-        raise UserError(f"{env_id} is not available: Gymnasium 1.x has only LunarLander-v3; use --env LunarLander-v3")
-    try:
-        env = gym.make(env_id, max_episode_steps=max_steps, render_mode=render_mode)
-    except gym.error.Error as exc:
-        raise UserError(f"cannot create environment {env_id!r}: {first_line(exc)}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
-        env.close()
-        raise UserError(f"{env_id} needs a discrete action space and a flat observation vector for a DQN")
-    return env
 
 
 def next_epsilon(epsilon: float, epsilon_end: float, epsilon_decay: float) -> float:
@@ -539,11 +521,6 @@ def _ignore_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type when the message is empty."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 class BackgroundVideos:
@@ -1251,18 +1228,6 @@ class EvalResult:
     lengths: list[int]
     outcomes: list[str]  # "landed", "crashed", "out of bounds" or "timed out" per episode
     on_pad: int  # landings that came to rest between the flags
-
-
-def episode_outcome(env, state: np.ndarray, terminated: bool) -> str:
-    """How a LunarLander episode ended, read from the environment as its step() decides it."""
-    lander = env.unwrapped
-    if not terminated:
-        return "timed out"
-    if not lander.lander.awake:  # the engine checks this last, and its +100 wins
-        return "landed"
-    if abs(float(state[0])) >= 1.0:
-        return "out of bounds"
-    return "crashed"
 
 
 def evaluate(

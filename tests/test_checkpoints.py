@@ -19,6 +19,8 @@ import pytest
 import torch
 
 import main
+from dqnkit.envs import episode_outcome, make_env
+from dqnkit.errors import UserError
 from nnetwork import Network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +193,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(root: Path, tmp_path: Path
         evil.write_bytes(pickle.dumps(payload))
     else:
         torch.save(payload, evil)
-    with pytest.raises(main.UserError, match="refusing to load it"):
+    with pytest.raises(UserError, match="refusing to load it"):
         main.load_file(evil)
     proc = subprocess.run(
         [sys.executable, str(root / "main.py"), "--evaluate", str(evil)],
@@ -225,13 +227,13 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
 
 
 def test_episode_outcome_reads_the_environment() -> None:
-    env = main.make_env("LunarLander-v3", 1000)
+    env = make_env("LunarLander-v3", 1000)
     state, _ = env.reset(seed=0)
     terminated = truncated = False
     while not (terminated or truncated):
         state, reward, terminated, truncated, _ = env.step(0)  # engines off: it falls and crashes
-    assert main.episode_outcome(env, state, terminated) == "crashed" and reward == -100
-    assert main.episode_outcome(env, state, False) == "timed out"
+    assert episode_outcome(env, state, terminated) == "crashed" and reward == -100
+    assert episode_outcome(env, state, False) == "timed out"
     env.close()
 
 
