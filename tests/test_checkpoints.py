@@ -21,6 +21,7 @@ import torch
 import main
 from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
+from dqnkit.files import load_file, load_training_state
 from nnetwork import Network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     whole = main.train(_cfg(tmp_path), out=_quiet)
     first = main.train(_cfg(tmp_path, episodes=3), out=_quiet)
-    state = main.load_training_state(first.state_path)
+    state = load_training_state(first.state_path, main.Config)
     assert state["progress"]["episode"] == 3 and len(state["progress"]["rows"]) == 3
     assert state["agent"]["memory"]["full"]  # 3 episodes of up to 120 steps overflow 500 slots
     resumed = main.train(_cfg(tmp_path), out=_quiet, resume=first.state_path)
@@ -97,7 +98,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_scores(root: Path, tmp_path:
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     (state_path,) = (tmp_path / "a").glob("runs/*/training_state.pth")
-    stopped_at = main.load_training_state(state_path)["progress"]["episode"]
+    stopped_at = load_training_state(state_path, main.Config)["progress"]["episode"]
     assert 0 < stopped_at < 200, "the signal should arrive mid-run"
     resumed = subprocess.run(
         [sys.executable, str(root / "main.py"), "--resume", str(state_path), "--no-video"],
@@ -153,7 +154,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_state(tmp_path: Path) -
         found = list(tmp_path.glob("runs/*/training_state.pth"))
         assert len(found) == 1
         state_path = found[0]
-        state = main.load_training_state(state_path)  # raises on a truncated or corrupt file
+        state = load_training_state(state_path, main.Config)  # raises on a truncated or corrupt file
         assert state["progress"]["episode"] >= last_episode  # never goes backwards
         last_episode = state["progress"]["episode"]
         loaded += 1
@@ -168,7 +169,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_state(tmp_path: Path) -
         timeout=120,
     )
     assert final.returncode == 0, final.stderr
-    assert main.load_training_state(state_path)["progress"]["episode"] == last_episode + 2
+    assert load_training_state(state_path, main.Config)["progress"]["episode"] == last_episode + 2
 
 
 # ---------------------------------------------------------------- safe loading
@@ -194,7 +195,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(root: Path, tmp_path: Path
     else:
         torch.save(payload, evil)
     with pytest.raises(UserError, match="refusing to load it"):
-        main.load_file(evil)
+        load_file(evil)
     proc = subprocess.run(
         [sys.executable, str(root / "main.py"), "--evaluate", str(evil)],
         cwd=tmp_path,

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import main
+from dqnkit.files import new_run_dir
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 
@@ -206,8 +207,8 @@ def test_every_video_is_browser_ready_h264(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_run_folders_never_collide(tmp_path: Path) -> None:
-    first = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
-    second = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    first = new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    second = new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name.endswith("-2")
 
