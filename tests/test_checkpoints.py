@@ -21,6 +21,7 @@ import torch
 import main
 from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
+from dqnkit.evaluation import evaluate
 from dqnkit.files import load_file, load_training_state
 from nnetwork import Network
 
@@ -215,7 +216,7 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     run = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
     lines: list[str] = []
-    result = main.evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
+    result = evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
     assert len(result.scores) == len(result.outcomes) == len(result.lengths) == 5
     assert set(result.outcomes) <= {"landed", "crashed", "out of bounds", "timed out"}
     assert 0 <= result.on_pad <= result.outcomes.count("landed")
@@ -223,7 +224,7 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     assert f"mean {np.mean(result.scores):.2f}" in text and "landings between the flags" in text
     assert (tmp_path / "videos" / "evaluate_weights_seed3.mp4").is_file()
     # A training state evaluates the same network as the weights file saved beside it.
-    again = main.evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
+    again = evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
     assert again.scores == result.scores
 
 
