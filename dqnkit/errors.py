@@ -1,6 +1,4 @@
-"""Errors the user can fix, reported as one line without a traceback."""
-
-from __future__ import annotations
+"""Errors the user can fix, reported as one line."""
 
 
 class UserError(Exception):
