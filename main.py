@@ -6,7 +6,6 @@ for every option. The hyperparameters live in :class:`Config`; the episode loop 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -15,7 +14,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from dqnkit import cli  # noqa: E402
+from dqnkit.cli import (  # noqa: E402
+    BEYOND,
+    ORIGINAL,
+    RUN,
+    nonnegative_int,
+    open_unit_interval,
+    option,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from dqnkit.envs import SOLVED_SCORE, episode_outcome, make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.evaluation import evaluate  # noqa: E402
@@ -76,156 +87,134 @@ if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags
     import torch
 
 
-def _positive_int(text: str) -> int:
-    value = _number(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    value = _number(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _open_unit_interval(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
-    return value
-
-
-def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if isinstance(value, float) and not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _opt(default: Any, help: str, check: Callable[[str], Any] | None = None, **extra: Any) -> Any:
-    """A dataclass field carrying its command-line help and validator."""
-    return field(default=default, metadata={"help": help, "type": check, **extra})
-
-
 @dataclass
 class Config:
     """Every setting of a training run; the defaults are the original DQN's."""
 
-    env: str = _opt(
-        "LunarLander-v3", "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)", metavar="ID"
+    env: str = option(
+        "LunarLander-v3",
+        "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)",
+        metavar="ID",
+        group=RUN,
     )
-    episodes: int = _opt(2000, "most training episodes", _positive_int)
-    max_steps: int = _opt(1000, "most steps per episode; reaching it truncates the episode", _positive_int)
-    epsilon_start: float = _opt(1.0, "exploration rate at the first episode", _unit_interval)
-    epsilon_end: float = _opt(0.01, "lowest exploration rate", _unit_interval)
-    epsilon_decay: float = _opt(0.995, "epsilon is multiplied by this after every episode", _open_unit_interval)
-    learning_rate: float = _opt(5e-4, "Adam learning rate", _positive_float)
-    minibatch_size: int = _opt(100, "experiences per learning step", _positive_int)
-    discount_factor: float = _opt(0.99, "gamma: weight of future rewards", _unit_interval)
-    replay_buffer_size: int = _opt(100_000, "replay memory capacity", _positive_int)
-    interpolation_parameter: float = _opt(1e-3, "tau of the soft target update", _open_unit_interval)
-    learn_every: int = _opt(4, "learn once every this many environment steps", _positive_int)
-    hidden_size: int = _opt(64, "units in each hidden layer", _positive_int)
-    seed: int = _opt(0, "seed for Python, NumPy, PyTorch and the environment", _nonnegative_int)
-    target_score: float = _opt(SOLVED_SCORE, "100-episode average that counts as solved", float)
-    keep_training: bool = _opt(False, "go on training after the target score is reached", action="store_true")
-    checkpoint: str = _opt("checkpoint.pth", "where the trained network's weights are saved", metavar="PATH")
-    video: bool = _opt(True, "record no videos", flag="--no-video", action="store_false")
-    video_every: int = _opt(50, "record a greedy episode every this many episodes", _positive_int)
-    log_every: int = _opt(100, "print a progress line every this many episodes", _positive_int)
-    save_every: int = _opt(50, "save the resumable training state every this many episodes", _positive_int)
-    quiet: bool = _opt(False, "no progress bar and no progress lines", action="store_true")
-    tensorboard: bool = _opt(
-        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true"
+    episodes: int = option(2000, "most training episodes", positive_int, group=ORIGINAL)
+    max_steps: int = option(
+        1000, "most steps per episode; reaching it truncates the episode", positive_int, group=ORIGINAL
     )
-    device: str = _opt("auto", "where the networks run", choices=("auto", "cpu", "cuda"))
-    backprop: str = _opt(
+    epsilon_start: float = option(1.0, "exploration rate at the first episode", unit_interval, group=ORIGINAL)
+    epsilon_end: float = option(0.01, "lowest exploration rate", unit_interval, group=ORIGINAL)
+    epsilon_decay: float = option(
+        0.995, "epsilon is multiplied by this after every episode", open_unit_interval, group=ORIGINAL
+    )
+    learning_rate: float = option(5e-4, "Adam learning rate", positive_float, group=ORIGINAL)
+    minibatch_size: int = option(100, "experiences per learning step", positive_int, group=ORIGINAL)
+    discount_factor: float = option(0.99, "gamma: weight of future rewards", unit_interval, group=ORIGINAL)
+    replay_buffer_size: int = option(100_000, "replay memory capacity", positive_int, group=ORIGINAL)
+    interpolation_parameter: float = option(1e-3, "tau of the soft target update", open_unit_interval, group=ORIGINAL)
+    learn_every: int = option(4, "learn once every this many environment steps", positive_int, group=ORIGINAL)
+    hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
+    seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", nonnegative_int, group=RUN)
+    target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
+    keep_training: bool = option(
+        False, "go on training after the target score is reached", action="store_true", group=RUN
+    )
+    checkpoint: str = option(
+        "checkpoint.pth", "where the trained network's weights are saved", metavar="PATH", group=RUN
+    )
+    video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
+    video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
+    log_every: int = option(100, "print a progress line every this many episodes", positive_int, group=RUN)
+    save_every: int = option(50, "save the resumable training state every this many episodes", positive_int, group=RUN)
+    quiet: bool = option(False, "no progress bar and no progress lines", action="store_true", group=RUN)
+    tensorboard: bool = option(
+        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
+    )
+    device: str = option("auto", "where the networks run", choices=("auto", "cpu", "cuda"), group=RUN)
+    backprop: str = option(
         "numpy",
         "how the loss gradient is computed on the CPU: numpy (hand-derived, ~3x faster) or autograd",
         choices=("numpy", "autograd"),
+        group=RUN,
     )
     # Beyond the original DQN: each is off by default; the NumPy and autograd paths both compute each one.
-    double_dqn: bool = _opt(
+    double_dqn: bool = option(
         False,
         "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
         "values it; removes the overestimation of max over noisy Q-values",
         action="store_true",
+        group=BEYOND,
     )
-    dueling: bool = _opt(
+    dueling: bool = option(
         False,
         "dueling head (Wang et al., 2016): Q = V(s) + A(s, a) - mean A(s, .); the state value is learnt from "
         "every sample, whatever the action",
         action="store_true",
+        group=BEYOND,
     )
-    n_step: int = _opt(
+    n_step: int = option(
         1,
         "n-step returns (Sutton, 1988; Hessel et al., 2018 Rainbow): bootstrap after N rewards; rewards "
         "such as the landing bonus reach earlier states N times faster",
-        _positive_int,
+        positive_int,
+        group=BEYOND,
     )
-    loss: str = _opt(
+    loss: str = option(
         "mse",
         "loss on the TD error: mse, or huber (smooth L1, delta 1; Mnih et al., 2015), linear for big "
         "errors so a crash's -100 cannot give a huge gradient",
         choices=("mse", "huber"),
+        group=BEYOND,
     )
-    grad_clip: float = _opt(
-        0.0, "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off", float
+    grad_clip: float = option(
+        0.0,
+        "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off",
+        float,
+        group=BEYOND,
     )
-    target_update_every: int = _opt(
+    target_update_every: int = option(
         0,
         "copy the local network into the target every N learning steps (Mnih et al., 2015) instead of the "
         "soft update; 0 = soft update with --interpolation-parameter",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    gradient_steps: int = _opt(
+    gradient_steps: int = option(
         1,
         "learning steps each time the agent learns, each on its own minibatch: a higher replay ratio "
         "(Fedus et al., 2020), more learning from every environment step",
-        _positive_int,
+        positive_int,
+        group=BEYOND,
     )
-    epsilon_decay_steps: int = _opt(
+    epsilon_decay_steps: int = option(
         0,
         "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
         "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    lr_decay_steps: int = _opt(
+    lr_decay_steps: int = option(
         0,
         "decay the learning rate linearly from --learning-rate to --learning-rate-end over N environment "
         "steps (decreasing step sizes, Robbins & Monro, 1951): big steps while the Q-values are far off, small "
         "ones to settle the policy once it lands; 0 = constant",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    learning_rate_end: float = _opt(1e-4, "the learning rate at the end of --lr-decay-steps", _positive_float)
-    prioritized_replay: bool = _opt(
+    learning_rate_end: float = option(
+        1e-4, "the learning rate at the end of --lr-decay-steps", positive_float, group=BEYOND
+    )
+    prioritized_replay: bool = option(
         False,
         "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
         "more often, corrected by importance weights",
         action="store_true",
+        group=BEYOND,
     )
-    priority_alpha: float = _opt(0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float)
-    priority_beta: float = _opt(
-        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float
+    priority_alpha: float = option(
+        0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float, group=BEYOND
+    )
+    priority_beta: float = option(
+        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float, group=BEYOND
     )
 
 
@@ -247,112 +236,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0:  # on/off switches: "(default: True)" would only confuse
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
-    """Turn every :class:`Config` field into a ``--flag``, plus the actions (resume, evaluate)."""
-    parser = _Parser(
-        prog="main.py",
-        description="Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters).",
-        formatter_class=_HelpFormatter,
-        argument_default=argparse.SUPPRESS if suppress_defaults else None,
-    )
-    for f in dataclasses.fields(Config):
-        meta = dict(f.metadata)
-        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
-        if not suppress_defaults:
-            kwargs["default"] = f.default
-        check = meta.pop("type")
-        if check is not None:
-            kwargs["type"] = check
-            kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
-        kwargs.update(meta)
-        parser.add_argument(flag, **kwargs)
-    parser.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        help="start from a named set of options (fast: "
-        + ", ".join(f"{k}={v}" for k, v in PRESETS["fast"].items())
-        + "); flags given as well override it",
-    )
-    actions = parser.add_argument_group("actions other than training from scratch")
-    actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
-    actions.add_argument(
-        "--evaluate",
-        metavar="PATH",
-        help="play greedy episodes (--episodes, default 100) with a saved network or training state and report",
-    )
-    actions.add_argument(
-        "--video", dest="eval_video", action="store_true", help="with --evaluate: film the first episode"
-    )
-    actions.add_argument(
-        "--plot", metavar="CSV", help="draw the learning curve of a run's metrics.csv as a PNG beside it"
-    )
-    return parser
-
-
-def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str, Any], set[str]]:
-    """Parse the command line: the validated :class:`Config`, the actions, and which fields were given.
-
-    Bad input exits with one line and status 2.
-    """
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
-    preset = args.pop("preset")
-    cfg = Config(**args)
-    problem = config_problem(cfg)
-    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
-    if len(chosen) > 1:
-        problem = f"{' and '.join(chosen)} cannot be used together"
-    if actions["eval_video"] and actions["evaluate"] is None:
-        problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
-    if problem:
-        parser.error(problem)
-    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv))) & {
-        f.name for f in dataclasses.fields(Config)
-    }
-    if preset is not None:
-        cfg = apply_preset(cfg, preset, given)
-        if problem := config_problem(cfg):
-            parser.error(problem)
-    return cfg, actions, given
-
-
-def apply_preset(cfg: Config, name: str, given: set[str] = frozenset()) -> Config:
-    """``cfg`` with the fields of preset ``name``, except those in ``given`` (flags the user typed)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in PRESETS[name].items() if k not in given})
+def apply_preset(cfg: Config, name: str) -> Config:
+    """``cfg`` with the fields of preset ``name`` (for benchmarks/)."""
+    return cli.apply_preset(cfg, PRESETS[name])
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """Parse the command line into a validated :class:`Config`; bad input exits with one line."""
-    return parse_command_line(argv)[0]
-
-
-def config_problem(cfg: Config) -> str | None:
-    """Checks that involve more than one field; returns a message or None."""
-    if cfg.epsilon_end > cfg.epsilon_start:
-        return f"--epsilon-end ({cfg.epsilon_end}) must not exceed --epsilon-start ({cfg.epsilon_start})"
-    if cfg.replay_buffer_size < cfg.minibatch_size:
-        return (
-            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least --minibatch-size ({cfg.minibatch_size})"
-        )
-    if not cfg.checkpoint.strip():
-        return "--checkpoint must be a file path"
-    if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
-        return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
-    return None
+    return cli.parse_command_line(argv, Config, PRESETS)[0]
 
 
 # ---------------------------------------------------------------- setup
@@ -681,22 +572,9 @@ def train(
 # ---------------------------------------------------------------- command line
 
 
-RESUME_OVERRIDABLE = {
-    "episodes",
-    "keep_training",
-    "video",
-    "video_every",
-    "log_every",
-    "save_every",
-    "checkpoint",
-    "device",
-    "target_score",
-}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    cfg, actions, given = parse_command_line(argv)
+    cfg, actions, given = cli.parse_command_line(argv, Config, PRESETS)
     try:
         if actions["plot"] is not None:
             print(f"learning curve: {plot_learning_curve(actions['plot'], target_score=cfg.target_score)}")
@@ -714,18 +592,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         resume = actions["resume"]
         if resume is not None:
-            saved_cfg = Config(**load_training_state(resume, Config)["config"])
-            changed = sorted(
-                f"--{k.replace('_', '-')}"
-                for k in given - RESUME_OVERRIDABLE
-                if getattr(cfg, k) != getattr(saved_cfg, k)
-            )
-            if changed:
-                raise UserError(
-                    f"{', '.join(changed)} cannot change when resuming: "
-                    f"the run goes on with the settings saved in {resume}"
-                )
-            cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in given & RESUME_OVERRIDABLE})
+            saved = Config(**load_training_state(resume, Config)["config"])
+            cfg = cli.resumed_config(cfg, given, saved, resume)
         result = train(cfg, resume=resume)
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import torch
 
 import main
 from agent import Agent
+from dqnkit.cli import build_parser
 from dqnkit.videos import BackgroundVideos, greedy_policy, record_greedy_video, record_video
 from nnetwork import DuelingNetwork, Network
 
@@ -30,7 +31,7 @@ def test_defaults_are_the_original_hyperparameters() -> None:
 
 
 def test_every_config_field_is_a_flag() -> None:
-    help_text = main.build_parser().format_help()
+    help_text = build_parser(main.Config, main.PRESETS).format_help()
     for flag in (
         "--env",
         "--episodes",
@@ -253,6 +254,8 @@ def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_pa
         (["--epsilon-start", "0.1", "--epsilon-end", "0.5"], "must not exceed --epsilon-start"),
         (["--minibatch-size", "200", "--replay-buffer-size", "100"], "must be at least --minibatch-size"),
         (["--no-such-flag"], "unrecognized arguments"),
+        (["--episode", "3"], "unrecognized arguments: --episode 3"),  # no abbreviations: a typo is not --episodes
+        (["--evaluat", "x.pth"], "unrecognized arguments: --evaluat"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
