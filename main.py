@@ -2,20 +2,16 @@
 
 Run ``python main.py`` to train with the original hyperparameters, ``python main.py --help``
 for every option. The hyperparameters live in :class:`Config`; the episode loop is :func:`train`.
+Everything around the loop (files, videos, logs, the command line) lives in the ``dqnkit`` package.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import random
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # One BLAS thread: the matrices are tiny, and extra threads only contend with the environment.
@@ -35,56 +31,23 @@ from dqnkit.cli import (  # noqa: E402
     positive_int,
     unit_interval,
 )
-from dqnkit.envs import SOLVED_SCORE, episode_outcome, make_env  # noqa: E402
+from dqnkit.envs import SOLVED_SCORE, make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.evaluation import evaluate  # noqa: E402
-from dqnkit.files import (  # noqa: E402
-    RUNS_DIR,
-    STATE_FILE,
-    check_writable,
-    load_training_state,
-    new_run_dir,
-    run_name,
-    save_torch,
-    save_training_state,
-    write_text,
-)
-from dqnkit.logs import Progress, TensorBoard, plot_learning_curve, read_metrics, solved_at, write_metrics  # noqa: E402
-from dqnkit.videos import (  # noqa: E402
-    VIDEO_DIR,
-    BackgroundVideos,
-    show_video,
-    show_videos,
-    video_path,
-)
-
-# What `import main` offers: the script's own names, and the package's that the README's notebook
-# lines (`main.show_video(50)`, `main.plot_learning_curve(...)`) and benchmarks/ use through main.
-__all__ = [
-    "PRESETS",
-    "Config",
-    "build_agent",
-    "linear_epsilon",
-    "main",
-    "next_epsilon",
-    "play_episode",
-    "seed_everything",
-    "train",
-    "show_video",
-    "show_videos",
-    "plot_learning_curve",
-    "SOLVED_SCORE",
-    "apply_preset",
-    "episode_outcome",
-    "evaluate",
-    "make_env",
-    "read_metrics",
-    "save_torch",
-    "solved_at",
-]
+from dqnkit.files import load_training_state  # noqa: E402
+from dqnkit.logs import plot_learning_curve  # noqa: E402
+from dqnkit.session import TrainingSession, TrainResult  # noqa: E402
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
+
+# Re-exported ("x as x"): a notebook calls main.show_video(50), and benchmarks/ reaches these through main.
+from dqnkit.envs import episode_outcome as episode_outcome  # noqa: E402
+from dqnkit.files import save_torch as save_torch  # noqa: E402
+from dqnkit.logs import read_metrics as read_metrics  # noqa: E402
+from dqnkit.logs import solved_at as solved_at  # noqa: E402
+from dqnkit.videos import show_video as show_video  # noqa: E402
+from dqnkit.videos import show_videos as show_videos  # noqa: E402
 
 
 @dataclass
@@ -316,32 +279,7 @@ def play_episode(
     return score, length, epsilon
 
 
-# ---------------------------------------------------------------- atomic files
-
-
-# ---------------------------------------------------------------- videos
-
-
-# ---------------------------------------------------------------- checkpoints
-
-# ---------------------------------------------------------------- progress, plots, TensorBoard
-
-
 # ---------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced."""
-
-    scores: list[float]
-    solved_episode: int | None
-    total_steps: int
-    seconds: float
-    run_dir: Path
-    checkpoint: Path
-    state_path: Path
-    stopped_by: int | None = None  # the signal that ended the run early, if one did
 
 
 def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator):
@@ -376,197 +314,47 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
     )
 
 
-class _StopRequests:
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
-
-    The episode is finished (well under a second) so that the saved state sits on an
-    episode boundary and a resumed run is exactly the uninterrupted one. A second
-    signal stops at once; the last periodic state on disk is still complete.
-    """
-
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self.signal: int | None = None
-        self._out = out
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequests:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-        self._out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def train(
     cfg: Config, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
 ) -> TrainResult:
     """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
 
     Messages and progress go to ``out`` when given, else to the terminal (a live bar
-    when stdout is one, plain lines when it is a file or a pipe).
+    when stdout is one, plain lines when it is a file or a pipe). The run's folder, logs,
+    videos, saved state and Ctrl-C are the :class:`~dqnkit.session.TrainingSession`'s.
     """
     import torch
 
-    start = time.time()
     device = resolve_device(cfg.device)
-    # Tiny networks gain nothing from intra-op threads and lose to their start-up cost.
-    torch.set_num_threads(1)
-    saved = load_training_state(resume, Config) if resume is not None else None
-    checkpoint = Path(cfg.checkpoint)
-    # Check every output folder before creating any, and before minutes of training.
-    if cfg.video:
-        check_writable(VIDEO_DIR, "videos")
-    check_writable(checkpoint.parent, "the checkpoint")
-    if resume is not None:
-        run_dir = Path(resume).parent
-        check_writable(run_dir, "the run's files")
-    else:
-        run_dir = new_run_dir(RUNS_DIR, run_name(cfg, start))
-    video_dir = VIDEO_DIR / run_dir.name
-
+    torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
+    session = TrainingSession(cfg, out, resume)  # checks every output folder, then makes the run's
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    progress: dict[str, Any] = {
-        "episode": 0,
-        "total_steps": 0,
-        "epsilon": cfg.epsilon_start,
-        "solved_episode": None,
-        "seconds": 0.0,
-        "rows": [],
-    }
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        progress = saved["progress"]
-        random.setstate(saved["rng"]["python"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        env.unwrapped.np_random.bit_generator.state = saved["rng"]["env"]
-        env.action_space.np_random.bit_generator.state = saved["rng"]["action_space"]
-    rows: list[dict[str, Any]] = progress["rows"]
-    scores = [float(r["score"]) for r in rows]
-    window: deque[float] = deque(scores[-100:], maxlen=100)
-    epsilon: float = progress["epsilon"]
-    total_steps: int = progress["total_steps"]
-    solved_episode: int | None = progress["solved_episode"]
-    first_episode = progress["episode"] + 1
-    state_path = run_dir / STATE_FILE
-    metrics_path = run_dir / "metrics.csv"
-    write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    bar = Progress(cfg.episodes, first_episode - 1, cfg.log_every, cfg.quiet, out)
-    out = bar.write
-    tensorboard = TensorBoard(run_dir / "tensorboard") if cfg.tensorboard else None
-    videos = BackgroundVideos(out) if cfg.video else None
-    verb = f"resuming at episode {first_episode}" if saved is not None else "run"
-    out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
-    if not cfg.quiet:
-        out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
-
-    def snapshot(episode: int) -> None:
-        progress.update(episode=episode, total_steps=total_steps, epsilon=epsilon, solved_episode=solved_episode)
-        progress["seconds"] = seconds_before + time.perf_counter() - loop_start
-        save_training_state(state_path, agent, env, cfg, progress)
-
-    seconds_before: float = progress["seconds"]
-    loop_start = time.perf_counter()
-    episode = first_episode - 1
-    # Overflow shows up as a non-finite loss, which Agent.learn reports; NumPy need not warn first.
-    with _StopRequests(out) as stop, np.errstate(over="ignore", invalid="ignore"):
-        try:
-            if solved_episode is not None and not cfg.keep_training:
-                out(f"this run was solved at episode {solved_episode}; add --keep-training to go on")
-            for episode in range(first_episode, cfg.episodes + 1):
-                if solved_episode is not None and not cfg.keep_training:
-                    episode -= 1
+    epsilon, total_steps = session.start(agent, env, device)  # a resumed run gets its agent and progress back
+    with session, env:  # Ctrl-C now stops after the episode; leaving writes metrics.csv and closes the env
+        for episode in session.episodes():
+            # Seed the environment once; later resets continue its random stream.
+            reset_seed = cfg.seed if episode == 1 else None
+            score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
+            total_steps += length
+            average = session.record(episode, score, length, epsilon, total_steps)  # metrics.csv, TensorBoard
+            if not cfg.epsilon_decay_steps:  # else play_episode decays it step by step
+                epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+            if cfg.video and episode % cfg.video_every == 0:
+                session.film(episode, agent.local_qnetwork)
+            session.show_progress(episode, average, epsilon, total_steps)
+            if session.solved_episode is None and len(session.scores) >= 100 and average >= cfg.target_score:
+                session.save_solved(episode, average, agent.local_qnetwork)  # the weights, to cfg.checkpoint
+                if not cfg.keep_training:
                     break
-                # Seed the environment once; later resets continue its random stream.
-                reset_seed = cfg.seed if episode == 1 else None
-                score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
-                total_steps += length
-                scores.append(score)
-                window.append(score)
-                average = float(np.mean(window))
-                elapsed = seconds_before + time.perf_counter() - loop_start
-                rows.append(
-                    {
-                        "episode": episode,
-                        "total_steps": total_steps,
-                        "score": score,  # full precision: a resumed run rebuilds its window from these
-                        "length": length,
-                        "epsilon": epsilon,
-                        "average_100": average,
-                        "wall_seconds": round(elapsed, 3),
-                    }
-                )
-                if not cfg.epsilon_decay_steps:
-                    epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-
-                if videos is not None and episode % cfg.video_every == 0:
-                    path = video_path(episode, video_dir)
-                    videos.submit(episode, agent.local_qnetwork, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
-                bar.update(episode, average, epsilon, total_steps, total_steps / max(elapsed, 1e-9))
-                if tensorboard is not None:
-                    tensorboard.log(rows[-1], agent.last_loss)
-                if episode % cfg.log_every == 0:
-                    write_metrics(metrics_path, rows)
-                if solved_episode is None and len(window) == window.maxlen and average >= cfg.target_score:
-                    solved_episode = episode
-                    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-                    out(
-                        f"solved: 100-episode average {average:.2f} >= {cfg.target_score:g} at episode {episode} "
-                        f"({total_steps} steps, {elapsed:.1f} s); weights saved to {checkpoint}"
-                    )
-                    if not cfg.keep_training:
-                        break
-                if stop.signal is not None:
-                    break
-                if episode % cfg.save_every == 0:
-                    snapshot(episode)
-        except FloatingPointError as exc:
-            save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-            last = f"; the last saved training state is {state_path}" if state_path.exists() else ""
-            raise UserError(
-                f"training stopped in episode {episode}: {exc}; try a smaller --learning-rate. "
-                f"The last good weights are in {checkpoint}{last}"
-            ) from None
-        finally:
-            env.close()
-            failure = sys.exc_info()[1]
-            if videos is not None and failure is not None:  # after a second Ctrl-C, don't wait for them
-                videos.close(wait=not isinstance(failure, KeyboardInterrupt))
-            bar.close()
-            if tensorboard is not None:
-                tensorboard.close()
-            write_metrics(metrics_path, rows)
-        snapshot(episode)
-    if rows:
-        out(f"learning curve: {plot_learning_curve(metrics_path, target_score=cfg.target_score)}")
-    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-    if videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
-        videos.close()
-    seconds = seconds_before + time.perf_counter() - loop_start
-    if stop.signal is not None:
-        out(f"stopped at episode {episode}; continue with: python main.py --resume {state_path}")
-    elif solved_episode is None:
-        out(f"not solved in {len(scores)} episodes; last weights saved to {checkpoint}")
-    return TrainResult(scores, solved_episode, total_steps, seconds, run_dir, checkpoint, state_path, stop.signal)
-
-
-# ---------------------------------------------------------------- evaluation
+            if session.stop_requested:  # Ctrl-C: the episode is complete, so a resumed run goes on exactly
+                break
+            if episode % cfg.save_every == 0:
+                session.save_state(epsilon)
+        session.save_state(epsilon)  # where this run stops, so that --resume can go on from here
+    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights, the videos
 
 
 # ---------------------------------------------------------------- command line
@@ -581,14 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if actions["evaluate"] is not None:
             episodes = cfg.episodes if "episodes" in given else 100
-            evaluate(
-                actions["evaluate"],
-                episodes,
-                cfg.seed,
-                actions["eval_video"],
-                cfg.env if "env" in given else None,
-                cfg.max_steps,
-            )
+            env_id = cfg.env if "env" in given else None
+            evaluate(actions["evaluate"], episodes, cfg.seed, actions["eval_video"], env_id, cfg.max_steps)
             return 0
         resume = actions["resume"]
         if resume is not None:

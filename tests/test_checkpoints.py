@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -74,6 +75,20 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, episodes=104, max_steps=5, target_score=-1e9, save_every=50)
+    solved = main.train(cfg, out=_quiet)
+    assert solved.solved_episode == 100 and len(solved.scores) == 100
+    lines: list[str] = []
+    again = main.train(cfg, out=lines.append, resume=solved.state_path)
+    assert "this run was solved at episode 100; add --keep-training to go on" in lines
+    assert again.scores == solved.scores and again.total_steps == solved.total_steps
+    assert load_training_state(solved.state_path, main.Config)["progress"]["episode"] == 100
+    kept = main.train(dataclasses.replace(cfg, keep_training=True), out=_quiet, resume=solved.state_path)
+    assert kept.solved_episode == 100 and kept.scores[:100] == solved.scores and len(kept.scores) == 104
 
 
 def _start(root: Path, cwd: Path, *args: str) -> subprocess.Popen:
