@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from dqnkit.errors import UserError, first_line
 
+if TYPE_CHECKING:
+    import gymnasium as gym
+
 SOLVED_SCORE = 200.0  # LunarLander-v3's reward threshold, over a 100-episode average
 
 
-def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
+def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym.Env:
     """Create the environment, turning Gymnasium's errors about the id into a :class:`UserError`."""
     import gymnasium as gym
 
@@ -25,7 +30,7 @@ def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
     return env
 
 
-def episode_outcome(env, state: np.ndarray, terminated: bool) -> str:
+def episode_outcome(env: gym.Env, state: np.ndarray, terminated: bool) -> str:
     """How a LunarLander episode ended, read from the environment as its step() decides it."""
     lander = env.unwrapped
     if not terminated:

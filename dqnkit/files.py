@@ -10,9 +10,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dqnkit.errors import UserError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from agent import Agent
+    from nnetwork import Network
 
 RUNS_DIR = Path("runs")
 STATE_FORMAT = "lunarlander-dqn-training-state"
@@ -146,7 +152,7 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
 
 
-def network_from_weights(weights: Any, source: str | os.PathLike):
+def network_from_weights(weights: Any, source: str | os.PathLike) -> Network:
     """A :class:`nnetwork.Network` (or ``DuelingNetwork``) shaped like ``weights`` (a state_dict), loaded."""
     import torch
 
@@ -170,7 +176,7 @@ def _shape(weights: dict) -> str:
     return "-".join([str(weights["fc1.weight"].shape[1])] + [str(weights[f"fc{i}.weight"].shape[0]) for i in (1, 2, 3)])
 
 
-def check_network_fits(net, env, source: str | os.PathLike) -> None:
+def check_network_fits(net: Network, env: gym.Env, source: str | os.PathLike) -> None:
     """The network must take this environment's observations and give one value per action."""
     obs, actions = env.observation_space.shape[0], int(env.action_space.n)
     if (net.state_size, net.action_size) != (obs, actions):
@@ -188,7 +194,7 @@ def is_training_state(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
 
 
-def save_training_state(path: Path, agent, env, cfg: Any, progress: dict[str, Any]) -> None:
+def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progress: dict[str, Any]) -> None:
     """Write everything a run needs to continue exactly where it is, atomically.
 
     ``cfg`` is the run's configuration, a dataclass instance; the random states are

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,13 @@ from dqnkit.files import (
 )
 from dqnkit.logs import Progress, TensorBoard, plot_learning_curve, write_metrics
 from dqnkit.videos import VIDEO_DIR, BackgroundVideos, video_path
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    import torch
+
+    from agent import Agent
+    from nnetwork import Network
 
 
 @dataclass
@@ -101,7 +108,9 @@ class TrainingSession:
         resume: a training state to continue; its run folder is reused.
     """
 
-    def __init__(self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None):
+    def __init__(
+        self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
+    ) -> None:
         self.cfg = cfg
         self._saved = load_training_state(resume, type(cfg)) if resume is not None else None
         self.checkpoint = Path(cfg.checkpoint)
@@ -120,7 +129,7 @@ class TrainingSession:
 
     # ------------------------------------------------------------ before the loop
 
-    def start(self, agent, env, device: Any) -> tuple[float, int]:
+    def start(self, agent: Agent, env: gym.Env, device: torch.device) -> tuple[float, int]:
         """Restore a saved run into ``agent`` and ``env``, open the logs; return epsilon and the steps so far.
 
         Call it after seeding and building the agent, so a resumed run overrides their random states.
@@ -239,7 +248,7 @@ class TrainingSession:
             write_metrics(self.metrics_path, self.rows)
         return average
 
-    def film(self, episode: int, network) -> None:
+    def film(self, episode: int, network: Network) -> None:
         """Have the worker process film ``network``'s greedy policy; training goes on meanwhile."""
         path = video_path(episode, VIDEO_DIR / self.run_dir.name)
         self.videos.submit(episode, network, self.cfg.env, self.cfg.max_steps, path, seed=self.cfg.seed + episode)
@@ -248,7 +257,7 @@ class TrainingSession:
         """Move the bar, or print a progress line every ``log_every`` episodes."""
         self._bar.update(episode, average, epsilon, total_steps, total_steps / max(self._elapsed, 1e-9))
 
-    def save_solved(self, episode: int, average: float, network) -> None:
+    def save_solved(self, episode: int, average: float, network: Network) -> None:
         """The target is reached: note the episode, save ``network``'s weights to the checkpoint, say so."""
         self.solved_episode = episode
         save_torch(network.state_dict(), self.checkpoint)
@@ -275,7 +284,7 @@ class TrainingSession:
 
     # ------------------------------------------------------------ after the loop
 
-    def finish(self, network) -> TrainResult:
+    def finish(self, network: Network) -> TrainResult:
         """Draw the learning curve, save ``network``'s weights, wait for the videos, say how the run ended."""
         if self.rows:
             self.out(f"learning curve: {plot_learning_curve(self.metrics_path, target_score=self.cfg.target_score)}")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dqnkit.envs import make_env
 from dqnkit.errors import first_line
 from dqnkit.files import atomic_write, network_from_weights
+
+if TYPE_CHECKING:
+    from nnetwork import Network
 
 VIDEO_DIR = Path("videos")
 
@@ -59,7 +62,7 @@ def record_video(
     return score
 
 
-def greedy_policy(net) -> Callable[[np.ndarray], int]:
+def greedy_policy(net: Network) -> Callable[[np.ndarray], int]:
     """The greedy policy ``argmax_a Q(s, a)`` of a CPU network (``nnetwork.Network`` or ``DuelingNetwork``)."""
     import torch
 
@@ -106,7 +109,7 @@ class BackgroundVideos:
         self.scores: dict[int, float] = {}  # the score of each episode's finished video
         self._inline = False  # True where no worker process can start
 
-    def submit(self, episode: int, network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
+    def submit(self, episode: int, network: Network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
         """Queue the video of ``network``'s greedy policy at ``episode``; return at once."""
         from concurrent.futures import BrokenExecutor
 
