@@ -125,7 +125,7 @@ class TrainingSession:
             self.run_dir = new_run_dir(RUNS_DIR, run_name(cfg, time.time()))
         self.state_path = self.run_dir / STATE_FILE
         self.metrics_path = self.run_dir / "metrics.csv"
-        self.out = out
+        self._out = out
 
     # ------------------------------------------------------------ before the loop
 
@@ -144,8 +144,8 @@ class TrainingSession:
         self.solved_episode: int | None = self.progress["solved_episode"]
         config = dataclasses.asdict(self.cfg)
         write_text(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-        self._bar = Progress(self.cfg.episodes, self.episode, self.cfg.log_every, self.cfg.quiet, self.out)
-        self.out = self._bar.write  # from now on, messages print above the bar
+        self._bar = Progress(self.cfg.episodes, self.episode, self.cfg.log_every, self.cfg.quiet, self._out)
+        self.out = self._bar.write  # every message goes through the bar, which prints it above itself
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
         self.videos = BackgroundVideos(self.out) if self.cfg.video else None
         verb = f"resuming at episode {self.episode + 1}" if self._saved is not None else "run"
