@@ -2,26 +2,16 @@
 
 Run ``python main.py`` to train with the original hyperparameters, ``python main.py --help``
 for every option. The hyperparameters live in :class:`Config`; the episode loop is :func:`train`.
+Everything around the loop (files, videos, logs, the command line) lives in the ``dqnkit`` package.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import dataclasses
-import io
-import json
-import math
 import os
 import random
 import sys
-import tempfile
-import time
-import warnings
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 # One BLAS thread: the matrices are tiny, and extra threads only contend with the environment.
@@ -29,168 +19,167 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from dqnkit import cli  # noqa: E402
+from dqnkit.cli import (  # noqa: E402
+    BEYOND,
+    ORIGINAL,
+    RUN,
+    nonnegative_int,
+    open_unit_interval,
+    option,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
+from dqnkit.envs import SOLVED_SCORE, make_env  # noqa: E402
+from dqnkit.errors import UserError  # noqa: E402
+from dqnkit.evaluation import evaluate  # noqa: E402
+from dqnkit.files import load_training_state  # noqa: E402
+from dqnkit.logs import plot_learning_curve  # noqa: E402
+from dqnkit.session import TrainingSession, TrainResult  # noqa: E402
+
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
 
-SOLVED_SCORE = 200.0  # LunarLander-v3's reward threshold, over a 100-episode average
-VIDEO_DIR = Path("videos")
-RUNS_DIR = Path("runs")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    value = _number(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _open_unit_interval(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
-    return value
-
-
-def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if isinstance(value, float) and not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _opt(default: Any, help: str, check: Callable[[str], Any] | None = None, **extra: Any) -> Any:
-    """A dataclass field carrying its command-line help and validator."""
-    return field(default=default, metadata={"help": help, "type": check, **extra})
+# Re-exported ("x as x"): a notebook calls main.show_video(50), and benchmarks/ reaches these through main.
+from dqnkit.envs import episode_outcome as episode_outcome  # noqa: E402
+from dqnkit.files import save_torch as save_torch  # noqa: E402
+from dqnkit.logs import read_metrics as read_metrics  # noqa: E402
+from dqnkit.logs import solved_at as solved_at  # noqa: E402
+from dqnkit.videos import show_video as show_video  # noqa: E402
+from dqnkit.videos import show_videos as show_videos  # noqa: E402
 
 
 @dataclass
 class Config:
     """Every setting of a training run; the defaults are the original DQN's."""
 
-    env: str = _opt(
-        "LunarLander-v3", "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)", metavar="ID"
+    env: str = option(
+        "LunarLander-v3",
+        "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)",
+        metavar="ID",
+        group=RUN,
     )
-    episodes: int = _opt(2000, "most training episodes", _positive_int)
-    max_steps: int = _opt(1000, "most steps per episode; reaching it truncates the episode", _positive_int)
-    epsilon_start: float = _opt(1.0, "exploration rate at the first episode", _unit_interval)
-    epsilon_end: float = _opt(0.01, "lowest exploration rate", _unit_interval)
-    epsilon_decay: float = _opt(0.995, "epsilon is multiplied by this after every episode", _open_unit_interval)
-    learning_rate: float = _opt(5e-4, "Adam learning rate", _positive_float)
-    minibatch_size: int = _opt(100, "experiences per learning step", _positive_int)
-    discount_factor: float = _opt(0.99, "gamma: weight of future rewards", _unit_interval)
-    replay_buffer_size: int = _opt(100_000, "replay memory capacity", _positive_int)
-    interpolation_parameter: float = _opt(1e-3, "tau of the soft target update", _open_unit_interval)
-    learn_every: int = _opt(4, "learn once every this many environment steps", _positive_int)
-    hidden_size: int = _opt(64, "units in each hidden layer", _positive_int)
-    seed: int = _opt(0, "seed for Python, NumPy, PyTorch and the environment", _nonnegative_int)
-    target_score: float = _opt(SOLVED_SCORE, "100-episode average that counts as solved", float)
-    keep_training: bool = _opt(False, "go on training after the target score is reached", action="store_true")
-    checkpoint: str = _opt("checkpoint.pth", "where the trained network's weights are saved", metavar="PATH")
-    video: bool = _opt(True, "record no videos", flag="--no-video", action="store_false")
-    video_every: int = _opt(50, "record a greedy episode every this many episodes", _positive_int)
-    log_every: int = _opt(100, "print a progress line every this many episodes", _positive_int)
-    save_every: int = _opt(50, "save the resumable training state every this many episodes", _positive_int)
-    quiet: bool = _opt(False, "no progress bar and no progress lines", action="store_true")
-    tensorboard: bool = _opt(
-        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true"
+    episodes: int = option(2000, "most training episodes", positive_int, group=ORIGINAL)
+    max_steps: int = option(
+        1000, "most steps per episode; reaching it truncates the episode", positive_int, group=ORIGINAL
     )
-    device: str = _opt("auto", "where the networks run", choices=("auto", "cpu", "cuda"))
-    backprop: str = _opt(
+    epsilon_start: float = option(1.0, "exploration rate at the first episode", unit_interval, group=ORIGINAL)
+    epsilon_end: float = option(0.01, "lowest exploration rate", unit_interval, group=ORIGINAL)
+    epsilon_decay: float = option(
+        0.995, "epsilon is multiplied by this after every episode", open_unit_interval, group=ORIGINAL
+    )
+    learning_rate: float = option(5e-4, "Adam learning rate", positive_float, group=ORIGINAL)
+    minibatch_size: int = option(100, "experiences per learning step", positive_int, group=ORIGINAL)
+    discount_factor: float = option(0.99, "gamma: weight of future rewards", unit_interval, group=ORIGINAL)
+    replay_buffer_size: int = option(100_000, "replay memory capacity", positive_int, group=ORIGINAL)
+    interpolation_parameter: float = option(1e-3, "tau of the soft target update", open_unit_interval, group=ORIGINAL)
+    learn_every: int = option(4, "learn once every this many environment steps", positive_int, group=ORIGINAL)
+    hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
+    seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", nonnegative_int, group=RUN)
+    target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
+    keep_training: bool = option(
+        False, "go on training after the target score is reached", action="store_true", group=RUN
+    )
+    checkpoint: str = option(
+        "checkpoint.pth", "where the trained network's weights are saved", metavar="PATH", group=RUN
+    )
+    video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
+    video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
+    log_every: int = option(100, "print a progress line every this many episodes", positive_int, group=RUN)
+    save_every: int = option(50, "save the resumable training state every this many episodes", positive_int, group=RUN)
+    quiet: bool = option(False, "no progress bar and no progress lines", action="store_true", group=RUN)
+    tensorboard: bool = option(
+        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
+    )
+    device: str = option("auto", "where the networks run", choices=("auto", "cpu", "cuda"), group=RUN)
+    backprop: str = option(
         "autograd",
-        "how the loss gradient is computed: autograd (loss.backward(), torch.optim.Adam: the code agent.py "
-        "shows) or numpy (the opt-in NumPy twin in dqnkit/numpy_twin.py: the same numbers to float32 "
-        "rounding, ~3x faster on a CPU)",
+        "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
+        "shows) or numpy (the opt-in twin in dqnkit/numpy_twin.py: the same numbers to float32 rounding, "
+        "faster on a CPU; see the README)",
         choices=("numpy", "autograd"),
+        group=RUN,
     )
     # Beyond the original DQN: each is off by default; the NumPy and autograd paths both compute each one.
-    double_dqn: bool = _opt(
+    double_dqn: bool = option(
         False,
         "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
         "values it; removes the overestimation of max over noisy Q-values",
         action="store_true",
+        group=BEYOND,
     )
-    dueling: bool = _opt(
+    dueling: bool = option(
         False,
         "dueling head (Wang et al., 2016): Q = V(s) + A(s, a) - mean A(s, .); the state value is learnt from "
         "every sample, whatever the action",
         action="store_true",
+        group=BEYOND,
     )
-    n_step: int = _opt(
+    n_step: int = option(
         1,
         "n-step returns (Sutton, 1988; Hessel et al., 2018 Rainbow): bootstrap after N rewards; rewards "
         "such as the landing bonus reach earlier states N times faster",
-        _positive_int,
+        positive_int,
+        group=BEYOND,
     )
-    loss: str = _opt(
+    loss: str = option(
         "mse",
         "loss on the TD error: mse, or huber (smooth L1, delta 1; Mnih et al., 2015), linear for big "
         "errors so a crash's -100 cannot give a huge gradient",
         choices=("mse", "huber"),
+        group=BEYOND,
     )
-    grad_clip: float = _opt(
-        0.0, "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off", float
+    grad_clip: float = option(
+        0.0,
+        "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off",
+        float,
+        group=BEYOND,
     )
-    target_update_every: int = _opt(
+    target_update_every: int = option(
         0,
         "copy the local network into the target every N learning steps (Mnih et al., 2015) instead of the "
         "soft update; 0 = soft update with --interpolation-parameter",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    gradient_steps: int = _opt(
+    gradient_steps: int = option(
         1,
         "learning steps each time the agent learns, each on its own minibatch: a higher replay ratio "
         "(Fedus et al., 2020), more learning from every environment step",
-        _positive_int,
+        positive_int,
+        group=BEYOND,
     )
-    epsilon_decay_steps: int = _opt(
+    epsilon_decay_steps: int = option(
         0,
         "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
         "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    lr_decay_steps: int = _opt(
+    lr_decay_steps: int = option(
         0,
         "decay the learning rate linearly from --learning-rate to --learning-rate-end over N environment "
         "steps (decreasing step sizes, Robbins & Monro, 1951): big steps while the Q-values are far off, small "
         "ones to settle the policy once it lands; 0 = constant",
-        _nonnegative_int,
+        nonnegative_int,
+        group=BEYOND,
     )
-    learning_rate_end: float = _opt(1e-4, "the learning rate at the end of --lr-decay-steps", _positive_float)
-    prioritized_replay: bool = _opt(
+    learning_rate_end: float = option(
+        1e-4, "the learning rate at the end of --lr-decay-steps", positive_float, group=BEYOND
+    )
+    prioritized_replay: bool = option(
         False,
         "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
         "more often, corrected by importance weights",
         action="store_true",
+        group=BEYOND,
     )
-    priority_alpha: float = _opt(0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float)
-    priority_beta: float = _opt(
-        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float
+    priority_alpha: float = option(
+        0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float, group=BEYOND
+    )
+    priority_beta: float = option(
+        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float, group=BEYOND
     )
 
 
@@ -212,115 +201,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-from dqnkit.errors import UserError  # noqa: E402
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0:  # on/off switches: "(default: True)" would only confuse
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
-    """Turn every :class:`Config` field into a ``--flag``, plus the actions (resume, evaluate)."""
-    parser = _Parser(
-        prog="main.py",
-        description="Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters).",
-        formatter_class=_HelpFormatter,
-        argument_default=argparse.SUPPRESS if suppress_defaults else None,
-    )
-    for f in dataclasses.fields(Config):
-        meta = dict(f.metadata)
-        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
-        if not suppress_defaults:
-            kwargs["default"] = f.default
-        check = meta.pop("type")
-        if check is not None:
-            kwargs["type"] = check
-            kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
-        kwargs.update(meta)
-        parser.add_argument(flag, **kwargs)
-    parser.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        help="start from a named set of options (fast: "
-        + ", ".join(f"{k}={v}" for k, v in PRESETS["fast"].items())
-        + "); flags given as well override it",
-    )
-    actions = parser.add_argument_group("actions other than training from scratch")
-    actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
-    actions.add_argument(
-        "--evaluate",
-        metavar="PATH",
-        help="play greedy episodes (--episodes, default 100) with a saved network or training state and report",
-    )
-    actions.add_argument(
-        "--video", dest="eval_video", action="store_true", help="with --evaluate: film the first episode"
-    )
-    actions.add_argument(
-        "--plot", metavar="CSV", help="draw the learning curve of a run's metrics.csv as a PNG beside it"
-    )
-    return parser
-
-
-def parse_command_line(argv: list[str] | None = None) -> tuple[Config, dict[str, Any], set[str]]:
-    """Parse the command line: the validated :class:`Config`, the actions, and which fields were given.
-
-    Bad input exits with one line and status 2.
-    """
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
-    preset = args.pop("preset")
-    cfg = Config(**args)
-    problem = config_problem(cfg)
-    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
-    if len(chosen) > 1:
-        problem = f"{' and '.join(chosen)} cannot be used together"
-    if actions["eval_video"] and actions["evaluate"] is None:
-        problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
-    if problem:
-        parser.error(problem)
-    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv))) & {
-        f.name for f in dataclasses.fields(Config)
-    }
-    if preset is not None:
-        cfg = apply_preset(cfg, preset, given)
-        if problem := config_problem(cfg):
-            parser.error(problem)
-    return cfg, actions, given
-
-
-def apply_preset(cfg: Config, name: str, given: set[str] = frozenset()) -> Config:
-    """``cfg`` with the fields of preset ``name``, except those in ``given`` (flags the user typed)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in PRESETS[name].items() if k not in given})
+def apply_preset(cfg: Config, name: str) -> Config:
+    """``cfg`` with the fields of preset ``name`` (for benchmarks/)."""
+    return cli.apply_preset(cfg, PRESETS[name])
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """Parse the command line into a validated :class:`Config`; bad input exits with one line."""
-    return parse_command_line(argv)[0]
-
-
-def config_problem(cfg: Config) -> str | None:
-    """Checks that involve more than one field; returns a message or None."""
-    if cfg.epsilon_end > cfg.epsilon_start:
-        return f"--epsilon-end ({cfg.epsilon_end}) must not exceed --epsilon-start ({cfg.epsilon_start})"
-    if cfg.replay_buffer_size < cfg.minibatch_size:
-        return (
-            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least --minibatch-size ({cfg.minibatch_size})"
-        )
-    if not cfg.checkpoint.strip():
-        return "--checkpoint must be a file path"
-    if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
-        return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
-    return None
+    return cli.parse_command_line(argv, Config, PRESETS)[0]
 
 
 # ---------------------------------------------------------------- setup
@@ -348,22 +236,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
-
-
-def make_env(env_id: str, max_steps: int, render_mode: str | None = None):
-    """Create the environment, turning Gymnasium's errors about the id into a :class:`UserError`."""
-    import gymnasium as gym
-
-    if env_id.startswith("LunarLander-v") and env_id != "LunarLander-v3":
-        raise UserError(f"{env_id} is not available: Gymnasium 1.x has only LunarLander-v3; use --env LunarLander-v3")
-    try:
-        env = gym.make(env_id, max_episode_steps=max_steps, render_mode=render_mode)
-    except gym.error.Error as exc:
-        raise UserError(f"cannot create environment {env_id!r}: {first_line(exc)}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
-        env.close()
-        raise UserError(f"{env_id} needs a discrete action space and a flat observation vector for a DQN")
-    return env
 
 
 def next_epsilon(epsilon: float, epsilon_end: float, epsilon_decay: float) -> float:
@@ -409,615 +281,7 @@ def play_episode(
     return score, length, epsilon
 
 
-def run_name(cfg: Config, start: float) -> str:
-    """``{env}__seed{seed}__{YYYYmmdd-HHMMSS}``: sortable, and says what the run was."""
-    return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"
-
-
-def new_run_dir(parent: Path, name: str) -> Path:
-    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it.
-
-    ``mkdir`` without ``exist_ok`` is atomic: of two runs started in the same second
-    with the same seed, exactly one gets each name, so they never share files.
-    """
-    check_writable(parent, "the run's files")
-    for n in range(1, 1000):
-        path = parent / (name if n == 1 else f"{name}-{n}")
-        try:
-            path.mkdir(parents=True)  # still raises FileExistsError for the run folder itself
-            return path
-        except FileExistsError:
-            continue
-    raise UserError(f"too many runs named {name} in {parent}/")
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``.
-
-    The temporary file sits in the same folder, so the rename is atomic: a crash at
-    any moment leaves either the old complete file or the new complete one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    import torch
-
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically."""
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    atomic_write(path, write)
-
-
-# ---------------------------------------------------------------- videos
-
-
-def record_video(
-    policy: Callable[[np.ndarray], int], env_id: str, max_steps: int, path: str | os.PathLike, seed: int, fps: int = 50
-) -> float:
-    """Play one episode with ``policy`` (greedy) in a separate rendering environment; save an H.264 mp4.
-
-    The rendering environment has its own seed, so recording never changes the
-    training environment's random stream. Returns the episode's score.
-    """
-    import imageio.v2 as imageio
-
-    env = make_env(env_id, max_steps, render_mode="rgb_array")
-    try:
-        state, _ = env.reset(seed=seed)
-        frames = [env.render()]
-        score, done = 0.0, False
-        while not done:
-            state, reward, terminated, truncated, _ = env.step(policy(state))
-            score += float(reward)
-            frames.append(env.render())
-            done = terminated or truncated
-    finally:
-        env.close()
-
-    def write(tmp: str) -> None:
-        # yuv420p and even frame sizes let every browser play the file; faststart puts
-        # the index first so a notebook can start playing before it has read it all.
-        with imageio.get_writer(
-            tmp,
-            format="FFMPEG",
-            fps=fps,
-            codec="libx264",
-            pixelformat="yuv420p",
-            macro_block_size=2,
-            output_params=["-movflags", "+faststart"],
-            ffmpeg_log_level="error",
-        ) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-
-    atomic_write(path, write, suffix=".mp4")
-    return score
-
-
-def greedy_policy(net) -> Callable[[np.ndarray], int]:
-    """The greedy policy of a CPU network, ``argmax_a Q(s, a)``, computed on NumPy views of its weights."""
-    from dqnkit.numpy_twin import numpy_dueling_q_values, numpy_q_values, numpy_views
-    from nnetwork import DuelingNetwork
-
-    views = numpy_views(net)
-    q_values = numpy_dueling_q_values if isinstance(net, DuelingNetwork) else numpy_q_values
-
-    def policy(state: np.ndarray) -> int:
-        return int(q_values(views, np.asarray(state, dtype=np.float32)).argmax())
-
-    return policy
-
-
-def record_greedy_video(weights: dict, env_id: str, max_steps: int, path: str | os.PathLike, seed: int) -> float:
-    """:func:`record_video` of the greedy policy of ``weights`` (a network's ``state_dict``); returns the score."""
-    return record_video(greedy_policy(network_from_weights(weights, path)), env_id, max_steps, path, seed)
-
-
-def _ignore_sigint() -> None:
-    """In the video worker: Ctrl-C is for the training process, which stops after its episode."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type when the message is empty."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-class BackgroundVideos:
-    """Record the periodic videos in one worker process while training goes on.
-
-    Why: rendering and encoding one greedy episode takes 1-5 s. Inline, a default run of
-    ``python main.py`` stopped training 16 times for that. The worker, a fresh (spawned)
-    interpreter, works on another core. Each request carries a copy of the weights of its
-    episode, so a video shows that episode's policy whatever training has done since, and
-    the recording environment has its own seed, as before: training computes the same
-    numbers with or without videos. A failed video is a warning, never the end of a run.
-    Where no process can start (some sandboxes), it records between episodes, as before.
-
-    Args:
-        out: where warnings go.
-    """
-
-    MAX_PENDING = 2  # videos queued or being made; one more makes training wait for the oldest
-
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self._out = out
-        self._pool: Any = None
-        self._pending: list[tuple[int, Any]] = []  # (episode, future)
-        self.scores: dict[int, float] = {}  # the score of each episode's finished video
-        self._inline = False  # True where no worker process can start
-
-    def submit(self, episode: int, network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
-        """Queue the video of ``network``'s greedy policy at ``episode``; return at once."""
-        from concurrent.futures import BrokenExecutor
-
-        # A copy now: the queue pickles it later, and training keeps changing the live weights.
-        weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-        if self._pool is None and not self._inline:
-            self._start_worker()
-        if self._inline:  # no worker process on this system: record here, between episodes
-            try:
-                self.scores[episode] = record_greedy_video(weights, env_id, max_steps, path, seed)
-            except Exception as exc:
-                self._warn(episode, exc)
-            return
-        try:
-            future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
-        except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
-            self._warn(episode, exc)
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-            return
-        self._pending.append((episode, future))
-        # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
-        # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
-        self._collect(keep=self.MAX_PENDING)
-
-    def _warn(self, episode: int, exc: BaseException) -> None:
-        """One warning line for a video that could not be written; training goes on."""
-        self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
-
-    def _start_worker(self) -> None:
-        """Start the worker process, or fall back to recording inline where processes cannot start."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        try:
-            # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
-        except (OSError, NotImplementedError, ValueError) as exc:  # e.g. no semaphores in a sandbox
-            self._out(f"warning: no video worker ({first_line(exc)}); videos are recorded between episodes")
-            self._inline = True
-
-    def _collect(self, keep: int) -> None:
-        """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending.
-
-        A failed video is reported as a warning line.
-        """
-        still = []
-        for i, (episode, future) in enumerate(self._pending):
-            if not future.done() and len(self._pending) - i <= keep:
-                still.append((episode, future))
-                continue
-            try:
-                self.scores[episode] = future.result()
-            except Exception as exc:  # a missing encoder or a full disk must not end a training run
-                self._warn(episode, exc)
-        self._pending = still
-
-    def close(self, wait: bool = True) -> None:
-        """Wait for the videos still being made (or, with ``wait=False``, drop those not started)."""
-        if self._pool is None:
-            return
-        if wait and self._pending:
-            episodes = ", ".join(str(episode) for episode, _ in self._pending)
-            plural = "s" if len(self._pending) > 1 else ""
-            self._out(f"finishing the video{plural} of episode{plural} {episodes} ...")
-            self._collect(keep=0)
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-        self._pool = None
-
-
-def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
-    """``<video_dir>/episode_0050.mp4`` for episode 50."""
-    return Path(video_dir) / f"episode_{episode:04d}.mp4"
-
-
-def find_video(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
-    """The newest saved video of ``episode``: training runs keep theirs in ``videos/<run name>/``."""
-    name = video_path(episode, ".").name
-    found = sorted(Path(video_dir).glob(f"**/{name}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no video of episode {episode} under {video_dir}/; one is written every --video-every")
-    return found[-1]
-
-
-def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.PathLike = VIDEO_DIR):
-    """Return an object that plays a saved video inline in Jupyter.
-
-    ``show_video(50)`` plays the newest ``videos/**/episode_0050.mp4``; a path plays that
-    file. The video is embedded (base64), so the notebook keeps it when saved.
-    """
-    from IPython.display import Video
-
-    if isinstance(path_or_episode, int):
-        path = find_video(path_or_episode, video_dir)
-    else:
-        path = Path(path_or_episode)
-    if not path.is_file():
-        raise FileNotFoundError(f"no video at {path}")
-    return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")
-
-
-def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLike = VIDEO_DIR):
-    """Return one Jupyter object playing every video of a run in episode order, each captioned.
-
-    ``run`` is a run name (or its folder); by default the run that saved a video last.
-    """
-    import base64
-    import html
-
-    from IPython.display import HTML
-
-    root = Path(video_dir)
-    if run is None:
-        runs = [p for p in root.glob("*/") if any(p.glob("episode_*.mp4"))]
-        if not runs:
-            raise FileNotFoundError(f"no run under {root}/ has saved a video yet")
-        folder = max(runs, key=lambda p: max(v.stat().st_mtime for v in p.glob("episode_*.mp4")))
-    else:
-        folder = Path(run) if Path(run).is_dir() else root / str(run)
-    videos = sorted(folder.glob("episode_*.mp4"))
-    if not videos:
-        raise FileNotFoundError(f"no videos in {folder}/")
-    cells = []
-    for v in videos:
-        data = base64.b64encode(v.read_bytes()).decode("ascii")
-        episode = int(v.stem.split("_")[1])
-        cells.append(
-            '<figure style="display:inline-block;margin:4px">'
-            f'<video controls loop muted width="300" src="data:video/mp4;base64,{data}"></video>'
-            f"<figcaption>Episode {episode}</figcaption></figure>"
-        )
-    return HTML(f"<div><p>{html.escape(folder.name)}</p>{''.join(cells)}</div>")
-
-
-# ---------------------------------------------------------------- checkpoints
-
-STATE_FORMAT = "lunarlander-dqn-training-state"
-STATE_FILE = "training_state.pth"
-
-
-def load_file(path: str | os.PathLike) -> Any:
-    """Load a ``.pth`` file safely: tensors and plain data only, never code.
-
-    ``weights_only=True`` makes the unpickler refuse anything but tensors, numbers,
-    strings and containers, so a file from a stranger cannot run code on load.
-    Every way a file can be unusable becomes a one-line :class:`UserError`.
-    """
-    import pickle
-
-    import torch
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    if not p.is_file():
-        raise UserError(f"{p} is not a file")
-    if p.stat().st_size == 0:
-        raise UserError(f"{p} is empty, not a checkpoint (an interrupted copy?)")
-    with open(p, "rb") as fh:
-        head = fh.read(4)
-    # torch.save writes a zip archive; very old PyTorch wrote a bare pickle (protocol byte 0x80).
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":
-        raise UserError(f"{p} is not a PyTorch checkpoint file")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; one line is enough
-            warnings.simplefilter("ignore")
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower():  # the safe unpickler met something beyond plain data
-            raise UserError(
-                f"{p} holds more than tensors and plain data (Python objects or pickle code); "
-                "refusing to load it, since that could run code"
-            ) from None
-        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError):
-        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
-
-
-def is_training_state(obj: Any) -> bool:
-    """True for what :func:`save_training_state` writes."""
-    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
-
-
-def network_from_weights(weights: Any, source: str | os.PathLike):
-    """Build a :class:`nnetwork.Network` shaped like ``weights`` (a state_dict) and load them."""
-    import torch
-
-    from nnetwork import DuelingNetwork, Network
-
-    keys = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
-    if not isinstance(weights, dict) or not all(isinstance(weights.get(k), torch.Tensor) for k in keys):
-        raise UserError(f"{source} is not a checkpoint of this project (no fc1/fc2/fc3 network weights in it)")
-    hidden, state_size = weights["fc1.weight"].shape
-    network = DuelingNetwork if "value.weight" in weights else Network
-    net = network(state_size, weights["fc3.weight"].shape[0], hidden)
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError:
-        raise UserError(f"{source} holds a network whose layers do not fit together ({_shape(weights)})") from None
-    return net
-
-
-def _shape(weights: dict) -> str:
-    """``8-64-64-4``: the layer sizes of a state_dict."""
-    return "-".join([str(weights["fc1.weight"].shape[1])] + [str(weights[f"fc{i}.weight"].shape[0]) for i in (1, 2, 3)])
-
-
-def check_network_fits(net, env, source: str | os.PathLike) -> None:
-    """The network must take this environment's observations and give one value per action."""
-    obs, actions = env.observation_space.shape[0], int(env.action_space.n)
-    if (net.state_size, net.action_size) != (obs, actions):
-        raise UserError(
-            f"{source} holds a network for {net.state_size} observations and {net.action_size} actions, "
-            f"but {env.spec.id} has {obs} and {actions}"
-        )
-
-
-def save_training_state(path: Path, agent, env, cfg: Config, progress: dict[str, Any]) -> None:
-    """Write everything a run needs to continue exactly where it is, atomically."""
-    import torch
-
-    state = {
-        "format": STATE_FORMAT,
-        "version": 1,
-        "config": dataclasses.asdict(cfg),
-        "agent": agent.state_dict(),
-        "progress": progress,
-        "rng": {
-            "python": random.getstate(),
-            "torch": torch.get_rng_state(),
-            "env": env.unwrapped.np_random.bit_generator.state,
-            "action_space": env.action_space.np_random.bit_generator.state,
-        },
-    }
-    save_torch(state, path)
-
-
-def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check a training state written by :func:`save_training_state`."""
-    state = load_file(path)
-    if not is_training_state(state):
-        if isinstance(state, dict) and "fc1.weight" in state:
-            raise UserError(f"{path} holds only network weights; --resume needs a {STATE_FILE} from a run folder")
-        raise UserError(f"{path} is not a training state of this project")
-    try:
-        Config(**state["config"])
-        for key in ("agent", "progress", "rng"):
-            state[key]  # noqa: B018 - presence check
-    except (TypeError, KeyError) as exc:
-        raise UserError(f"{path} is a training state from an incompatible version ({exc})") from None
-    return state
-
-
-# ---------------------------------------------------------------- progress, plots, TensorBoard
-
-
-class Progress:
-    """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
-
-    Messages go through :meth:`write`, which prints above the bar instead of through it.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        initial: int,
-        log_every: int,
-        quiet: bool,
-        out: Callable[[str], None] | None = None,
-    ) -> None:
-        self.log_every = log_every
-        self.quiet = quiet
-        self._out = out
-        use_bar = out is None and sys.stdout.isatty()
-        self._bar = None
-        if use_bar and not quiet:
-            import shutil
-
-            from tqdm import tqdm
-
-            # A terminal that reports no width (some IDE consoles) would get an empty bar.
-            width = shutil.get_terminal_size().columns
-            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout)
-
-    def write(self, message: str) -> None:
-        """Print one message line."""
-        if self._bar is not None:
-            self._bar.write(message)
-        elif self._out is not None:
-            self._out(message)
-        else:
-            print(message, flush=True)
-
-    def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
-        """Report one finished episode."""
-        if self._bar is not None:
-            self._bar.set_postfix_str(
-                f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s", refresh=False
-            )
-            self._bar.update(1)
-        elif not self.quiet and episode % self.log_every == 0:
-            self.write(
-                f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
-                f"steps {total_steps:8d}  {steps_per_s:6.0f} steps/s"
-            )
-
-    def close(self) -> None:
-        """End the bar, if there is one."""
-        if self._bar is not None:
-            self._bar.close()
-
-
-def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The metrics CSV of a run as one array per column."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    try:
-        with open(p, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        columns = {name: np.array([float(r[name]) for r in rows]) for name in METRIC_FIELDS}
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
-        raise UserError(f"{p} is not a metrics CSV of this project (columns {', '.join(METRIC_FIELDS)})") from None
-    if not rows:
-        raise UserError(f"{p} has no episodes yet")
-    return columns
-
-
-def solved_at(average_100: np.ndarray, target_score: float = SOLVED_SCORE) -> int | None:
-    """First episode (1-based) whose full 100-episode average reached ``target_score``."""
-    hits = np.flatnonzero(average_100[99:] >= target_score)
-    return int(hits[0]) + 100 if hits.size else None
-
-
-def plot_learning_curve(
-    metrics_csv: str | os.PathLike, png_path: str | os.PathLike | None = None, target_score: float = SOLVED_SCORE
-) -> Path:
-    """Draw score per episode, the 100-episode average, epsilon and the solved line; save a PNG (900x500)."""
-    # The object API with the Agg canvas: no display needed, no global pyplot state to close,
-    # and no pyplot import (about half a second at the end of every run).
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    m = read_metrics(metrics_csv)
-    png = Path(png_path) if png_path is not None else Path(metrics_csv).with_name("learning_curve.png")
-    fig = Figure(figsize=(9, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
-    ax.plot(m["episode"], m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
-    ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
-    crossed = solved_at(m["average_100"], target_score)
-    if crossed is not None:
-        ax.axvline(crossed, color="tab:green", linewidth=1)
-        ax.annotate(
-            f"solved at episode {crossed}",
-            (crossed, target_score),
-            xytext=(-6, -18),
-            textcoords="offset points",
-            ha="right",  # left of the line: a run usually stops right where it crossed
-            color="tab:green",
-        )
-    ax.set_xlabel("episode")
-    ax.set_ylabel("score")
-    ax.set_title(Path(metrics_csv).parent.name or "learning curve", fontsize=10)
-    eps_ax = ax.twinx()
-    eps_ax.plot(m["episode"], m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
-    eps_ax.set_ylabel("epsilon")
-    eps_ax.set_ylim(0, 1.05)
-    lines = ax.get_legend_handles_labels()
-    more = eps_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    fig.tight_layout()
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
-    return png
-
-
-class _TensorBoard:
-    """The metrics as TensorBoard scalars; imported only when ``--tensorboard`` asks for it."""
-
-    def __init__(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def log(self, row: dict[str, Any], loss: float) -> None:
-        step = int(row["episode"])
-        for key in ("score", "average_100", "epsilon", "length"):
-            self.writer.add_scalar(f"train/{key}", row[key], step)
-        if math.isfinite(loss):
-            self.writer.add_scalar("train/loss", loss, step)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 # ---------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced."""
-
-    scores: list[float]
-    solved_episode: int | None
-    total_steps: int
-    seconds: float
-    run_dir: Path
-    checkpoint: Path
-    state_path: Path
-    stopped_by: int | None = None  # the signal that ended the run early, if one did
-
-
-METRIC_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write the per-episode metrics CSV atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Fail before training, not after it, when an output folder cannot be written.
-
-    Creates nothing: it writes and removes a probe file in the folder, or in the
-    nearest folder above it that exists (the one the missing folders will go in).
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
 
 
 def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator):
@@ -1027,324 +291,68 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
     return build(cfg, env, device, rng)
 
 
-class _StopRequests:
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
-
-    The episode is finished (well under a second) so that the saved state sits on an
-    episode boundary and a resumed run is exactly the uninterrupted one. A second
-    signal stops at once; the last periodic state on disk is still complete.
-    """
-
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self.signal: int | None = None
-        self._out = out
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequests:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-        self._out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def train(
     cfg: Config, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
 ) -> TrainResult:
     """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
 
     Messages and progress go to ``out`` when given, else to the terminal (a live bar
-    when stdout is one, plain lines when it is a file or a pipe).
+    when stdout is one, plain lines when it is a file or a pipe). The run's folder, logs,
+    videos, saved state and Ctrl-C are the :class:`~dqnkit.session.TrainingSession`'s.
     """
     import torch
 
-    start = time.time()
     device = resolve_device(cfg.device)
-    # Tiny networks gain nothing from intra-op threads and lose to their start-up cost.
-    torch.set_num_threads(1)
-    saved = load_training_state(resume) if resume is not None else None
-    checkpoint = Path(cfg.checkpoint)
-    # Check every output folder before creating any, and before minutes of training.
-    if cfg.video:
-        check_writable(VIDEO_DIR, "videos")
-    check_writable(checkpoint.parent, "the checkpoint")
-    if resume is not None:
-        run_dir = Path(resume).parent
-        check_writable(run_dir, "the run's files")
-    else:
-        run_dir = new_run_dir(RUNS_DIR, run_name(cfg, start))
-    video_dir = VIDEO_DIR / run_dir.name
-
+    torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
+    session = TrainingSession(cfg, out, resume)  # checks every output folder, then makes the run's
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    progress: dict[str, Any] = {
-        "episode": 0,
-        "total_steps": 0,
-        "epsilon": cfg.epsilon_start,
-        "solved_episode": None,
-        "seconds": 0.0,
-        "rows": [],
-    }
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        progress = saved["progress"]
-        random.setstate(saved["rng"]["python"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        env.unwrapped.np_random.bit_generator.state = saved["rng"]["env"]
-        env.action_space.np_random.bit_generator.state = saved["rng"]["action_space"]
-    rows: list[dict[str, Any]] = progress["rows"]
-    scores = [float(r["score"]) for r in rows]
-    window: deque[float] = deque(scores[-100:], maxlen=100)
-    epsilon: float = progress["epsilon"]
-    total_steps: int = progress["total_steps"]
-    solved_episode: int | None = progress["solved_episode"]
-    first_episode = progress["episode"] + 1
-    state_path = run_dir / STATE_FILE
-    metrics_path = run_dir / "metrics.csv"
-    write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    bar = Progress(cfg.episodes, first_episode - 1, cfg.log_every, cfg.quiet, out)
-    out = bar.write
-    tensorboard = _TensorBoard(run_dir / "tensorboard") if cfg.tensorboard else None
-    videos = BackgroundVideos(out) if cfg.video else None
-    verb = f"resuming at episode {first_episode}" if saved is not None else "run"
-    out(f"{verb} {run_dir.name} on {device}; metrics: {metrics_path}; training state: {state_path}")
-    if not cfg.quiet:
-        out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
-
-    def snapshot(episode: int) -> None:
-        progress.update(episode=episode, total_steps=total_steps, epsilon=epsilon, solved_episode=solved_episode)
-        progress["seconds"] = seconds_before + time.perf_counter() - loop_start
-        save_training_state(state_path, agent, env, cfg, progress)
-
-    seconds_before: float = progress["seconds"]
-    loop_start = time.perf_counter()
-    episode = first_episode - 1
-    # Overflow shows up as a non-finite loss, which Agent.learn reports; NumPy need not warn first.
-    with _StopRequests(out) as stop, np.errstate(over="ignore", invalid="ignore"):
-        try:
-            if solved_episode is not None and not cfg.keep_training:
-                out(f"this run was solved at episode {solved_episode}; add --keep-training to go on")
-            for episode in range(first_episode, cfg.episodes + 1):
-                if solved_episode is not None and not cfg.keep_training:
-                    episode -= 1
+    epsilon, total_steps = session.start(agent, env, device)  # a resumed run gets its agent and progress back
+    with session, env:  # Ctrl-C now stops after the episode; leaving writes metrics.csv and closes the env
+        for episode in session.episodes():
+            # Seed the environment once; later resets continue its random stream.
+            reset_seed = cfg.seed if episode == 1 else None
+            score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
+            total_steps += length
+            average = session.record(episode, score, length, epsilon, total_steps)  # metrics.csv, TensorBoard
+            if not cfg.epsilon_decay_steps:  # else play_episode decays it step by step
+                epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+            if cfg.video and episode % cfg.video_every == 0:
+                session.film(episode, agent.local_qnetwork)
+            session.show_progress(episode, average, epsilon, total_steps)
+            if session.solved_episode is None and len(session.scores) >= 100 and average >= cfg.target_score:
+                session.save_solved(episode, average, agent.local_qnetwork)  # the weights, to cfg.checkpoint
+                if not cfg.keep_training:
                     break
-                # Seed the environment once; later resets continue its random stream.
-                reset_seed = cfg.seed if episode == 1 else None
-                score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
-                total_steps += length
-                scores.append(score)
-                window.append(score)
-                average = float(np.mean(window))
-                elapsed = seconds_before + time.perf_counter() - loop_start
-                rows.append(
-                    {
-                        "episode": episode,
-                        "total_steps": total_steps,
-                        "score": score,  # full precision: a resumed run rebuilds its window from these
-                        "length": length,
-                        "epsilon": epsilon,
-                        "average_100": average,
-                        "wall_seconds": round(elapsed, 3),
-                    }
-                )
-                if not cfg.epsilon_decay_steps:
-                    epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-
-                if videos is not None and episode % cfg.video_every == 0:
-                    path = video_path(episode, video_dir)
-                    videos.submit(episode, agent.local_qnetwork, cfg.env, cfg.max_steps, path, seed=cfg.seed + episode)
-                bar.update(episode, average, epsilon, total_steps, total_steps / max(elapsed, 1e-9))
-                if tensorboard is not None:
-                    tensorboard.log(rows[-1], agent.last_loss)
-                if episode % cfg.log_every == 0:
-                    write_metrics(metrics_path, rows)
-                if solved_episode is None and len(window) == window.maxlen and average >= cfg.target_score:
-                    solved_episode = episode
-                    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-                    out(
-                        f"solved: 100-episode average {average:.2f} >= {cfg.target_score:g} at episode {episode} "
-                        f"({total_steps} steps, {elapsed:.1f} s); weights saved to {checkpoint}"
-                    )
-                    if not cfg.keep_training:
-                        break
-                if stop.signal is not None:
-                    break
-                if episode % cfg.save_every == 0:
-                    snapshot(episode)
-        except FloatingPointError as exc:
-            save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-            last = f"; the last saved training state is {state_path}" if state_path.exists() else ""
-            raise UserError(
-                f"training stopped in episode {episode}: {exc}; try a smaller --learning-rate. "
-                f"The last good weights are in {checkpoint}{last}"
-            ) from None
-        finally:
-            env.close()
-            failure = sys.exc_info()[1]
-            if videos is not None and failure is not None:  # after a second Ctrl-C, don't wait for them
-                videos.close(wait=not isinstance(failure, KeyboardInterrupt))
-            bar.close()
-            if tensorboard is not None:
-                tensorboard.close()
-            write_metrics(metrics_path, rows)
-        snapshot(episode)
-    if rows:
-        out(f"learning curve: {plot_learning_curve(metrics_path, target_score=cfg.target_score)}")
-    save_torch(agent.local_qnetwork.state_dict(), checkpoint)
-    if videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
-        videos.close()
-    seconds = seconds_before + time.perf_counter() - loop_start
-    if stop.signal is not None:
-        out(f"stopped at episode {episode}; continue with: python main.py --resume {state_path}")
-    elif solved_episode is None:
-        out(f"not solved in {len(scores)} episodes; last weights saved to {checkpoint}")
-    return TrainResult(scores, solved_episode, total_steps, seconds, run_dir, checkpoint, state_path, stop.signal)
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalResult:
-    """Greedy evaluation of a saved agent."""
-
-    scores: list[float]
-    lengths: list[int]
-    outcomes: list[str]  # "landed", "crashed", "out of bounds" or "timed out" per episode
-    on_pad: int  # landings that came to rest between the flags
-
-
-def episode_outcome(env, state: np.ndarray, terminated: bool) -> str:
-    """How a LunarLander episode ended, read from the environment as its step() decides it."""
-    lander = env.unwrapped
-    if not terminated:
-        return "timed out"
-    if not lander.lander.awake:  # the engine checks this last, and its +100 wins
-        return "landed"
-    if abs(float(state[0])) >= 1.0:
-        return "out of bounds"
-    return "crashed"
-
-
-def evaluate(
-    path: str | os.PathLike,
-    episodes: int = 100,
-    seed: int = 0,
-    video: bool = False,
-    env_id: str | None = None,
-    max_steps: int = 1000,
-    out: Callable[[str], None] = print,
-) -> EvalResult:
-    """Play ``episodes`` greedy episodes with a saved network and report how it flies."""
-    obj = load_file(path)
-    if is_training_state(obj):
-        weights, env_id = obj["agent"]["local_qnetwork"], env_id or obj["config"]["env"]
-    else:
-        weights = obj
-    net = network_from_weights(weights, path)
-    env_id = env_id or "LunarLander-v3"
-    env = make_env(env_id, max_steps)
-    check_network_fits(net, env, path)
-    policy = greedy_policy(net)
-    result = EvalResult([], [], [], 0)
-    try:
-        for i in range(episodes):
-            state, _ = env.reset(seed=seed + i)
-            score, length, terminated, truncated = 0.0, 0, False, False
-            while not (terminated or truncated):
-                state, reward, terminated, truncated, _ = env.step(policy(state))
-                score += float(reward)
-                length += 1
-            outcome = episode_outcome(env, state, terminated)
-            if outcome == "landed":
-                lander = env.unwrapped
-                result.on_pad += lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2
-            result.scores.append(score)
-            result.lengths.append(length)
-            result.outcomes.append(outcome)
-    finally:
-        env.close()
-    if video:
-        check_writable(VIDEO_DIR, "videos")
-        target = VIDEO_DIR / f"evaluate_{Path(path).stem}_seed{seed}.mp4"
-        record_video(policy, env_id, max_steps, target, seed=seed)
-        out(f"video of the first episode: {target}")
-    counts = {k: result.outcomes.count(k) for k in ("landed", "crashed", "out of bounds", "timed out")}
-    share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
-    out(
-        f"evaluated {path} ({_shape(weights)}) on {env_id}: "
-        f"{episodes} greedy episodes, seeds {seed}..{seed + episodes - 1}"
-    )
-    out(f"score: mean {np.mean(result.scores):.2f}, std {np.std(result.scores):.2f}")
-    out(f"outcomes: {share}; {result.on_pad} of {counts['landed']} landings between the flags")
-    out(f"mean episode length: {np.mean(result.lengths):.1f} steps")
-    return result
+            if session.stop_requested:  # Ctrl-C: the episode is complete, so a resumed run goes on exactly
+                break
+            if episode % cfg.save_every == 0:
+                session.save_state(epsilon)
+        session.save_state(epsilon)  # where this run stops, so that --resume can go on from here
+    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights, the videos
 
 
 # ---------------------------------------------------------------- command line
 
 
-RESUME_OVERRIDABLE = {
-    "episodes",
-    "keep_training",
-    "video",
-    "video_every",
-    "log_every",
-    "save_every",
-    "checkpoint",
-    "device",
-    "target_score",
-}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    cfg, actions, given = parse_command_line(argv)
+    cfg, actions, given = cli.parse_command_line(argv, Config, PRESETS)
     try:
         if actions["plot"] is not None:
             print(f"learning curve: {plot_learning_curve(actions['plot'], target_score=cfg.target_score)}")
             return 0
         if actions["evaluate"] is not None:
             episodes = cfg.episodes if "episodes" in given else 100
-            evaluate(
-                actions["evaluate"],
-                episodes,
-                cfg.seed,
-                actions["eval_video"],
-                cfg.env if "env" in given else None,
-                cfg.max_steps,
-            )
+            env_id = cfg.env if "env" in given else None
+            evaluate(actions["evaluate"], episodes, cfg.seed, actions["eval_video"], env_id, cfg.max_steps)
             return 0
         resume = actions["resume"]
         if resume is not None:
-            saved_cfg = Config(**load_training_state(resume)["config"])
-            changed = sorted(
-                f"--{k.replace('_', '-')}"
-                for k in given - RESUME_OVERRIDABLE
-                if getattr(cfg, k) != getattr(saved_cfg, k)
-            )
-            if changed:
-                raise UserError(
-                    f"{', '.join(changed)} cannot change when resuming: "
-                    f"the run goes on with the settings saved in {resume}"
-                )
-            cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in given & RESUME_OVERRIDABLE})
+            saved = Config(**load_training_state(resume, Config)["config"])
+            cfg = cli.resumed_config(cfg, given, saved, resume)
         result = train(cfg, resume=resume)
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -19,6 +20,10 @@ import pytest
 import torch
 
 import main
+from dqnkit.envs import episode_outcome, make_env
+from dqnkit.errors import UserError
+from dqnkit.evaluation import evaluate
+from dqnkit.files import load_file, load_training_state
 from nnetwork import Network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +61,7 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     whole = main.train(_cfg(tmp_path), out=_quiet)
     first = main.train(_cfg(tmp_path, episodes=3), out=_quiet)
-    state = main.load_training_state(first.state_path)
+    state = load_training_state(first.state_path, main.Config)
     assert state["progress"]["episode"] == 3 and len(state["progress"]["rows"]) == 3
     assert state["agent"]["memory"]["full"]  # 3 episodes of up to 120 steps overflow 500 slots
     resumed = main.train(_cfg(tmp_path), out=_quiet, resume=first.state_path)
@@ -70,6 +75,20 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path, episodes=104, max_steps=5, target_score=-1e9, save_every=50)
+    solved = main.train(cfg, out=_quiet)
+    assert solved.solved_episode == 100 and len(solved.scores) == 100
+    lines: list[str] = []
+    again = main.train(cfg, out=lines.append, resume=solved.state_path)
+    assert "this run was solved at episode 100; add --keep-training to go on" in lines
+    assert again.scores == solved.scores and again.total_steps == solved.total_steps
+    assert load_training_state(solved.state_path, main.Config)["progress"]["episode"] == 100
+    kept = main.train(dataclasses.replace(cfg, keep_training=True), out=_quiet, resume=solved.state_path)
+    assert kept.solved_episode == 100 and kept.scores[:100] == solved.scores and len(kept.scores) == 104
 
 
 def _start(root: Path, cwd: Path, *args: str) -> subprocess.Popen:
@@ -95,7 +114,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_scores(root: Path, tmp_path:
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     (state_path,) = (tmp_path / "a").glob("runs/*/training_state.pth")
-    stopped_at = main.load_training_state(state_path)["progress"]["episode"]
+    stopped_at = load_training_state(state_path, main.Config)["progress"]["episode"]
     assert 0 < stopped_at < 200, "the signal should arrive mid-run"
     resumed = subprocess.run(
         [sys.executable, str(root / "main.py"), "--resume", str(state_path), "--no-video"],
@@ -151,7 +170,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_state(tmp_path: Path) -
         found = list(tmp_path.glob("runs/*/training_state.pth"))
         assert len(found) == 1
         state_path = found[0]
-        state = main.load_training_state(state_path)  # raises on a truncated or corrupt file
+        state = load_training_state(state_path, main.Config)  # raises on a truncated or corrupt file
         assert state["progress"]["episode"] >= last_episode  # never goes backwards
         last_episode = state["progress"]["episode"]
         loaded += 1
@@ -166,7 +185,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_state(tmp_path: Path) -
         timeout=120,
     )
     assert final.returncode == 0, final.stderr
-    assert main.load_training_state(state_path)["progress"]["episode"] == last_episode + 2
+    assert load_training_state(state_path, main.Config)["progress"]["episode"] == last_episode + 2
 
 
 # ---------------------------------------------------------------- safe loading
@@ -191,8 +210,8 @@ def test_malicious_pickle_is_refused_and_runs_nothing(root: Path, tmp_path: Path
         evil.write_bytes(pickle.dumps(payload))
     else:
         torch.save(payload, evil)
-    with pytest.raises(main.UserError, match="refusing to load it"):
-        main.load_file(evil)
+    with pytest.raises(UserError, match="refusing to load it"):
+        load_file(evil)
     proc = subprocess.run(
         [sys.executable, str(root / "main.py"), "--evaluate", str(evil)],
         cwd=tmp_path,
@@ -212,7 +231,7 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     run = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
     lines: list[str] = []
-    result = main.evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
+    result = evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
     assert len(result.scores) == len(result.outcomes) == len(result.lengths) == 5
     assert set(result.outcomes) <= {"landed", "crashed", "out of bounds", "timed out"}
     assert 0 <= result.on_pad <= result.outcomes.count("landed")
@@ -220,18 +239,18 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     assert f"mean {np.mean(result.scores):.2f}" in text and "landings between the flags" in text
     assert (tmp_path / "videos" / "evaluate_weights_seed3.mp4").is_file()
     # A training state evaluates the same network as the weights file saved beside it.
-    again = main.evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
+    again = evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
     assert again.scores == result.scores
 
 
 def test_episode_outcome_reads_the_environment() -> None:
-    env = main.make_env("LunarLander-v3", 1000)
+    env = make_env("LunarLander-v3", 1000)
     state, _ = env.reset(seed=0)
     terminated = truncated = False
     while not (terminated or truncated):
         state, reward, terminated, truncated, _ = env.step(0)  # engines off: it falls and crashes
-    assert main.episode_outcome(env, state, terminated) == "crashed" and reward == -100
-    assert main.episode_outcome(env, state, False) == "timed out"
+    assert episode_outcome(env, state, terminated) == "crashed" and reward == -100
+    assert episode_outcome(env, state, False) == "timed out"
     env.close()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import main
+from dqnkit.cli import apply_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import compare  # noqa: E402
@@ -18,7 +19,7 @@ def test_compare_loop_gives_main_train_scores(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     cfg = main.Config(episodes=4, max_steps=150, video=False, quiet=True, seed=3, checkpoint=str(tmp_path / "w.pth"))
     if preset:
-        cfg = main.apply_preset(cfg, preset)
+        cfg = apply_preset(cfg, main.PRESETS[preset])
     expected = main.train(cfg, out=lambda _: None)
     run = compare.train_project(cfg, eval_steps=200, out=lambda _: None)
     assert run["scores"] == expected.scores and run["total_steps"] == expected.total_steps

@@ -10,6 +10,7 @@ import torch
 
 import main
 from agent import Agent
+from dqnkit.envs import make_env
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.Mon
     # The saved weights fly a greedy lander well too.
     agent = Agent(8, 4, rng=np.random.default_rng(0))
     agent.local_qnetwork.load_state_dict(torch.load(cfg.checkpoint, weights_only=True))
-    env = main.make_env("LunarLander-v3", 1000)
+    env = make_env("LunarLander-v3", 1000)
     scores = []
     for episode in range(10):
         state, _ = env.reset(seed=10_000 + episode)

@@ -16,7 +16,9 @@ import torch
 
 import main
 from agent import Agent
-from nnetwork import Network
+from dqnkit.cli import build_parser
+from dqnkit.videos import BackgroundVideos, greedy_policy, record_greedy_video, record_video
+from nnetwork import DuelingNetwork, Network
 
 
 def test_defaults_are_the_original_hyperparameters() -> None:
@@ -29,7 +31,7 @@ def test_defaults_are_the_original_hyperparameters() -> None:
 
 
 def test_every_config_field_is_a_flag() -> None:
-    help_text = main.build_parser().format_help()
+    help_text = build_parser(main.Config, main.PRESETS).format_help()
     for flag in (
         "--env",
         "--episodes",
@@ -93,19 +95,30 @@ def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.Monke
     assert sorted(p.name for p in run_videos.iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
 
 
+@pytest.mark.parametrize("network", [Network, DuelingNetwork], ids=lambda n: n.__name__)
+def test_greedy_policy_is_the_argmax_of_the_network(network: type[Network]) -> None:
+    torch.manual_seed(0)
+    net = network(8, 4)
+    states = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    expected = net(torch.from_numpy(states)).argmax(dim=1).tolist()
+    policy = greedy_policy(net)
+    assert [policy(s) for s in states] == expected
+    assert policy(states[0].astype(np.float64).tolist()) == expected[0]  # a list or float64 state works too
+
+
 def test_background_videos_show_the_policy_of_their_episode_and_failures_warn(tmp_path: Path) -> None:
     torch.manual_seed(0)
     agent = Agent(8, 4, rng=np.random.default_rng(0))
     before = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
     warnings: list[str] = []
-    videos = main.BackgroundVideos(warnings.append)
+    videos = BackgroundVideos(warnings.append)
     videos.submit(1, agent.local_qnetwork, "LunarLander-v3", 60, tmp_path / "one.mp4", seed=4)
     with torch.no_grad():  # training goes on: the queued video must not see this
         for p in agent.local_qnetwork.parameters():
             p.mul_(-3.0)
     videos.submit(2, agent.local_qnetwork, "NoSuchEnv-v0", 60, tmp_path / "two.mp4", seed=4)
     videos.close()
-    assert main.record_greedy_video(before, "LunarLander-v3", 60, tmp_path / "inline.mp4", seed=4) == videos.scores[1]
+    assert record_greedy_video(before, "LunarLander-v3", 60, tmp_path / "inline.mp4", seed=4) == videos.scores[1]
     assert len(_decode(tmp_path / "one.mp4")) == len(_decode(tmp_path / "inline.mp4"))
     (warning,) = [line for line in warnings if line.startswith("warning:")]  # and "finishing the video ..."
     assert warning.startswith("warning: could not write video for episode 2: cannot create environment 'NoSuchEnv-v0'")
@@ -124,7 +137,7 @@ def test_background_videos_fall_back_to_inline_where_no_process_can_start(
     torch.manual_seed(0)
     agent = Agent(8, 4, rng=np.random.default_rng(0))
     lines: list[str] = []
-    videos = main.BackgroundVideos(lines.append)
+    videos = BackgroundVideos(lines.append)
     videos.submit(3, agent.local_qnetwork, "LunarLander-v3", 30, tmp_path / "three.mp4", seed=1)
     videos.submit(4, agent.local_qnetwork, "LunarLander-v3", 30, tmp_path / "four.mp4", seed=1)
     videos.close()
@@ -168,7 +181,7 @@ def test_record_video_is_decodable_h264(tmp_path: Path) -> None:
     torch.manual_seed(0)
     agent = Agent(8, 4, rng=np.random.default_rng(0))
     path = tmp_path / "episode_0001.mp4"
-    main.record_video(agent.greedy_action, "LunarLander-v3", 30, path, seed=0)
+    record_video(agent.greedy_action, "LunarLander-v3", 30, path, seed=0)
     frames = _decode(path)
     assert len(frames) == 31  # the reset frame plus one per step
     assert frames[0].shape == (400, 600, 3)
@@ -241,6 +254,8 @@ def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_pa
         (["--epsilon-start", "0.1", "--epsilon-end", "0.5"], "must not exceed --epsilon-start"),
         (["--minibatch-size", "200", "--replay-buffer-size", "100"], "must be at least --minibatch-size"),
         (["--no-such-flag"], "unrecognized arguments"),
+        (["--episode", "3"], "unrecognized arguments: --episode 3"),  # no abbreviations: a typo is not --episodes
+        (["--evaluat", "x.pth"], "unrecognized arguments: --evaluat"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

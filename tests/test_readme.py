@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import main
+from dqnkit.cli import build_parser
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 # "`code`, [agent.py line 123](agent.py#L123)": the quoted code must stand on that line.
@@ -28,6 +30,6 @@ def test_every_line_link_is_consistent(root: Path) -> None:
 
 
 def test_flag_table_lists_every_config_field() -> None:
-    for action in main.build_parser()._actions:
-        if action.dest in {f.name for f in main.dataclasses.fields(main.Config)}:
+    for action in build_parser(main.Config, main.PRESETS)._actions:
+        if action.dest in {f.name for f in dataclasses.fields(main.Config)}:
             assert f"| `{action.option_strings[0]}" in README, f"{action.option_strings[0]} is missing from the README"

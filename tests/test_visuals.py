@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 import main
+from dqnkit.files import new_run_dir
+from dqnkit.logs import METRIC_FIELDS, plot_learning_curve, solved_at
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 
@@ -35,14 +37,14 @@ def _run(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_solved_at_by_hand() -> None:
     average = np.array([0.0] * 99 + [150.0, 199.9, 200.0, 250.0, 190.0])
-    assert main.solved_at(average) == 102  # the first full window at or above 200 ends at episode 102
-    assert main.solved_at(np.full(99, 300.0)) is None  # no full 100-episode window yet
-    assert main.solved_at(np.full(150, 300.0), target_score=400) is None
+    assert solved_at(average) == 102  # the first full window at or above 200 ends at episode 102
+    assert solved_at(np.full(99, 300.0)) is None  # no full 100-episode window yet
+    assert solved_at(np.full(150, 300.0), target_score=400) is None
 
 
 def _write_csv(path: Path, n: int) -> None:
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=main.METRIC_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
         writer.writeheader()
         for i in range(1, n + 1):
             score = -200 + 2.5 * i
@@ -61,7 +63,7 @@ def _write_csv(path: Path, n: int) -> None:
 
 def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     _write_csv(tmp_path / "metrics.csv", 250)
-    png = main.plot_learning_curve(tmp_path / "metrics.csv")
+    png = plot_learning_curve(tmp_path / "metrics.csv")
     assert png == tmp_path / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = imageio.imread(png)
@@ -206,8 +208,8 @@ def test_every_video_is_browser_ready_h264(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_run_folders_never_collide(tmp_path: Path) -> None:
-    first = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
-    second = main.new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    first = new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
+    second = new_run_dir(tmp_path, "LunarLander-v3__seed0__20260101-000000")
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name.endswith("-2")
 

@@ -1,0 +1,253 @@
+"""The command line: flags built from the configuration dataclass it is handed, a grouped --help, one-line errors.
+
+Each field of the configuration is declared with :func:`option`, which carries the field's help,
+its validator and its ``--help`` group; :func:`build_parser` turns every field into a ``--flag``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from dqnkit.errors import UserError
+from dqnkit.files import STATE_FILE
+
+PROG = "main.py"
+DESCRIPTION = "Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters)."
+
+# The --help groups, in the order they are shown; every configuration field names one of the first three.
+ORIGINAL = "the original hyperparameters"
+RUN = "run and output"
+BEYOND = "beyond the original"
+ACTIONS = "actions"
+GROUP_DESCRIPTIONS = {
+    ORIGINAL: "the defaults are those of the original DQN",
+    RUN: "where a run goes, what it shows and what it keeps",
+    BEYOND: "later improvements, each off by default",
+    ACTIONS: "other than training from scratch",
+}
+
+# What a resumed run may change: how long it goes on and what it writes, never how it learns.
+RESUME_OVERRIDABLE = frozenset(
+    {
+        "episodes",
+        "keep_training",
+        "video",
+        "video_every",
+        "log_every",
+        "save_every",
+        "checkpoint",
+        "device",
+        "target_score",
+    }
+)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number of at least 0."""
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number greater than 0."""
+    value = _number(text, float, "a number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number between 0 and 1, both included."""
+    value = _number(text, float, "a number")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def open_unit_interval(text: str) -> float:
+    """A number greater than 0 and at most 1."""
+    value = _number(text, float, "a number")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def option(default: Any, help: str, check: Callable[[str], Any] | None = None, *, group: str, **extra: Any) -> Any:
+    """A dataclass field carrying its command-line help, validator and ``--help`` group.
+
+    ``extra`` goes to ``add_argument`` as it is (``action``, ``choices``, ``metavar``), except
+    ``flag``, which names the flag when it is not the field's name (``--no-video``).
+    """
+    if group not in (ORIGINAL, RUN, BEYOND):
+        raise ValueError(f"unknown --help group {group!r}")
+    return dataclasses.field(default=default, metadata={"help": help, "type": check, "group": group, **extra})
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        # On/off switches: "(default: True)" would only confuse; and "(default: None)" says nothing.
+        if action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(
+    config_cls: type, presets: Mapping[str, Mapping[str, Any]], suppress_defaults: bool = False
+) -> argparse.ArgumentParser:
+    """Turn every field of ``config_cls`` into a ``--flag`` in its group, plus ``--preset`` and the actions.
+
+    With ``suppress_defaults``, flags the user did not type are absent from the result.
+    Abbreviations are refused: ``--episode 3`` is a mistake, not ``--episodes 3``.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        formatter_class=_HelpFormatter,
+        argument_default=argparse.SUPPRESS if suppress_defaults else None,
+        allow_abbrev=False,
+        add_help=False,
+    )
+    groups = {title: parser.add_argument_group(title, text) for title, text in GROUP_DESCRIPTIONS.items()}
+    groups[ACTIONS].add_argument("-h", "--help", action="help", help="show this help message and exit")
+    for f in dataclasses.fields(config_cls):
+        meta = dict(f.metadata)
+        group = groups[meta.pop("group")]
+        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
+        if not suppress_defaults:
+            kwargs["default"] = f.default
+        check = meta.pop("type")
+        if check is not None:
+            kwargs["type"] = check
+            kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
+        kwargs.update(meta)
+        group.add_argument(flag, **kwargs)
+    if presets:
+        listed = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for name, p in presets.items())
+        groups[BEYOND].add_argument(
+            "--preset",
+            choices=tuple(presets),
+            help=f"start from a named set of options ({listed}); flags given as well override it",
+        )
+    _add_actions(groups[ACTIONS])
+    return parser
+
+
+def _add_actions(actions: argparse._ArgumentGroup) -> None:
+    """The flags that do something other than train from scratch."""
+    actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
+    actions.add_argument(
+        "--evaluate",
+        metavar="PATH",
+        help="play greedy episodes (--episodes, default 100) with a saved network or training state and report",
+    )
+    actions.add_argument(
+        "--video", dest="eval_video", action="store_true", help="with --evaluate: film the first episode"
+    )
+    actions.add_argument(
+        "--plot", metavar="CSV", help="draw the learning curve of a run's metrics.csv as a PNG beside it"
+    )
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_command_line(
+    argv: list[str] | None, config_cls: type, presets: Mapping[str, Mapping[str, Any]]
+) -> tuple[Any, dict[str, Any], set[str]]:
+    """Parse the command line: the validated configuration, the actions, and which fields were given.
+
+    Bad input exits with one line and status 2.
+    """
+    parser = build_parser(config_cls, presets)
+    args = vars(parser.parse_args(argv))
+    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
+    preset = args.pop("preset", None)
+    cfg = config_cls(**args)
+    problem = config_problem(cfg)
+    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
+    if len(chosen) > 1:
+        problem = f"{' and '.join(chosen)} cannot be used together"
+    if actions["eval_video"] and actions["evaluate"] is None:
+        problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
+    if problem:
+        parser.error(problem)
+    given = set(vars(build_parser(config_cls, presets, suppress_defaults=True).parse_args(argv))) & {
+        f.name for f in dataclasses.fields(config_cls)
+    }
+    if preset is not None:
+        cfg = apply_preset(cfg, presets[preset], given)
+        if problem := config_problem(cfg):
+            parser.error(problem)
+    return cfg, actions, given
+
+
+def apply_preset(cfg: Any, preset: Mapping[str, Any], given: Collection[str] = frozenset()) -> Any:
+    """``cfg`` with the fields of ``preset``, except those in ``given`` (flags the user typed)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if k not in given})
+
+
+def config_problem(cfg: Any) -> str | None:
+    """Checks that involve more than one field; returns a message or None."""
+    if cfg.epsilon_end > cfg.epsilon_start:
+        return f"--epsilon-end ({cfg.epsilon_end}) must not exceed --epsilon-start ({cfg.epsilon_start})"
+    if cfg.replay_buffer_size < cfg.minibatch_size:
+        return (
+            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least --minibatch-size ({cfg.minibatch_size})"
+        )
+    if not cfg.checkpoint.strip():
+        return "--checkpoint must be a file path"
+    if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
+        return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
+    return None
+
+
+def resumed_config(cfg: Any, given: Collection[str], saved: Any, source: str) -> Any:
+    """The configuration a resumed run goes on with: ``saved``, with the given flags it may change.
+
+    A flag that would change how the run learns (anything outside :data:`RESUME_OVERRIDABLE`)
+    is refused with a :class:`UserError` when its value differs from the saved one.
+    """
+    changed = sorted(
+        f"--{k.replace('_', '-')}" for k in set(given) - RESUME_OVERRIDABLE if getattr(cfg, k) != getattr(saved, k)
+    )
+    if changed:
+        raise UserError(
+            f"{', '.join(changed)} cannot change when resuming: the run goes on with the settings saved in {source}"
+        )
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in set(given) & RESUME_OVERRIDABLE})

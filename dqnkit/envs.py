@@ -1,0 +1,42 @@
+"""The Gymnasium environment: creating it with one-line errors, and reading how an episode ended."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dqnkit.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+SOLVED_SCORE = 200.0  # LunarLander-v3's reward threshold, over a 100-episode average
+
+
+def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym.Env:
+    """Create the environment, turning Gymnasium's errors about the id into a :class:`UserError`."""
+    import gymnasium as gym
+
+    if env_id.startswith("LunarLander-v") and env_id != "LunarLander-v3":
+        raise UserError(f"{env_id} is not available: Gymnasium 1.x has only LunarLander-v3; use --env LunarLander-v3")
+    try:
+        env = gym.make(env_id, max_episode_steps=max_steps, render_mode=render_mode)
+    except gym.error.Error as exc:
+        raise UserError(f"cannot create environment {env_id!r}: {first_line(exc)}") from None
+    if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
+        env.close()
+        raise UserError(f"{env_id} needs a discrete action space and a flat observation vector for a DQN")
+    return env
+
+
+def episode_outcome(env: gym.Env, state: np.ndarray, terminated: bool) -> str:
+    """How a LunarLander episode ended, read from the environment as its step() decides it."""
+    lander = env.unwrapped
+    if not terminated:
+        return "timed out"
+    if not lander.lander.awake:  # the engine checks this last, and its +100 wins
+        return "landed"
+    if abs(float(state[0])) >= 1.0:
+        return "out of bounds"
+    return "crashed"

@@ -1,0 +1,237 @@
+"""Files that survive a crash: atomic writes, safe loading, run folders and the resumable training state."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dqnkit.errors import UserError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from agent import Agent
+    from nnetwork import Network
+
+RUNS_DIR = Path("runs")
+STATE_FORMAT = "lunarlander-dqn-training-state"
+STATE_FILE = "training_state.pth"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``.
+
+    The temporary file sits in the same folder, so the rename is atomic: a crash at
+    any moment leaves either the old complete file or the new complete one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------- run folders
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail before training, not after it, when an output folder cannot be written.
+
+    Creates nothing: it writes and removes a probe file in the folder, or in the
+    nearest folder above it that exists (the one the missing folders will go in).
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
+
+
+def run_name(cfg: Any, start: float) -> str:
+    """``{env}__seed{seed}__{YYYYmmdd-HHMMSS}``: sortable, and says what the run was."""
+    return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"
+
+
+def new_run_dir(parent: Path, name: str) -> Path:
+    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it.
+
+    ``mkdir`` without ``exist_ok`` is atomic: of two runs started in the same second
+    with the same seed, exactly one gets each name, so they never share files.
+    """
+    check_writable(parent, "the run's files")
+    for n in range(1, 1000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir(parents=True)  # still raises FileExistsError for the run folder itself
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"too many runs named {name} in {parent}/")
+
+
+# ---------------------------------------------------------------- safe loading
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """Load a ``.pth`` file safely: tensors and plain data only, never code.
+
+    ``weights_only=True`` makes the unpickler refuse anything but tensors, numbers,
+    strings and containers, so a file from a stranger cannot run code on load.
+    Every way a file can be unusable becomes a one-line :class:`UserError`.
+    """
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if not p.is_file():
+        raise UserError(f"{p} is not a file")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p} is empty, not a checkpoint (an interrupted copy?)")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive; very old PyTorch wrote a bare pickle (protocol byte 0x80).
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise UserError(f"{p} is not a PyTorch checkpoint file")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; one line is enough
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():  # the safe unpickler met something beyond plain data
+            raise UserError(
+                f"{p} holds more than tensors and plain data (Python objects or pickle code); "
+                "refusing to load it, since that could run code"
+            ) from None
+        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError):
+        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
+
+
+def network_from_weights(weights: Any, source: str | os.PathLike) -> Network:
+    """A :class:`nnetwork.Network` (or ``DuelingNetwork``) shaped like ``weights`` (a state_dict), loaded."""
+    import torch
+
+    from nnetwork import DuelingNetwork, Network
+
+    keys = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+    if not isinstance(weights, dict) or not all(isinstance(weights.get(k), torch.Tensor) for k in keys):
+        raise UserError(f"{source} is not a checkpoint of this project (no fc1/fc2/fc3 network weights in it)")
+    hidden, state_size = weights["fc1.weight"].shape
+    network = DuelingNetwork if "value.weight" in weights else Network
+    net = network(state_size, weights["fc3.weight"].shape[0], hidden)
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(f"{source} holds a network whose layers do not fit together ({_shape(weights)})") from None
+    return net
+
+
+def _shape(weights: dict) -> str:
+    """``8-64-64-4``: the layer sizes of a state_dict."""
+    return "-".join([str(weights["fc1.weight"].shape[1])] + [str(weights[f"fc{i}.weight"].shape[0]) for i in (1, 2, 3)])
+
+
+def check_network_fits(net: Network, env: gym.Env, source: str | os.PathLike) -> None:
+    """The network must take this environment's observations and give one value per action."""
+    obs, actions = env.observation_space.shape[0], int(env.action_space.n)
+    if (net.state_size, net.action_size) != (obs, actions):
+        raise UserError(
+            f"{source} holds a network for {net.state_size} observations and {net.action_size} actions, "
+            f"but {env.spec.id} has {obs} and {actions}"
+        )
+
+
+# ---------------------------------------------------------------- training state
+
+
+def is_training_state(obj: Any) -> bool:
+    """True for what :func:`save_training_state` writes."""
+    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
+
+
+def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progress: dict[str, Any]) -> None:
+    """Write everything a run needs to continue exactly where it is, atomically.
+
+    ``cfg`` is the run's configuration, a dataclass instance; the random states are
+    Python's, PyTorch's and the environment's (NumPy's generator travels in the agent).
+    """
+    import torch
+
+    state = {
+        "format": STATE_FORMAT,
+        "version": 1,
+        "config": dataclasses.asdict(cfg),
+        "agent": agent.state_dict(),
+        "progress": progress,
+        "rng": {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "env": env.unwrapped.np_random.bit_generator.state,
+            "action_space": env.action_space.np_random.bit_generator.state,
+        },
+    }
+    save_torch(state, path)
+
+
+def load_training_state(path: str | os.PathLike, config_cls: Callable[..., Any]) -> dict[str, Any]:
+    """Load and check a training state written by :func:`save_training_state`.
+
+    ``config_cls`` is the configuration class the run was saved with; its saved fields must fit it.
+    """
+    state = load_file(path)
+    if not is_training_state(state):
+        if isinstance(state, dict) and "fc1.weight" in state:
+            raise UserError(f"{path} holds only network weights; --resume needs a {STATE_FILE} from a run folder")
+        raise UserError(f"{path} is not a training state of this project")
+    try:
+        config_cls(**state["config"])
+        for key in ("agent", "progress", "rng"):
+            state[key]  # noqa: B018 - presence check
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"{path} is a training state from an incompatible version ({exc})") from None
+    return state

@@ -1,0 +1,182 @@
+"""What a run shows and keeps: the progress bar or lines, metrics.csv, the learning curve, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dqnkit.envs import SOLVED_SCORE
+from dqnkit.errors import UserError
+from dqnkit.files import atomic_write, write_text
+
+METRIC_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
+
+
+class Progress:
+    """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
+
+    Messages go through :meth:`write`, which prints above the bar instead of through it.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        log_every: int,
+        quiet: bool,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
+        self.log_every = log_every
+        self.quiet = quiet
+        self._out = out
+        use_bar = out is None and sys.stdout.isatty()
+        self._bar = None
+        if use_bar and not quiet:
+            import shutil
+
+            from tqdm import tqdm
+
+            # A terminal that reports no width (some IDE consoles) would get an empty bar.
+            width = shutil.get_terminal_size().columns
+            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout)
+
+    def write(self, message: str) -> None:
+        """Print one message line."""
+        if self._bar is not None:
+            self._bar.write(message)
+        elif self._out is not None:
+            self._out(message)
+        else:
+            print(message, flush=True)
+
+    def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
+        """Report one finished episode."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s", refresh=False
+            )
+            self._bar.update(1)
+        elif not self.quiet and episode % self.log_every == 0:
+            self.write(
+                f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
+                f"steps {total_steps:8d}  {steps_per_s:6.0f} steps/s"
+            )
+
+    def close(self) -> None:
+        """End the bar, if there is one."""
+        if self._bar is not None:
+            self._bar.close()
+
+
+# ---------------------------------------------------------------- metrics.csv
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the per-episode metrics CSV atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The metrics CSV of a run as one array per column."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        columns = {name: np.array([float(r[name]) for r in rows]) for name in METRIC_FIELDS}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
+        raise UserError(f"{p} is not a metrics CSV of this project (columns {', '.join(METRIC_FIELDS)})") from None
+    if not rows:
+        raise UserError(f"{p} has no episodes yet")
+    return columns
+
+
+def solved_at(average_100: np.ndarray, target_score: float = SOLVED_SCORE) -> int | None:
+    """First episode (1-based) whose full 100-episode average reached ``target_score``."""
+    hits = np.flatnonzero(average_100[99:] >= target_score)
+    return int(hits[0]) + 100 if hits.size else None
+
+
+# ---------------------------------------------------------------- learning curve
+
+
+def plot_learning_curve(
+    metrics_csv: str | os.PathLike, png_path: str | os.PathLike | None = None, target_score: float = SOLVED_SCORE
+) -> Path:
+    """Draw score per episode, the 100-episode average, epsilon and the solved line; save a PNG (900x500)."""
+    # The object API with the Agg canvas: no display needed, no global pyplot state to close,
+    # and no pyplot import (about half a second at the end of every run).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = read_metrics(metrics_csv)
+    png = Path(png_path) if png_path is not None else Path(metrics_csv).with_name("learning_curve.png")
+    fig = Figure(figsize=(9, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
+    ax.plot(m["episode"], m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
+    ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
+    crossed = solved_at(m["average_100"], target_score)
+    if crossed is not None:
+        ax.axvline(crossed, color="tab:green", linewidth=1)
+        ax.annotate(
+            f"solved at episode {crossed}",
+            (crossed, target_score),
+            xytext=(-6, -18),
+            textcoords="offset points",
+            ha="right",  # left of the line: a run usually stops right where it crossed
+            color="tab:green",
+        )
+    ax.set_xlabel("episode")
+    ax.set_ylabel("score")
+    ax.set_title(Path(metrics_csv).parent.name or "learning curve", fontsize=10)
+    eps_ax = ax.twinx()
+    eps_ax.plot(m["episode"], m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
+    eps_ax.set_ylabel("epsilon")
+    eps_ax.set_ylim(0, 1.05)
+    lines = ax.get_legend_handles_labels()
+    more = eps_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+    fig.tight_layout()
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
+    return png
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+class TensorBoard:
+    """The metrics as TensorBoard scalars; imported only when ``--tensorboard`` asks for it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, row: dict[str, Any], loss: float) -> None:
+        """One episode's metrics row, and the last learning step's loss when it is finite."""
+        step = int(row["episode"])
+        for key in ("score", "average_100", "epsilon", "length"):
+            self.writer.add_scalar(f"train/{key}", row[key], step)
+        if math.isfinite(loss):
+            self.writer.add_scalar("train/loss", loss, step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()

@@ -1,0 +1,308 @@
+"""The plumbing of one training run, so that ``main.train`` can read like the original episode loop.
+
+A :class:`TrainingSession` checks and creates the run's folders, restores a saved run, writes
+``config.json``, shows progress, keeps ``metrics.csv`` and TensorBoard, hands the periodic videos
+to the worker process, saves the resumable training state, turns Ctrl-C into a stop after the
+episode, and has the last word at the end of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dqnkit.errors import UserError
+from dqnkit.files import (
+    RUNS_DIR,
+    STATE_FILE,
+    check_writable,
+    load_training_state,
+    new_run_dir,
+    run_name,
+    save_torch,
+    save_training_state,
+    write_text,
+)
+from dqnkit.logs import Progress, TensorBoard, plot_learning_curve, write_metrics
+from dqnkit.videos import VIDEO_DIR, BackgroundVideos, video_path
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    import torch
+
+    from agent import Agent
+    from nnetwork import Network
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    scores: list[float]
+    solved_episode: int | None
+    total_steps: int
+    seconds: float
+    run_dir: Path
+    checkpoint: Path
+    state_path: Path
+    stopped_by: int | None = None  # the signal that ended the run early, if one did
+
+
+class _StopRequests:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
+
+    The episode is finished (well under a second) so that the saved state sits on an
+    episode boundary and a resumed run is exactly the uninterrupted one. A second
+    signal stops at once; the last periodic state on disk is still complete.
+    """
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.signal: int | None = None
+        self._out = out
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        self._out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class TrainingSession:
+    """Everything a training run does besides playing and learning.
+
+    Use: ``session = TrainingSession(cfg, out, resume)``, build the environment and the agent,
+    ``session.start(agent, env, device)``, then ``with session:`` around the episode loop, which
+    calls :meth:`episodes`, :meth:`record`, :meth:`film`, :meth:`show_progress`, :meth:`save_solved`
+    and :meth:`save_state`; :meth:`finish` after it.
+
+    Args:
+        cfg: the run's configuration (``main.Config``), a dataclass instance.
+        out: where messages go; by default the terminal, with a live bar when stdout is one.
+        resume: a training state to continue; its run folder is reused.
+    """
+
+    def __init__(
+        self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
+    ) -> None:
+        self.cfg = cfg
+        self._saved = load_training_state(resume, type(cfg)) if resume is not None else None
+        self.checkpoint = Path(cfg.checkpoint)
+        # Check every output folder before creating any, and before minutes of training.
+        if cfg.video:
+            check_writable(VIDEO_DIR, "videos")
+        check_writable(self.checkpoint.parent, "the checkpoint")
+        if resume is not None:
+            self.run_dir = Path(resume).parent
+            check_writable(self.run_dir, "the run's files")
+        else:
+            self.run_dir = new_run_dir(RUNS_DIR, run_name(cfg, time.time()))
+        self.state_path = self.run_dir / STATE_FILE
+        self.metrics_path = self.run_dir / "metrics.csv"
+        self._out = out
+
+    # ------------------------------------------------------------ before the loop
+
+    def start(self, agent: Agent, env: gym.Env, device: torch.device) -> tuple[float, int]:
+        """Restore a saved run into ``agent`` and ``env``, open the logs; return epsilon and the steps so far.
+
+        Call it after seeding and building the agent, so a resumed run overrides their random states.
+        """
+        self.agent, self.env = agent, env
+        self.progress = self._restore() if self._saved is not None else self._fresh_progress()
+        self.rows: list[dict[str, Any]] = self.progress["rows"]
+        self.scores = [float(r["score"]) for r in self.rows]
+        self.window: deque[float] = deque(self.scores[-100:], maxlen=100)
+        self.episode: int = self.progress["episode"]  # the last finished episode
+        self.total_steps: int = self.progress["total_steps"]
+        self.solved_episode: int | None = self.progress["solved_episode"]
+        config = dataclasses.asdict(self.cfg)
+        write_text(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+        self._bar = Progress(self.cfg.episodes, self.episode, self.cfg.log_every, self.cfg.quiet, self._out)
+        self.out = self._bar.write  # every message goes through the bar, which prints it above itself
+        self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
+        self.videos = BackgroundVideos(self.out) if self.cfg.video else None
+        verb = f"resuming at episode {self.episode + 1}" if self._saved is not None else "run"
+        self.out(
+            f"{verb} {self.run_dir.name} on {device}; metrics: {self.metrics_path}; training state: {self.state_path}"
+        )
+        if not self.cfg.quiet:
+            self.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        self._seconds_before: float = self.progress["seconds"]
+        self._loop_start = time.perf_counter()
+        return self.progress["epsilon"], self.total_steps
+
+    def _fresh_progress(self) -> dict[str, Any]:
+        return {
+            "episode": 0,
+            "total_steps": 0,
+            "epsilon": self.cfg.epsilon_start,
+            "solved_episode": None,
+            "seconds": 0.0,
+            "rows": [],
+        }
+
+    def _restore(self) -> dict[str, Any]:
+        """Put the saved agent and random states back; return the saved progress."""
+        import torch
+
+        saved = self._saved
+        self.agent.load_state_dict(saved["agent"])
+        random.setstate(saved["rng"]["python"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        self.env.unwrapped.np_random.bit_generator.state = saved["rng"]["env"]
+        self.env.action_space.np_random.bit_generator.state = saved["rng"]["action_space"]
+        return saved["progress"]
+
+    # ------------------------------------------------------------ around the loop
+
+    def __enter__(self) -> TrainingSession:
+        self._exits = contextlib.ExitStack()
+        self._stop = self._exits.enter_context(_StopRequests(self.out))
+        # Overflow shows up as a non-finite loss, which the agent reports; NumPy need not warn first.
+        self._exits.enter_context(np.errstate(over="ignore", invalid="ignore"))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if isinstance(exc, FloatingPointError):
+                save_torch(self.agent.local_qnetwork.state_dict(), self.checkpoint)
+                last = f"; the last saved training state is {self.state_path}" if self.state_path.exists() else ""
+                raise UserError(
+                    f"training stopped in episode {self._playing}: {exc}; try a smaller --learning-rate. "
+                    f"The last good weights are in {self.checkpoint}{last}"
+                ) from None
+        finally:
+            with self._exits:
+                if self.videos is not None and exc is not None:  # after a second Ctrl-C, don't wait for them
+                    self.videos.close(wait=not isinstance(exc, KeyboardInterrupt))
+                self._bar.close()
+                if self.tensorboard is not None:
+                    self.tensorboard.close()
+                write_metrics(self.metrics_path, self.rows)
+
+    def episodes(self) -> Iterator[int]:
+        """The numbers of the episodes to play; none if the run was solved before and may not go on."""
+        if self.solved_episode is not None and not self.cfg.keep_training:
+            self.out(f"this run was solved at episode {self.solved_episode}; add --keep-training to go on")
+            return
+        for episode in range(self.episode + 1, self.cfg.episodes + 1):
+            self._playing = episode
+            yield episode
+
+    # ------------------------------------------------------------ in the loop
+
+    def elapsed(self) -> float:
+        """Seconds of training in this run, those before a resume included."""
+        return self._seconds_before + time.perf_counter() - self._loop_start
+
+    def record(self, episode: int, score: float, length: int, epsilon: float, total_steps: int) -> float:
+        """Keep a finished episode (metrics row, TensorBoard, metrics.csv every log_every); return the average.
+
+        The average is over the last 100 episodes, or all of them while there are fewer.
+        """
+        self.episode, self.total_steps = episode, total_steps
+        self.scores.append(score)
+        self.window.append(score)
+        average = float(np.mean(self.window))
+        self._elapsed = self.elapsed()
+        row = {
+            "episode": episode,
+            "total_steps": total_steps,
+            "score": score,  # full precision: a resumed run rebuilds its window from these
+            "length": length,
+            "epsilon": epsilon,
+            "average_100": average,
+            "wall_seconds": round(self._elapsed, 3),
+        }
+        self.rows.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.log(row, self.agent.last_loss)
+        if episode % self.cfg.log_every == 0:
+            write_metrics(self.metrics_path, self.rows)
+        return average
+
+    def film(self, episode: int, network: Network) -> None:
+        """Have the worker process film ``network``'s greedy policy; training goes on meanwhile."""
+        path = video_path(episode, VIDEO_DIR / self.run_dir.name)
+        self.videos.submit(episode, network, self.cfg.env, self.cfg.max_steps, path, seed=self.cfg.seed + episode)
+
+    def show_progress(self, episode: int, average: float, epsilon: float, total_steps: int) -> None:
+        """Move the bar, or print a progress line every ``log_every`` episodes."""
+        self._bar.update(episode, average, epsilon, total_steps, total_steps / max(self._elapsed, 1e-9))
+
+    def save_solved(self, episode: int, average: float, network: Network) -> None:
+        """The target is reached: note the episode, save ``network``'s weights to the checkpoint, say so."""
+        self.solved_episode = episode
+        save_torch(network.state_dict(), self.checkpoint)
+        self.out(
+            f"solved: 100-episode average {average:.2f} >= {self.cfg.target_score:g} at episode {episode} "
+            f"({self.total_steps} steps, {self._elapsed:.1f} s); weights saved to {self.checkpoint}"
+        )
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once Ctrl-C (or SIGTERM) asked the run to stop after its episode."""
+        return self._stop.signal is not None
+
+    def save_state(self, epsilon: float) -> None:
+        """Save the resumable training state as of the last finished episode; ``epsilon`` is the next one's."""
+        self.progress.update(
+            episode=self.episode,
+            total_steps=self.total_steps,
+            epsilon=epsilon,
+            solved_episode=self.solved_episode,
+            seconds=self.elapsed(),
+        )
+        save_training_state(self.state_path, self.agent, self.env, self.cfg, self.progress)
+
+    # ------------------------------------------------------------ after the loop
+
+    def finish(self, network: Network) -> TrainResult:
+        """Draw the learning curve, save ``network``'s weights, wait for the videos, say how the run ended."""
+        if self.rows:
+            self.out(f"learning curve: {plot_learning_curve(self.metrics_path, target_score=self.cfg.target_score)}")
+        save_torch(network.state_dict(), self.checkpoint)
+        if self.videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
+            self.videos.close()
+        seconds = self.elapsed()
+        if self._stop.signal is not None:
+            self.out(f"stopped at episode {self.episode}; continue with: python main.py --resume {self.state_path}")
+        elif self.solved_episode is None:
+            self.out(f"not solved in {len(self.scores)} episodes; last weights saved to {self.checkpoint}")
+        return TrainResult(
+            self.scores,
+            self.solved_episode,
+            self.total_steps,
+            seconds,
+            self.run_dir,
+            self.checkpoint,
+            self.state_path,
+            self._stop.signal,
+        )

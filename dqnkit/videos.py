@@ -1,0 +1,245 @@
+"""Videos of the greedy policy: recording, the worker process that records while training goes on, and playback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dqnkit.envs import make_env
+from dqnkit.errors import first_line
+from dqnkit.files import atomic_write, network_from_weights
+
+if TYPE_CHECKING:
+    from nnetwork import Network
+
+VIDEO_DIR = Path("videos")
+
+
+def record_video(
+    policy: Callable[[np.ndarray], int], env_id: str, max_steps: int, path: str | os.PathLike, seed: int, fps: int = 50
+) -> float:
+    """Play one episode with ``policy`` (greedy) in a separate rendering environment; save an H.264 mp4.
+
+    The rendering environment has its own seed, so recording never changes the
+    training environment's random stream. Returns the episode's score.
+    """
+    import imageio.v2 as imageio
+
+    env = make_env(env_id, max_steps, render_mode="rgb_array")
+    try:
+        state, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        score, done = 0.0, False
+        while not done:
+            state, reward, terminated, truncated, _ = env.step(policy(state))
+            score += float(reward)
+            frames.append(env.render())
+            done = terminated or truncated
+    finally:
+        env.close()
+
+    def write(tmp: str) -> None:
+        # yuv420p and even frame sizes let every browser play the file; faststart puts
+        # the index first so a notebook can start playing before it has read it all.
+        with imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=2,
+            output_params=["-movflags", "+faststart"],
+            ffmpeg_log_level="error",
+        ) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+
+    atomic_write(path, write, suffix=".mp4")
+    return score
+
+
+def greedy_policy(net: Network) -> Callable[[np.ndarray], int]:
+    """The greedy policy ``argmax_a Q(s, a)`` of a CPU network (``nnetwork.Network`` or ``DuelingNetwork``)."""
+    import torch
+
+    def policy(state: np.ndarray) -> int:
+        with torch.inference_mode():
+            return int(net(torch.from_numpy(np.asarray(state, dtype=np.float32))).argmax())
+
+    return policy
+
+
+def record_greedy_video(weights: dict, env_id: str, max_steps: int, path: str | os.PathLike, seed: int) -> float:
+    """:func:`record_video` of the greedy policy of ``weights`` (a network's ``state_dict``); returns the score."""
+    return record_video(greedy_policy(network_from_weights(weights, path)), env_id, max_steps, path, seed)
+
+
+def _ignore_sigint() -> None:
+    """In the video worker: Ctrl-C is for the training process, which stops after its episode."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class BackgroundVideos:
+    """Record the periodic videos in one worker process while training goes on.
+
+    Why: rendering and encoding one greedy episode takes 1-5 s. Inline, a default run of
+    ``python main.py`` stopped training 16 times for that. The worker, a fresh (spawned)
+    interpreter, works on another core. Each request carries a copy of the weights of its
+    episode, so a video shows that episode's policy whatever training has done since, and
+    the recording environment has its own seed, as before: training computes the same
+    numbers with or without videos. A failed video is a warning, never the end of a run.
+    Where no process can start (some sandboxes), it records between episodes, as before.
+
+    Args:
+        out: where warnings go.
+    """
+
+    MAX_PENDING = 2  # videos queued or being made; one more makes training wait for the oldest
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self._out = out
+        self._pool: Any = None
+        self._pending: list[tuple[int, Any]] = []  # (episode, future)
+        self.scores: dict[int, float] = {}  # the score of each episode's finished video
+        self._inline = False  # True where no worker process can start
+
+    def submit(self, episode: int, network: Network, env_id: str, max_steps: int, path: Path, seed: int) -> None:
+        """Queue the video of ``network``'s greedy policy at ``episode``; return at once."""
+        from concurrent.futures import BrokenExecutor
+
+        # A copy now: the queue pickles it later, and training keeps changing the live weights.
+        weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        if self._pool is None and not self._inline:
+            self._start_worker()
+        if self._inline:  # no worker process on this system: record here, between episodes
+            try:
+                self.scores[episode] = record_greedy_video(weights, env_id, max_steps, path, seed)
+            except Exception as exc:
+                self._warn(episode, exc)
+            return
+        try:
+            future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
+        except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
+            self._warn(episode, exc)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return
+        self._pending.append((episode, future))
+        # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
+        # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
+        self._collect(keep=self.MAX_PENDING)
+
+    def _warn(self, episode: int, exc: BaseException) -> None:
+        """One warning line for a video that could not be written; training goes on."""
+        self._out(f"warning: could not write video for episode {episode}: {first_line(exc)}")
+
+    def _start_worker(self) -> None:
+        """Start the worker process, or fall back to recording inline where processes cannot start."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
+        except (OSError, NotImplementedError, ValueError) as exc:  # e.g. no semaphores in a sandbox
+            self._out(f"warning: no video worker ({first_line(exc)}); videos are recorded between episodes")
+            self._inline = True
+
+    def _collect(self, keep: int) -> None:
+        """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending.
+
+        A failed video is reported as a warning line.
+        """
+        still = []
+        for i, (episode, future) in enumerate(self._pending):
+            if not future.done() and len(self._pending) - i <= keep:
+                still.append((episode, future))
+                continue
+            try:
+                self.scores[episode] = future.result()
+            except Exception as exc:  # a missing encoder or a full disk must not end a training run
+                self._warn(episode, exc)
+        self._pending = still
+
+    def close(self, wait: bool = True) -> None:
+        """Wait for the videos still being made (or, with ``wait=False``, drop those not started)."""
+        if self._pool is None:
+            return
+        if wait and self._pending:
+            episodes = ", ".join(str(episode) for episode, _ in self._pending)
+            plural = "s" if len(self._pending) > 1 else ""
+            self._out(f"finishing the video{plural} of episode{plural} {episodes} ...")
+            self._collect(keep=0)
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._pool = None
+
+
+def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
+    """``<video_dir>/episode_0050.mp4`` for episode 50."""
+    return Path(video_dir) / f"episode_{episode:04d}.mp4"
+
+
+def find_video(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
+    """The newest saved video of ``episode``: training runs keep theirs in ``videos/<run name>/``."""
+    name = video_path(episode, ".").name
+    found = sorted(Path(video_dir).glob(f"**/{name}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no video of episode {episode} under {video_dir}/; one is written every --video-every")
+    return found[-1]
+
+
+def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.PathLike = VIDEO_DIR):
+    """Return an object that plays a saved video inline in Jupyter.
+
+    ``show_video(50)`` plays the newest ``videos/**/episode_0050.mp4``; a path plays that
+    file. The video is embedded (base64), so the notebook keeps it when saved.
+    """
+    from IPython.display import Video
+
+    if isinstance(path_or_episode, int):
+        path = find_video(path_or_episode, video_dir)
+    else:
+        path = Path(path_or_episode)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video at {path}")
+    return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")
+
+
+def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLike = VIDEO_DIR):
+    """Return one Jupyter object playing every video of a run in episode order, each captioned.
+
+    ``run`` is a run name (or its folder); by default the run that saved a video last.
+    """
+    import base64
+    import html
+
+    from IPython.display import HTML
+
+    root = Path(video_dir)
+    if run is None:
+        runs = [p for p in root.glob("*/") if any(p.glob("episode_*.mp4"))]
+        if not runs:
+            raise FileNotFoundError(f"no run under {root}/ has saved a video yet")
+        folder = max(runs, key=lambda p: max(v.stat().st_mtime for v in p.glob("episode_*.mp4")))
+    else:
+        folder = Path(run) if Path(run).is_dir() else root / str(run)
+    videos = sorted(folder.glob("episode_*.mp4"))
+    if not videos:
+        raise FileNotFoundError(f"no videos in {folder}/")
+    cells = []
+    for v in videos:
+        data = base64.b64encode(v.read_bytes()).decode("ascii")
+        episode = int(v.stem.split("_")[1])
+        cells.append(
+            '<figure style="display:inline-block;margin:4px">'
+            f'<video controls loop muted width="300" src="data:video/mp4;base64,{data}"></video>'
+            f"<figcaption>Episode {episode}</figcaption></figure>"
+        )
+    return HTML(f"<div><p>{html.escape(folder.name)}</p>{''.join(cells)}</div>")
