@@ -40,3 +40,9 @@ def episode_outcome(env: gym.Env, state: np.ndarray, terminated: bool) -> str:
     if abs(float(state[0])) >= 1.0:
         return "out of bounds"
     return "crashed"
+
+
+def on_pad(env: gym.Env) -> bool:
+    """Whether the lander stands between the two flags (the pad); meaningful once it has landed."""
+    lander = env.unwrapped
+    return bool(lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2)

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dqnkit.envs import episode_outcome, make_env
-from dqnkit.files import _shape, check_network_fits, check_writable, is_training_state, load_file, network_from_weights
+from dqnkit.envs import episode_outcome, make_env, on_pad
+from dqnkit.files import (
+    _shape,
+    check_network_fits,
+    check_writable,
+    is_training_state,
+    load_file,
+    network_from_weights,
+    save_torch,
+)
 from dqnkit.videos import VIDEO_DIR, greedy_policy, record_video
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from nnetwork import Network
 
 OUTCOMES = ("landed", "crashed", "out of bounds", "timed out")
 
@@ -50,22 +65,8 @@ def evaluate(
     env = make_env(env_id, max_steps)
     check_network_fits(net, env, path)
     policy = greedy_policy(net)
-    result = EvalResult([], [], [], 0)
     try:
-        for i in range(episodes):
-            state, _ = env.reset(seed=seed + i)
-            score, length, terminated, truncated = 0.0, 0, False, False
-            while not (terminated or truncated):
-                state, reward, terminated, truncated, _ = env.step(policy(state))
-                score += float(reward)
-                length += 1
-            outcome = episode_outcome(env, state, terminated)
-            if outcome == "landed":
-                lander = env.unwrapped
-                result.on_pad += lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2
-            result.scores.append(score)
-            result.lengths.append(length)
-            result.outcomes.append(outcome)
+        result = play_greedy(policy, env, range(seed, seed + episodes))
     finally:
         env.close()
     if video:
@@ -75,6 +76,63 @@ def evaluate(
         out(f"video of the first episode: {target}")
     _report(result, f"{path} ({_shape(weights)})", env_id, seed, out)
     return result
+
+
+def play_greedy(policy: Callable[[np.ndarray], int], env: gym.Env, seeds: Iterable[int]) -> EvalResult:
+    """One greedy episode from each reset seed: scores, lengths, outcomes and landings on the pad."""
+    result = EvalResult([], [], [], 0)
+    for seed in seeds:
+        state, _ = env.reset(seed=seed)
+        score, length, terminated, truncated = 0.0, 0, False, False
+        while not (terminated or truncated):
+            state, reward, terminated, truncated, _ = env.step(policy(state))
+            score += float(reward)
+            length += 1
+        outcome = episode_outcome(env, state, terminated)
+        result.on_pad += outcome == "landed" and on_pad(env)
+        result.scores.append(score)
+        result.lengths.append(length)
+        result.outcomes.append(outcome)
+    return result
+
+
+class PeriodicEvaluation:
+    """Evaluation during training: every ``every`` episodes, ``episodes`` greedy episodes; keeps the best weights.
+
+    The evaluation episodes start from reset seeds ``SEED_BASE``, ``SEED_BASE + 1``, ..., which
+    no training run uses (training seeds its environment once with ``--seed``, the videos use
+    ``--seed`` + episode): the score says how the greedy policy flies on worlds it never trained
+    on. Each evaluation uses the same seeds, so two evaluations compare like with like. It has
+    its own environment and draws no random numbers from the training's generators: a run
+    computes the same numbers with or without it. The highest-scoring weights so far go to
+    ``best_path`` (atomically), which ``--evaluate`` accepts like any weights file.
+    """
+
+    SEED_BASE = 1_000_000
+
+    def __init__(self, env_id: str, max_steps: int, every: int, episodes: int, best_path: Path) -> None:
+        self.env = make_env(env_id, max_steps)
+        self.every, self.episodes, self.best_path = every, episodes, best_path
+        self.best_score = -math.inf
+        self.last: EvalResult | None = None
+
+    def due(self, episode: int) -> bool:
+        """Whether ``episode`` is one after which to evaluate."""
+        return self.every > 0 and episode % self.every == 0
+
+    def run(self, network: Network) -> float:
+        """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""
+        seeds = range(self.SEED_BASE, self.SEED_BASE + self.episodes)
+        self.last = play_greedy(greedy_policy(network), self.env, seeds)
+        mean = float(np.mean(self.last.scores))
+        if mean > self.best_score:
+            self.best_score = mean
+            save_torch({k: v.detach().cpu().clone() for k, v in network.state_dict().items()}, self.best_path)
+        return mean
+
+    def close(self) -> None:
+        """Close the evaluation environment."""
+        self.env.close()
 
 
 def _report(result: EvalResult, what: str, env_id: str, seed: int, out: Callable[[str], None]) -> None:
