@@ -137,6 +137,53 @@ def test_sigint_then_resume_gives_the_uninterrupted_scores(root: Path, tmp_path:
         assert a == b, f"episode {i + 1}: uninterrupted {a}, interrupted at {stopped_at} and resumed {b}"
 
 
+def _processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes working in ``folder`` (its video worker, ffmpeg)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(folder):
+                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+@pytest.mark.parametrize("moment", ["stopping after this episode", "finishing the videos"])
+def test_a_second_sigint_stops_within_two_seconds(root: Path, tmp_path: Path, moment: str) -> None:
+    """Issue item 5: the second Ctrl-C ends the process at once, even while videos are being made.
+
+    A video every episode keeps the worker busy, so the end of the run has videos to wait for;
+    the second signal comes as soon as the run says ``moment``.
+    """
+    args = ["--episodes", "100000", "--seed", "0", "--save-every", "1", "--video-every", "1", "--minibatch-size", "16"]
+    proc = _start(root, tmp_path, *args)
+    assert proc.stdout.readline().startswith("run ")
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("runs/*/training_state.pth")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # videos queued
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:
+        if line.startswith((moment, "stopped at")):
+            break
+    assert line.startswith(moment), f"the run ended before the second signal: {line}"
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    seconds = time.monotonic() - sent
+    assert seconds < 2.0, f"the process took {seconds:.2f} s to end after the second SIGINT"
+    assert proc.returncode == 130, (out, err)
+    assert err.splitlines() == ["main.py: interrupted; the last saved training state is still complete"]
+    (state,) = tmp_path.glob("runs/*/training_state.pth")
+    assert load_training_state(state, main.Config)["progress"]["episode"] >= 1  # whole, and it loads
+    deadline = time.monotonic() + 2
+    while _processes_in(tmp_path) and time.monotonic() < deadline:  # ffmpeg may take a moment to die
+        time.sleep(0.05)
+    assert not _processes_in(tmp_path), "the video worker or its ffmpeg outlived the run"
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
 def _train_in_child(cwd: str, argv: list[str]) -> None:
     os.chdir(cwd)
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process is killed, never closed
