@@ -304,13 +304,13 @@ def train(
 
     device = resolve_device(cfg.device)
     torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
-    session = TrainingSession(cfg, out, resume)  # checks every output folder, then makes the run's
+    session = TrainingSession(cfg, out, resume)  # checks every output folder, creates none yet
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    epsilon, total_steps = session.start(agent, env, device)  # a resumed run gets its agent and progress back
-    with session, env:  # Ctrl-C now stops after the episode; leaving writes metrics.csv and closes the env
+    epsilon, total_steps = session.start(agent, env, device)  # the run's folder; a resumed run gets its progress back
+    with session, env:  # Ctrl-C now stops after the episode; leaving closes the logs and the env
         for episode in session.episodes():
             # Seed the environment once; later resets continue its random stream.
             reset_seed = cfg.seed if episode == 1 else None
@@ -323,7 +323,7 @@ def train(
                 session.film(episode, agent.local_qnetwork)
             session.show_progress(episode, average, epsilon, total_steps)
             if session.solved_episode is None and len(session.scores) >= 100 and average >= cfg.target_score:
-                session.save_solved(episode, average, agent.local_qnetwork)  # the weights, to cfg.checkpoint
+                session.save_solved(episode, average, agent.local_qnetwork)  # the only write to cfg.checkpoint
                 if not cfg.keep_training:
                     break
             if session.stop_requested:  # Ctrl-C: the episode is complete, so a resumed run goes on exactly
@@ -331,7 +331,7 @@ def train(
             if episode % cfg.save_every == 0:
                 session.save_state(epsilon)
         session.save_state(epsilon)  # where this run stops, so that --resume can go on from here
-    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights, the videos
+    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights (in the run's folder), videos
 
 
 # ---------------------------------------------------------------- command line

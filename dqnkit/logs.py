@@ -24,15 +24,19 @@ class Progress:
     """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
 
     Messages go through :meth:`write`, which prints above the bar instead of through it.
+    ``total`` is the number of episodes the run will play, or None when it may stop earlier
+    (at the target score): the bar then counts episodes against ``most`` and shows no time left,
+    since an estimate for all of them would be minutes for a run that ends in seconds.
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         initial: int,
         log_every: int,
         quiet: bool,
         out: Callable[[str], None] | None = None,
+        most: int | None = None,
     ) -> None:
         self.log_every = log_every
         self.quiet = quiet
@@ -44,9 +48,19 @@ class Progress:
 
             from tqdm import tqdm
 
+            # Without a total: "episode 37 of at most 2000 [00:12, avg100 ... steps/s]": no time left,
+            # and no bar, which would fill towards 2,000 as wrongly; under 80 columns, so nothing is cut.
+            open_ended = f"episode {{n_fmt}} of at most {most} [{{elapsed}}{{postfix}}]"
             # A terminal that reports no width (some IDE consoles) would get an empty bar.
             width = shutil.get_terminal_size().columns
-            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout)
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="ep",
+                ncols=width,
+                file=sys.stdout,
+                bar_format=None if total is not None or most is None else open_ended,
+            )
 
     def write(self, message: str) -> None:
         """Print one message line."""
@@ -80,12 +94,25 @@ class Progress:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write the per-episode metrics CSV atomically."""
+    """Write the per-episode metrics CSV atomically: the header, then ``rows``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """Append one episode's row to the CSV :func:`write_metrics` began; it is on disk when this returns.
+
+    Opened and closed each time (tens of microseconds): the file never lags the training
+    state, and no descriptor stays open to keep a full disk's space.
+    """
+    try:
+        with open(path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(row)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -148,8 +148,10 @@ def test_background_videos_fall_back_to_inline_where_no_process_can_start(
 def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = main.train(_tiny(tmp_path), out=lambda _: None)
+    assert result.last_weights == result.run_dir / "last.pth"
+    assert not (tmp_path / "weights.pth").exists()  # the checkpoint is written only by a run that solves
     net = Network(8, 4)
-    net.load_state_dict(torch.load(tmp_path / "weights.pth", weights_only=True))
+    net.load_state_dict(torch.load(result.last_weights, weights_only=True))
     with open(result.run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["episode"]) for r in rows] == [1, 2, 3]
@@ -214,7 +216,7 @@ def _run(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_path: Path) -> None:
+def test_main_subprocess_tiny_run_writes_videos_and_last_weights(root: Path, tmp_path: Path) -> None:
     proc = _run(
         root,
         tmp_path,
@@ -237,7 +239,9 @@ def test_main_subprocess_tiny_run_writes_video_and_checkpoint(root: Path, tmp_pa
     assert [v.name for v in videos] == ["episode_0001.mp4", "episode_0002.mp4"]
     frames = _decode(videos[0])
     assert len(frames) >= 2 and frames[0].shape == (400, 600, 3)
-    Network(8, 4).load_state_dict(torch.load(tmp_path / "checkpoint.pth", weights_only=True))
+    (last,) = tmp_path.glob("runs/*/last.pth")
+    Network(8, 4).load_state_dict(torch.load(last, weights_only=True))
+    assert not (tmp_path / "checkpoint.pth").exists()
 
 
 @pytest.mark.parametrize(
@@ -273,6 +277,7 @@ def test_bad_flags_exit_with_one_line(root: Path, tmp_path: Path, args: list[str
     [
         ("LunarLander-v2", "use --env LunarLander-v3"),
         ("NoSuchEnv-v0", "cannot create environment"),
+        ("Lunarlander-v3", "cannot create environment 'Lunarlander-v3'"),  # a typo
         ("Pendulum-v1", "needs a discrete action space"),
     ],
 )
@@ -281,3 +286,4 @@ def test_bad_environment_exits_with_one_line(root: Path, tmp_path: Path, env_id:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty run folder left behind (issue item 8)

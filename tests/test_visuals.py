@@ -88,6 +88,7 @@ def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert image.shape[:2] == (500, 900)
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
         "config.json",
+        "last.pth",
         "learning_curve.png",
         "metrics.csv",
         "training_state.pth",
@@ -139,9 +140,18 @@ def _run_in_pty(root: Path, cwd: Path, *args: str) -> str:
 def test_progress_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> None:
     screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--log-every", "2", "--no-video", *TINY)
     assert re.search(r"\r(?!\n)", screen), screen  # the bar redraws itself in place
-    assert "8/8" in screen and "avg100" in screen and "eps" in screen and "steps/s" in screen
+    assert "avg100" in screen and "eps" in screen and "steps/s" in screen
     assert "episode     2" not in screen  # no plain progress lines under the bar
     assert "learning curve:" in screen  # messages still get through
+    # The run may stop at the target score: episodes against the most it may play, and no time left,
+    # which for 2,000 episodes said "06:18 left" to a run that solved 40 s later.
+    assert "episode 8 of at most 8" in screen and "8/8" not in screen
+    assert not re.search(r"<\d\d:\d\d", screen), screen
+
+
+def test_progress_bar_shows_time_left_when_every_episode_will_be_played(root: Path, tmp_path: Path) -> None:
+    screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--keep-training", "--no-video", *TINY)
+    assert "8/8" in screen and re.search(r"<\d\d:\d\d", screen), screen
 
 
 # ---------------------------------------------------------------- TensorBoard
