@@ -78,11 +78,9 @@ class Config:
     hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
     seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", nonnegative_int, group=RUN)
     target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
-    keep_training: bool = option(
-        False, "go on training after the target score is reached", action="store_true", group=RUN
-    )
+    keep_training: bool = option(False, "go on after reaching the target score", action="store_true", group=RUN)
     checkpoint: str = option(
-        "checkpoint.pth", "where the trained network's weights are saved", metavar="PATH", group=RUN
+        "checkpoint.pth", "the weights of a run that solves (every run: runs/<run>/last.pth)", metavar="PATH", group=RUN
     )
     video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
     video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
@@ -92,7 +90,9 @@ class Config:
     tensorboard: bool = option(
         False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
     )
-    device: str = option("auto", "where the networks run", choices=("auto", "cpu", "cuda"), group=RUN)
+    device: str = option(
+        "cpu", "auto = cuda when available; the CPU is fastest at this size", choices=("cpu", "cuda", "auto"), group=RUN
+    )
     backprop: str = option(
         "autograd",
         "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
@@ -228,7 +228,7 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def resolve_device(name: str) -> torch.device:
-    """Pick the device once: ``auto`` means CUDA when available, else the CPU."""
+    """Pick the device once: ``cpu`` unless asked; ``auto`` means CUDA when available, else the CPU."""
     import torch
 
     if name == "auto":

@@ -287,3 +287,24 @@ def test_bad_environment_exits_with_one_line(root: Path, tmp_path: Path, env_id:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert list(tmp_path.iterdir()) == []  # no empty run folder left behind (issue item 8)
+
+
+def test_the_default_device_is_the_cpu_even_with_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue item 2: a 64-64 network ran 3.6x slower on an H200 than on the CPU; a GPU is for those who ask."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main.Config().device == main.parse_config([]).device == "cpu"
+    assert main.resolve_device("cpu") == torch.device("cpu")
+    assert main.resolve_device("auto") == torch.device("cuda")  # auto still takes a GPU it is told of
+    build_agent = main.build_agent
+    devices: list[torch.device] = []
+
+    def recording_build_agent(cfg, env, device, rng):
+        devices.append(device)
+        return build_agent(cfg, env, device, rng)
+
+    monkeypatch.setattr(main, "build_agent", recording_build_agent)
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    main.train(main.Config(episodes=1, max_steps=20, video=False), out=lines.append)
+    assert devices == [torch.device("cpu")]
+    assert lines[0].startswith("run ") and " on cpu;" in lines[0]
