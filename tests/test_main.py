@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -308,3 +309,21 @@ def test_the_default_device_is_the_cpu_even_with_a_gpu(tmp_path: Path, monkeypat
     main.train(main.Config(episodes=1, max_steps=20, video=False), out=lines.append)
     assert devices == [torch.device("cpu")]
     assert lines[0].startswith("run ") and " on cpu;" in lines[0]
+
+
+@pytest.mark.parametrize("how", ["stdout closed at once", "| head -3"])
+def test_a_closed_stdout_ends_quietly(root: Path, tmp_path: Path, how: str) -> None:
+    """Issue item 6: ``python main.py --evaluate x.pth | head -3`` ends without a BrokenPipeError traceback."""
+    torch.save(Network(8, 4).state_dict(), tmp_path / "w.pth")
+    command = [sys.executable, str(root / "main.py"), "--evaluate", "w.pth", "--episodes", "2"]
+    if how == "| head -3":
+        proc = subprocess.run(
+            f"{shlex.join(command)} | head -3", shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3
+        assert proc.stderr == ""
+        return
+    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # the reader is gone before the first line: every write fails
+    _, err = child.communicate(timeout=120)
+    assert err == b"" and child.returncode == 141  # 128 + SIGPIPE, as a process a closed pipe ends
