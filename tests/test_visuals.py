@@ -21,7 +21,7 @@ import pytest
 
 import main
 from dqnkit.files import new_run_dir
-from dqnkit.logs import METRIC_FIELDS, plot_learning_curve, solved_at
+from dqnkit.logs import METRIC_FIELDS, learning_curve_figure, plot_learning_curve, read_metrics, solved_at
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 
@@ -69,6 +69,35 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     image = imageio.imread(png)
     assert image.shape[:2] == (500, 900)
     assert image[..., :3].std() > 10  # something was drawn
+
+
+def _inside(box, points: np.ndarray) -> np.ndarray:
+    """Which display-space ``points`` fall in the bounding ``box``."""
+    x, y = points[:, 0], points[:, 1]
+    return (box.x0 <= x) & (x <= box.x1) & (box.y0 <= y) & (y <= box.y1)
+
+
+def test_the_solved_label_and_the_legend_hide_no_curve(tmp_path: Path) -> None:
+    """Issue item 12: the label sat on the average curve, and the legend on the end of the epsilon curve."""
+    _write_csv(tmp_path / "metrics.csv", 250)  # the average reaches 200 at episode 180
+    m = read_metrics(tmp_path / "metrics.csv")
+    fig = learning_curve_figure(m, 200.0, "a run")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax, eps_ax = fig.axes
+    (label,) = [t for t in ax.texts if t.get_text() == "solved at episode 180"]
+    box = label.get_window_extent(renderer)
+    frame = ax.get_window_extent(renderer)
+    assert frame.y1 - 30 < box.y0 < box.y1 <= frame.y1  # at the top of the axes
+    assert box.x1 <= ax.transData.transform((180, 0))[0]  # beside the line, on the side with room
+    episodes = np.linspace(1, 250, 5000)  # the curves as drawn: straight lines between the points
+    average = ax.transData.transform(np.column_stack([episodes, np.interp(episodes, m["episode"], m["average_100"])]))
+    assert not _inside(box, average).any(), "the label covers the average curve"
+    (legend,) = fig.legends
+    where = legend.get_window_extent(renderer)
+    assert not where.overlaps(frame), "the legend sits on the axes"
+    epsilon = eps_ax.transData.transform(np.column_stack([m["episode"], m["epsilon"]]))
+    assert not _inside(where, epsilon).any() and not _inside(box, epsilon).any()
 
 
 def test_plot_flag_draws_an_existing_csv(root: Path, tmp_path: Path) -> None:
