@@ -78,11 +78,9 @@ class Config:
     hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
     seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", nonnegative_int, group=RUN)
     target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
-    keep_training: bool = option(
-        False, "go on training after the target score is reached", action="store_true", group=RUN
-    )
+    keep_training: bool = option(False, "go on after reaching the target score", action="store_true", group=RUN)
     checkpoint: str = option(
-        "checkpoint.pth", "where the trained network's weights are saved", metavar="PATH", group=RUN
+        "checkpoint.pth", "the weights of a run that solves (every run: runs/<run>/last.pth)", metavar="PATH", group=RUN
     )
     video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
     video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
@@ -92,7 +90,9 @@ class Config:
     tensorboard: bool = option(
         False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
     )
-    device: str = option("auto", "where the networks run", choices=("auto", "cpu", "cuda"), group=RUN)
+    device: str = option(
+        "cpu", "auto = cuda when available; the CPU is fastest at this size", choices=("cpu", "cuda", "auto"), group=RUN
+    )
     backprop: str = option(
         "autograd",
         "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
@@ -228,7 +228,7 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def resolve_device(name: str) -> torch.device:
-    """Pick the device once: ``auto`` means CUDA when available, else the CPU."""
+    """Pick the device once: ``cpu`` unless asked; ``auto`` means CUDA when available, else the CPU."""
     import torch
 
     if name == "auto":
@@ -304,13 +304,13 @@ def train(
 
     device = resolve_device(cfg.device)
     torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
-    session = TrainingSession(cfg, out, resume)  # checks every output folder, then makes the run's
+    session = TrainingSession(cfg, out, resume)  # checks every output folder, creates none yet
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    epsilon, total_steps = session.start(agent, env, device)  # a resumed run gets its agent and progress back
-    with session, env:  # Ctrl-C now stops after the episode; leaving writes metrics.csv and closes the env
+    epsilon, total_steps = session.start(agent, env, device)  # the run's folder; a resumed run gets its progress back
+    with session, env:  # Ctrl-C now stops after the episode; leaving closes the logs and the env
         for episode in session.episodes():
             # Seed the environment once; later resets continue its random stream.
             reset_seed = cfg.seed if episode == 1 else None
@@ -323,7 +323,7 @@ def train(
                 session.film(episode, agent.local_qnetwork)
             session.show_progress(episode, average, epsilon, total_steps)
             if session.solved_episode is None and len(session.scores) >= 100 and average >= cfg.target_score:
-                session.save_solved(episode, average, agent.local_qnetwork)  # the weights, to cfg.checkpoint
+                session.save_solved(episode, average, agent.local_qnetwork)  # the only write to cfg.checkpoint
                 if not cfg.keep_training:
                     break
             if session.stop_requested:  # Ctrl-C: the episode is complete, so a resumed run goes on exactly
@@ -331,7 +331,7 @@ def train(
             if episode % cfg.save_every == 0:
                 session.save_state(epsilon)
         session.save_state(epsilon)  # where this run stops, so that --resume can go on from here
-    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights, the videos
+    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights (in the run's folder), videos
 
 
 # ---------------------------------------------------------------- command line
@@ -366,4 +366,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_script(main))  # as main(), and `python main.py ... | head` ends quietly

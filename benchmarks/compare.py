@@ -11,7 +11,8 @@ are printed as a table and as one JSON line.
     python benchmarks/compare.py                          # everything: long (about an hour on 2 cores)
     python benchmarks/compare.py --which preset --seeds 0 1
 
-Stable-Baselines3 is optional: ``pip install -r benchmarks/requirements.txt``.
+Stable-Baselines3 is optional: ``pip install -r benchmarks/requirements.txt``. Without it the
+table compares the other methods, after a one-line warning at the start.
 Its hyperparameters are rl-baselines3-zoo's for LunarLander-v2 (``hyperparams/dqn.yml``).
 """
 
@@ -339,9 +340,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def sb3_problem() -> str | None:
+    """Why Stable-Baselines3 cannot run here, or None; checked before anything runs, not after minutes."""
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError as exc:  # not installed, or installed against another PyTorch
+        return f"{exc}; install it with: pip install -r benchmarks/requirements.txt"
+    return None
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run every method on every seed; print the table and one JSON line; return the results."""
+    """Run every method on every seed; print the table and one JSON line; return the results.
+
+    Without Stable-Baselines3 it compares the other methods and says so in one line first,
+    or, when SB3 was the only one asked for, exits with that line.
+    """
     args = parse_args(argv)
+    if "sb3" in args.which and (problem := sb3_problem()) is not None:
+        args.which = [w for w in args.which if w != "sb3"]
+        if not args.which:
+            raise SystemExit(f"compare.py: error: cannot run sb3: {problem}")
+        print(f"compare.py: warning: skipping sb3: {problem}", file=sys.stderr, flush=True)
     info = _machine()
     runs = []
     tasks = [(method, seed) for method in args.which for seed in args.seeds]

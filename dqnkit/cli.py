@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -251,3 +253,24 @@ def resumed_config(cfg: Any, given: Collection[str], saved: Any, source: str) ->
             f"{', '.join(changed)} cannot change when resuming: the run goes on with the settings saved in {source}"
         )
     return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in set(given) & RESUME_OVERRIDABLE})
+
+
+# ---------------------------------------------------------------- the script
+
+
+def run_script(main: Callable[[], int]) -> int:
+    """Run a script's ``main()`` and return its exit status; a closed stdout ends it quietly.
+
+    ``python main.py --evaluate x.pth | head -3``: once ``head`` has its lines, writing more
+    raises BrokenPipeError, here or in the final flush. Python's recipe: point stdout at
+    /dev/null so that the interpreter's own flush at exit cannot fail again, and exit with
+    141 = 128 + SIGPIPE, the status of a process a closed pipe ends (as 130 is Ctrl-C's).
+    """
+    try:
+        status = main()
+        sys.stdout.flush()  # here, inside the try: the interpreter's flush at exit would print a traceback
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

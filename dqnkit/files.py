@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
+import re
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dqnkit.errors import UserError
 
@@ -33,38 +35,128 @@ os.umask(_UMASK)
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
     """Call ``write(tmp_path)``, then rename the temporary file onto ``path``.
 
-    The temporary file sits in the same folder, so the rename is atomic: a crash at
+    For writers that need a file name (ffmpeg); :func:`atomic_write_file` is for those that take a
+    file object. The temporary file sits in the same folder, so the rename is atomic: a crash at
     any moment leaves either the old complete file or the new complete one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
+
+    def fill(fd: int, tmp: str) -> None:
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+
+    _replace(Path(path), fill, suffix)
+
+
+def atomic_write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on an open binary temporary file, then rename it onto ``path``.
+
+    The file is closed here whatever ``write`` does. A writer that opens the file by name may
+    keep it open when it fails: ``torch.save(obj, name)`` on a full disk left its descriptor
+    open, so the unlinked file kept its space and the next write failed too.
+    """
+
+    def fill(fd: int, tmp: str) -> None:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _replace(Path(path), fill)
+
+
+def _replace(path: Path, fill: Callable[[int, str], None], suffix: str = "") -> None:
+    """Fill a new temporary file beside ``path`` (``fill`` closes its descriptor), then rename it onto ``path``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was; a full disk or
+    an unwritable folder becomes a one-line :class:`UserError`, a Ctrl-C stays a KeyboardInterrupt.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The writer's process id in the name tells a live save from the leftover of a killed one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + suffix)
+    except OSError as exc:
+        raise UserError(f"cannot save {path}: {exc.strerror or exc}") from None
+    try:
+        fill(fd, tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save wraps what its file raised in a RuntimeError; the cause is what the user can act on.
+        if not isinstance(exc, KeyboardInterrupt) and _caused_by(exc, KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        if (os_error := _caused_by(exc, OSError)) is not None:
+            kept = f"; the previous {path.name} is unchanged" if path.is_file() else ""
+            raise UserError(f"cannot save {path}: {os_error.strerror or os_error}{kept}") from None
         raise
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain of causes, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
+    """``torch.save`` through :func:`atomic_write_file`."""
     import torch
 
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write_file(path, lambda fh: torch.save(obj, fh))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
+    atomic_write_file(path, lambda fh: fh.write(text.encode()))
 
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
 
-    atomic_write(path, write)
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy ``source`` to ``target`` atomically."""
+    data = Path(source).read_bytes()
+    atomic_write_file(target, lambda fh: fh.write(data))
+
+
+# A temporary file of :func:`atomic_write`: ``.<name>.<pid>.<8 random characters>.tmp[.ext]``;
+# files of older versions have no pid.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp(?:\.\w+)?$")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files a killed save left in ``folder`` (of file ``name`` only, if given).
+
+    A temporary file whose writing process is still alive is a save in progress and stays.
+    Returns the files removed.
+    """
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(Path(folder).iterdir()):
+            match = _TEMP_NAME.match(entry.name)
+            if match is None or (name is not None and match["name"] != name) or not entry.is_file():
+                continue
+            if match["pid"] is not None and _alive(int(match["pid"])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid > 0
 
 
 # ---------------------------------------------------------------- run folders

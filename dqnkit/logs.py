@@ -9,13 +9,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dqnkit.envs import SOLVED_SCORE
 from dqnkit.errors import UserError
-from dqnkit.files import atomic_write, write_text
+from dqnkit.files import atomic_write_file, write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRIC_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
 
@@ -24,15 +27,19 @@ class Progress:
     """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
 
     Messages go through :meth:`write`, which prints above the bar instead of through it.
+    ``total`` is the number of episodes the run will play, or None when it may stop earlier
+    (at the target score): the bar then counts episodes against ``most`` and shows no time left,
+    since an estimate for all of them would be minutes for a run that ends in seconds.
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         initial: int,
         log_every: int,
         quiet: bool,
         out: Callable[[str], None] | None = None,
+        most: int | None = None,
     ) -> None:
         self.log_every = log_every
         self.quiet = quiet
@@ -44,9 +51,19 @@ class Progress:
 
             from tqdm import tqdm
 
+            # Without a total: "episode 37 of at most 2000 [00:12, avg100 ... steps/s]": no time left,
+            # and no bar, which would fill towards 2,000 as wrongly; under 80 columns, so nothing is cut.
+            open_ended = f"episode {{n_fmt}} of at most {most} [{{elapsed}}{{postfix}}]"
             # A terminal that reports no width (some IDE consoles) would get an empty bar.
             width = shutil.get_terminal_size().columns
-            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout)
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="ep",
+                ncols=width,
+                file=sys.stdout,
+                bar_format=None if total is not None or most is None else open_ended,
+            )
 
     def write(self, message: str) -> None:
         """Print one message line."""
@@ -80,12 +97,25 @@ class Progress:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write the per-episode metrics CSV atomically."""
+    """Write the per-episode metrics CSV atomically: the header, then ``rows``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """Append one episode's row to the CSV :func:`write_metrics` began; it is on disk when this returns.
+
+    Opened and closed each time (tens of microseconds): the file never lags the training
+    state, and no descriptor stays open to keep a full disk's space.
+    """
+    try:
+        with open(path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(row)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -116,15 +146,26 @@ def solved_at(average_100: np.ndarray, target_score: float = SOLVED_SCORE) -> in
 def plot_learning_curve(
     metrics_csv: str | os.PathLike, png_path: str | os.PathLike | None = None, target_score: float = SOLVED_SCORE
 ) -> Path:
-    """Draw score per episode, the 100-episode average, epsilon and the solved line; save a PNG (900x500)."""
+    """Draw the learning curve of a run's metrics CSV (:func:`learning_curve_figure`); save a PNG (900x500)."""
+    m = read_metrics(metrics_csv)
+    png = Path(png_path) if png_path is not None else Path(metrics_csv).with_name("learning_curve.png")
+    fig = learning_curve_figure(m, target_score, Path(metrics_csv).parent.name or "learning curve")
+    atomic_write_file(png, lambda fh: fig.savefig(fh, format="png"))
+    return png
+
+
+def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: str) -> Figure:
+    """Score per episode, the 100-episode average, epsilon and the solved line, as a 9x5 inch figure.
+
+    The legend sits below the axes and the "solved at" label at their top, so that neither
+    hides the end of a curve, which is where a run is judged.
+    """
     # The object API with the Agg canvas: no display needed, no global pyplot state to close,
     # and no pyplot import (about half a second at the end of every run).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    m = read_metrics(metrics_csv)
-    png = Path(png_path) if png_path is not None else Path(metrics_csv).with_name("learning_curve.png")
-    fig = Figure(figsize=(9, 5), dpi=100)
+    fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
@@ -133,27 +174,31 @@ def plot_learning_curve(
     crossed = solved_at(m["average_100"], target_score)
     if crossed is not None:
         ax.axvline(crossed, color="tab:green", linewidth=1)
+        # At the top of the axes, beside the line: on the side with more room (a run that stops
+        # at the target crosses at its right end).
+        left = crossed > (m["episode"][0] + m["episode"][-1]) / 2
         ax.annotate(
             f"solved at episode {crossed}",
-            (crossed, target_score),
-            xytext=(-6, -18),
+            (crossed, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4 if left else 4, -4),
             textcoords="offset points",
-            ha="right",  # left of the line: a run usually stops right where it crossed
+            ha="right" if left else "left",
+            va="top",
             color="tab:green",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
         )
     ax.set_xlabel("episode")
     ax.set_ylabel("score")
-    ax.set_title(Path(metrics_csv).parent.name or "learning curve", fontsize=10)
+    ax.set_title(title, fontsize=10)
     eps_ax = ax.twinx()
     eps_ax.plot(m["episode"], m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
     eps_ax.set_ylabel("epsilon")
     eps_ax.set_ylim(0, 1.05)
     lines = ax.get_legend_handles_labels()
     more = eps_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    fig.tight_layout()
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
-    return png
+    fig.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    return fig
 
 
 # ---------------------------------------------------------------- TensorBoard

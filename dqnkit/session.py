@@ -4,6 +4,10 @@ A :class:`TrainingSession` checks and creates the run's folders, restores a save
 ``config.json``, shows progress, keeps ``metrics.csv`` and TensorBoard, hands the periodic videos
 to the worker process, saves the resumable training state, turns Ctrl-C into a stop after the
 episode, and has the last word at the end of the run.
+
+Where the weights go: ``--checkpoint`` (``checkpoint.pth``) is written only by a run that
+solves, as in the original, and the checkpoint it replaces is kept in that run's folder.
+Every run keeps the weights it ended with in its own folder (``runs/<run>/last.pth``).
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from dqnkit.files import (
     RUNS_DIR,
     STATE_FILE,
     check_writable,
+    copy_file,
     load_training_state,
     new_run_dir,
+    remove_stale_temp_files,
     run_name,
     save_torch,
     save_training_state,
     write_text,
 )
-from dqnkit.logs import Progress, TensorBoard, plot_learning_curve, write_metrics
+from dqnkit.logs import Progress, TensorBoard, append_metrics, plot_learning_curve, write_metrics
 from dqnkit.videos import VIDEO_DIR, BackgroundVideos, video_path
 
 if TYPE_CHECKING:
@@ -43,6 +49,10 @@ if TYPE_CHECKING:
 
     from agent import Agent
     from nnetwork import Network
+
+
+LAST_WEIGHTS = "last.pth"  # in the run's folder: the network a run ended with
+PREVIOUS_CHECKPOINT = "previous-checkpoint.pth"  # in the run's folder: the checkpoint its solving replaced
 
 
 @dataclass
@@ -54,9 +64,10 @@ class TrainResult:
     total_steps: int
     seconds: float
     run_dir: Path
-    checkpoint: Path
+    checkpoint: Path  # written only when this run solved (solved_episode is not None)
     state_path: Path
     stopped_by: int | None = None  # the signal that ended the run early, if one did
+    last_weights: Path | None = None  # the network the run ended with, in its folder
 
 
 class _StopRequests:
@@ -118,45 +129,86 @@ class TrainingSession:
         if cfg.video:
             check_writable(VIDEO_DIR, "videos")
         check_writable(self.checkpoint.parent, "the checkpoint")
+        # A new run's folder is made by start(), once the environment exists: a mistyped --env leaves none.
+        self.run_dir: Path | None = None
         if resume is not None:
             self.run_dir = Path(resume).parent
             check_writable(self.run_dir, "the run's files")
         else:
-            self.run_dir = new_run_dir(RUNS_DIR, run_name(cfg, time.time()))
-        self.state_path = self.run_dir / STATE_FILE
-        self.metrics_path = self.run_dir / "metrics.csv"
+            check_writable(RUNS_DIR, "the run's files")
         self._out = out
 
     # ------------------------------------------------------------ before the loop
 
     def start(self, agent: Agent, env: gym.Env, device: torch.device) -> tuple[float, int]:
-        """Restore a saved run into ``agent`` and ``env``, open the logs; return epsilon and the steps so far.
+        """Make the run's folder or restore a saved run into ``agent`` and ``env``; return epsilon and the steps.
 
         Call it after seeding and building the agent, so a resumed run overrides their random states.
         """
         self.agent, self.env = agent, env
+        if self.run_dir is None:
+            self.run_dir = new_run_dir(RUNS_DIR, run_name(self.cfg, time.time()))
+        self.state_path = self.run_dir / STATE_FILE
+        self.metrics_path = self.run_dir / "metrics.csv"
+        self.last_weights = self.run_dir / LAST_WEIGHTS
         self.progress = self._restore() if self._saved is not None else self._fresh_progress()
         self.rows: list[dict[str, Any]] = self.progress["rows"]
         self.scores = [float(r["score"]) for r in self.rows]
         self.window: deque[float] = deque(self.scores[-100:], maxlen=100)
         self.episode: int = self.progress["episode"]  # the last finished episode
+        self._saved_episode = self.episode if self._saved is not None else None  # the one on disk
         self.total_steps: int = self.progress["total_steps"]
         self.solved_episode: int | None = self.progress["solved_episode"]
+        self.done_before = self._done_before()
         config = dataclasses.asdict(self.cfg)
         write_text(self.run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-        self._bar = Progress(self.cfg.episodes, self.episode, self.cfg.log_every, self.cfg.quiet, self._out)
-        self.out = self._bar.write  # every message goes through the bar, which prints it above itself
-        self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
-        self.videos = BackgroundVideos(self.out) if self.cfg.video else None
-        verb = f"resuming at episode {self.episode + 1}" if self._saved is not None else "run"
-        self.out(
-            f"{verb} {self.run_dir.name} on {device}; metrics: {self.metrics_path}; training state: {self.state_path}"
-        )
-        if not self.cfg.quiet:
-            self.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        # Exactly the saved rows: a crash after the last save may have appended some that resuming replays.
+        write_metrics(self.metrics_path, self.rows)
+        self._open_logs()
+        self._announce(device, config)
         self._seconds_before: float = self.progress["seconds"]
         self._loop_start = time.perf_counter()
         return self.progress["epsilon"], self.total_steps
+
+    def _done_before(self) -> str | None:
+        """Why a resumed run has no episode left to play, or None."""
+        if self.solved_episode is not None and not self.cfg.keep_training:
+            return f"this run was solved at episode {self.solved_episode}; add --keep-training to go on"
+        if self.episode >= self.cfg.episodes:
+            return f"this run already played its {self.episode} episodes; raise --episodes to go on"
+        return None
+
+    def _open_logs(self) -> None:
+        """The progress bar (through which every message then goes), TensorBoard and the video worker."""
+        # The bar's total only when the run will play every episode: one that may stop at the
+        # target would show minutes left for a run that ends in seconds.
+        total = self.cfg.episodes if self.cfg.keep_training else None
+        self._bar = Progress(total, self.episode, self.cfg.log_every, self.cfg.quiet, self._out, most=self.cfg.episodes)
+        self.out = self._bar.write
+        self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
+        self.videos = BackgroundVideos(self.out) if self.cfg.video and not self.done_before else None
+
+    def _announce(self, device: torch.device, config: dict[str, Any]) -> None:
+        """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
+        if self.done_before:
+            self.out(self.done_before)
+        else:
+            verb = f"resuming at episode {self.episode + 1}" if self._saved is not None else "run"
+            self.out(
+                f"{verb} {self.run_dir.name} on {device}; metrics: {self.metrics_path}; "
+                f"training state: {self.state_path}"
+            )
+        removed = remove_stale_temp_files(self.checkpoint.parent, self.checkpoint.name)
+        if self._saved is not None:
+            removed += remove_stale_temp_files(self.run_dir) + remove_stale_temp_files(VIDEO_DIR / self.run_dir.name)
+        if removed:
+            plural = "s" if len(removed) > 1 else ""
+            self.out(
+                f"removed {len(removed)} temporary file{plural} left by an interrupted save: "
+                + ", ".join(str(path) for path in removed)
+            )
+        if not self.cfg.quiet and not self.done_before:
+            self.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
 
     def _fresh_progress(self) -> dict[str, Any]:
         return {
@@ -192,11 +244,12 @@ class TrainingSession:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         try:
             if isinstance(exc, FloatingPointError):
-                save_torch(self.agent.local_qnetwork.state_dict(), self.checkpoint)
+                # Into the run's folder: the checkpoint may hold a solved agent, and these weights did not solve.
+                save_torch(self.agent.local_qnetwork.state_dict(), self.last_weights)
                 last = f"; the last saved training state is {self.state_path}" if self.state_path.exists() else ""
                 raise UserError(
                     f"training stopped in episode {self._playing}: {exc}; try a smaller --learning-rate. "
-                    f"The last good weights are in {self.checkpoint}{last}"
+                    f"The last good weights are in {self.last_weights}{last}"
                 ) from None
         finally:
             with self._exits:
@@ -205,12 +258,10 @@ class TrainingSession:
                 self._bar.close()
                 if self.tensorboard is not None:
                     self.tensorboard.close()
-                write_metrics(self.metrics_path, self.rows)
 
     def episodes(self) -> Iterator[int]:
-        """The numbers of the episodes to play; none if the run was solved before and may not go on."""
-        if self.solved_episode is not None and not self.cfg.keep_training:
-            self.out(f"this run was solved at episode {self.solved_episode}; add --keep-training to go on")
+        """The numbers of the episodes to play; none if a resumed run has none left (start() said why)."""
+        if self.done_before:
             return
         for episode in range(self.episode + 1, self.cfg.episodes + 1):
             self._playing = episode
@@ -223,7 +274,7 @@ class TrainingSession:
         return self._seconds_before + time.perf_counter() - self._loop_start
 
     def record(self, episode: int, score: float, length: int, epsilon: float, total_steps: int) -> float:
-        """Keep a finished episode (metrics row, TensorBoard, metrics.csv every log_every); return the average.
+        """Keep a finished episode (a row appended to metrics.csv, TensorBoard); return the average.
 
         The average is over the last 100 episodes, or all of them while there are fewer.
         """
@@ -244,8 +295,7 @@ class TrainingSession:
         self.rows.append(row)
         if self.tensorboard is not None:
             self.tensorboard.log(row, self.agent.last_loss)
-        if episode % self.cfg.log_every == 0:
-            write_metrics(self.metrics_path, self.rows)
+        append_metrics(self.metrics_path, row)  # every episode: a crashed run's metrics are never stale
         return average
 
     def film(self, episode: int, network: Network) -> None:
@@ -258,8 +308,15 @@ class TrainingSession:
         self._bar.update(episode, average, epsilon, total_steps, total_steps / max(self._elapsed, 1e-9))
 
     def save_solved(self, episode: int, average: float, network: Network) -> None:
-        """The target is reached: note the episode, save ``network``'s weights to the checkpoint, say so."""
+        """The target is reached: note the episode, save ``network``'s weights to the checkpoint, say so.
+
+        A checkpoint already there is another run's (a run solves once): it is kept in this run's folder first.
+        """
         self.solved_episode = episode
+        if self.checkpoint.is_file():
+            kept = self.run_dir / PREVIOUS_CHECKPOINT
+            copy_file(self.checkpoint, kept)  # a copy: the checkpoint stays whole if the save below fails
+            self.out(f"the previous {self.checkpoint} (another run's) is kept as {kept}")
         save_torch(network.state_dict(), self.checkpoint)
         self.out(
             f"solved: 100-episode average {average:.2f} >= {self.cfg.target_score:g} at episode {episode} "
@@ -272,7 +329,12 @@ class TrainingSession:
         return self._stop.signal is not None
 
     def save_state(self, epsilon: float) -> None:
-        """Save the resumable training state as of the last finished episode; ``epsilon`` is the next one's."""
+        """Save the resumable training state as of the last finished episode; ``epsilon`` is the next one's.
+
+        Nothing to do when the state on disk is already that episode's.
+        """
+        if self._saved_episode == self.episode:
+            return
         self.progress.update(
             episode=self.episode,
             total_steps=self.total_steps,
@@ -281,28 +343,46 @@ class TrainingSession:
             seconds=self.elapsed(),
         )
         save_training_state(self.state_path, self.agent, self.env, self.cfg, self.progress)
+        self._saved_episode = self.episode
 
     # ------------------------------------------------------------ after the loop
 
     def finish(self, network: Network) -> TrainResult:
-        """Draw the learning curve, save ``network``'s weights, wait for the videos, say how the run ended."""
-        if self.rows:
-            self.out(f"learning curve: {plot_learning_curve(self.metrics_path, target_score=self.cfg.target_score)}")
-        save_torch(network.state_dict(), self.checkpoint)
-        if self.videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
-            self.videos.close()
-        seconds = self.elapsed()
+        """Draw the learning curve, keep ``network``'s weights in the run's folder, wait for the videos, sum up."""
+        if self.done_before:  # a resumed run with nothing left to play: start() said so, all is as it was
+            return self._result()
+        try:
+            if self.rows:
+                curve = plot_learning_curve(self.metrics_path, target_score=self.cfg.target_score)
+                self.out(f"learning curve: {curve}")
+            save_torch(network.state_dict(), self.last_weights)
+            if self.videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
+                self.videos.close()
+        except BaseException:
+            if self.videos is not None:  # a Ctrl-C (or an error) here must not wait for the video worker
+                self.videos.close(wait=False)
+            raise
         if self._stop.signal is not None:
-            self.out(f"stopped at episode {self.episode}; continue with: python main.py --resume {self.state_path}")
+            self.out(
+                f"stopped at episode {self.episode}; last weights saved to {self.last_weights}; "
+                f"continue with: python main.py --resume {self.state_path}"
+            )
         elif self.solved_episode is None:
-            self.out(f"not solved in {len(self.scores)} episodes; last weights saved to {self.checkpoint}")
+            self.out(
+                f"not solved in {len(self.scores)} episodes; last weights saved to {self.last_weights} "
+                f"({self.checkpoint} is written only by a run that solves)"
+            )
+        return self._result()
+
+    def _result(self) -> TrainResult:
         return TrainResult(
             self.scores,
             self.solved_episode,
             self.total_steps,
-            seconds,
+            self.elapsed(),
             self.run_dir,
             self.checkpoint,
             self.state_path,
             self._stop.signal,
+            self.last_weights,
         )

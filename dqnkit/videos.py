@@ -11,7 +11,7 @@ import numpy as np
 
 from dqnkit.envs import make_env
 from dqnkit.errors import first_line
-from dqnkit.files import atomic_write, network_from_weights
+from dqnkit.files import atomic_write, network_from_weights, remove_stale_temp_files
 
 if TYPE_CHECKING:
     from nnetwork import Network
@@ -78,11 +78,28 @@ def record_greedy_video(weights: dict, env_id: str, max_steps: int, path: str | 
     return record_video(greedy_policy(network_from_weights(weights, path)), env_id, max_steps, path, seed)
 
 
-def _ignore_sigint() -> None:
-    """In the video worker: Ctrl-C is for the training process, which stops after its episode."""
+def _worker_signals() -> None:
+    """In the video worker: Ctrl-C is for the training process; SIGTERM ends the video in hand.
+
+    SIGTERM, which the training process sends to stop the worker at once, raises SystemExit:
+    imageio then kills its ffmpeg and :func:`~dqnkit.files.atomic_write` removes the temporary file.
+    """
     import signal
 
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _record_in_worker(weights: dict, env_id: str, max_steps: int, path: str, seed: int) -> float:
+    """:func:`record_greedy_video` in the worker process, which SIGTERM ends once the video in hand is cleaned up."""
+    try:
+        return record_greedy_video(weights, env_id, max_steps, path, seed)
+    except SystemExit as stop:
+        # The pool would report the SystemExit and take the next queued video; the process must end instead.
+        os._exit(int(stop.code or 1))
 
 
 class BackgroundVideos:
@@ -105,7 +122,7 @@ class BackgroundVideos:
     def __init__(self, out: Callable[[str], None]) -> None:
         self._out = out
         self._pool: Any = None
-        self._pending: list[tuple[int, Any]] = []  # (episode, future)
+        self._pending: list[tuple[int, Any, Path]] = []  # (episode, future, video path)
         self.scores: dict[int, float] = {}  # the score of each episode's finished video
         self._inline = False  # True where no worker process can start
 
@@ -124,13 +141,13 @@ class BackgroundVideos:
                 self._warn(episode, exc)
             return
         try:
-            future = self._pool.submit(record_greedy_video, weights, env_id, max_steps, str(path), seed)
+            future = self._pool.submit(_record_in_worker, weights, env_id, max_steps, str(path), seed)
         except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
             self._warn(episode, exc)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
             return
-        self._pending.append((episode, future))
+        self._pending.append((episode, future, Path(path)))
         # At most MAX_PENDING behind: with frequent videos and short episodes the queue would
         # otherwise grow without end, and the end of the run (or a Ctrl-C) would wait for all of it.
         self._collect(keep=self.MAX_PENDING)
@@ -147,7 +164,7 @@ class BackgroundVideos:
         try:
             # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_sigint)
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_signals)
         except (OSError, NotImplementedError, ValueError) as exc:  # e.g. no semaphores in a sandbox
             self._out(f"warning: no video worker ({first_line(exc)}); videos are recorded between episodes")
             self._inline = True
@@ -158,9 +175,9 @@ class BackgroundVideos:
         A failed video is reported as a warning line.
         """
         still = []
-        for i, (episode, future) in enumerate(self._pending):
+        for i, (episode, future, path) in enumerate(self._pending):
             if not future.done() and len(self._pending) - i <= keep:
-                still.append((episode, future))
+                still.append((episode, future, path))
                 continue
             try:
                 self.scores[episode] = future.result()
@@ -169,16 +186,44 @@ class BackgroundVideos:
         self._pending = still
 
     def close(self, wait: bool = True) -> None:
-        """Wait for the videos still being made (or, with ``wait=False``, drop those not started)."""
+        """Wait for the videos still being made; with ``wait=False``, or at a Ctrl-C while waiting, stop at once.
+
+        Stopping ends the worker (it ignores Ctrl-C, so it is sent SIGTERM) and removes the
+        temporary files of the videos it was making; those videos are lost, nothing else.
+        """
         if self._pool is None:
             return
-        if wait and self._pending:
-            episodes = ", ".join(str(episode) for episode, _ in self._pending)
-            plural = "s" if len(self._pending) > 1 else ""
-            self._out(f"finishing the video{plural} of episode{plural} {episodes} ...")
-            self._collect(keep=0)
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-        self._pool = None
+        try:
+            if wait and self._pending:
+                episodes = ", ".join(str(episode) for episode, _, _ in self._pending)
+                plural = "s" if len(self._pending) > 1 else ""
+                self._out(f"finishing the video{plural} of episode{plural} {episodes} ... (Ctrl-C to skip)")
+                self._collect(keep=0)
+            if wait:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+                return
+        except KeyboardInterrupt:
+            self._stop_worker()
+            raise
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        """End the worker process now and remove the temporary files of its unfinished videos."""
+        pool, self._pool = self._pool, None
+        # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=1.0)
+            if worker.is_alive():  # stuck where SIGTERM cannot reach Python code
+                worker.kill()
+                worker.join(timeout=1.0)
+        for folder in {path.parent for _, _, path in self._pending}:
+            remove_stale_temp_files(folder)  # the worker's own cleanup is the rule; this is for a killed one
+        self._pending = []
 
 
 def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:

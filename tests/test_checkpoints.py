@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,11 +71,12 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert a == b, f"resumed run diverged at episode {i + 1}: {a} != {b}"
     assert resumed.total_steps == whole.total_steps
     for a, b in zip(
-        torch.load(whole.checkpoint, weights_only=True).values(),
-        torch.load(resumed.checkpoint, weights_only=True).values(),
+        torch.load(whole.last_weights, weights_only=True).values(),
+        torch.load(resumed.last_weights, weights_only=True).values(),
         strict=True,
     ):
         assert torch.equal(a, b)
+    assert not whole.checkpoint.exists()  # neither run solved
 
 
 def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,6 +91,25 @@ def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path, monkeypatc
     assert load_training_state(solved.state_path, main.Config)["progress"]["episode"] == 100
     kept = main.train(dataclasses.replace(cfg, keep_training=True), out=_quiet, resume=solved.state_path)
     assert kept.solved_episode == 100 and kept.scores[:100] == solved.scores and len(kept.scores) == 104
+
+
+def test_resuming_a_run_that_played_all_its_episodes_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue item 9: one line that says why nothing happens, status 0, nothing rewritten."""
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["--episodes", "3", "--save-every", "1000", *TINY]) == 0
+    (state,) = tmp_path.glob("runs/*/training_state.pth")
+    files = {p.name: p.read_bytes() for p in state.parent.iterdir()}
+    capsys.readouterr()
+    assert main.main(["--resume", str(state)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["this run already played its 3 episodes; raise --episodes to go on"] and err == ""
+    assert {p.name: p.read_bytes() for p in state.parent.iterdir() if p.name != "config.json"} == {
+        name: data for name, data in files.items() if name != "config.json"
+    }
+    assert main.main(["--resume", str(state), "--episodes", "4"]) == 0
+    assert "resuming at episode 4" in capsys.readouterr().out
 
 
 def _start(root: Path, cwd: Path, *args: str) -> subprocess.Popen:
@@ -135,6 +156,53 @@ def test_sigint_then_resume_gives_the_uninterrupted_scores(root: Path, tmp_path:
     assert len(interrupted_scores) == len(whole_scores) == 200
     for i, (a, b) in enumerate(zip(whole_scores, interrupted_scores, strict=True)):
         assert a == b, f"episode {i + 1}: uninterrupted {a}, interrupted at {stopped_at} and resumed {b}"
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes working in ``folder`` (its video worker, ffmpeg)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(folder):
+                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+@pytest.mark.parametrize("moment", ["stopping after this episode", "finishing the videos"])
+def test_a_second_sigint_stops_within_two_seconds(root: Path, tmp_path: Path, moment: str) -> None:
+    """Issue item 5: the second Ctrl-C ends the process at once, even while videos are being made.
+
+    A video every episode keeps the worker busy, so the end of the run has videos to wait for;
+    the second signal comes as soon as the run says ``moment``.
+    """
+    args = ["--episodes", "100000", "--seed", "0", "--save-every", "1", "--video-every", "1", "--minibatch-size", "16"]
+    proc = _start(root, tmp_path, *args)
+    assert proc.stdout.readline().startswith("run ")
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("runs/*/training_state.pth")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # videos queued
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:
+        if line.startswith((moment, "stopped at")):
+            break
+    assert line.startswith(moment), f"the run ended before the second signal: {line}"
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    seconds = time.monotonic() - sent
+    assert seconds < 2.0, f"the process took {seconds:.2f} s to end after the second SIGINT"
+    assert proc.returncode == 130, (out, err)
+    assert err.splitlines() == ["main.py: interrupted; the last saved training state is still complete"]
+    (state,) = tmp_path.glob("runs/*/training_state.pth")
+    assert load_training_state(state, main.Config)["progress"]["episode"] >= 1  # whole, and it loads
+    deadline = time.monotonic() + 2
+    while _processes_in(tmp_path) and time.monotonic() < deadline:  # ffmpeg may take a moment to die
+        time.sleep(0.05)
+    assert not _processes_in(tmp_path), "the video worker or its ffmpeg outlived the run"
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
 def _train_in_child(cwd: str, argv: list[str]) -> None:
@@ -231,13 +299,13 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     run = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
     lines: list[str] = []
-    result = evaluate(run.checkpoint, episodes=5, seed=3, video=True, out=lines.append)
+    result = evaluate(run.last_weights, episodes=5, seed=3, video=True, out=lines.append)
     assert len(result.scores) == len(result.outcomes) == len(result.lengths) == 5
     assert set(result.outcomes) <= {"landed", "crashed", "out of bounds", "timed out"}
     assert 0 <= result.on_pad <= result.outcomes.count("landed")
     text = "\n".join(lines)
     assert f"mean {np.mean(result.scores):.2f}" in text and "landings between the flags" in text
-    assert (tmp_path / "videos" / "evaluate_weights_seed3.mp4").is_file()
+    assert (tmp_path / "videos" / "evaluate_last_seed3.mp4").is_file()
     # A training state evaluates the same network as the weights file saved beside it.
     again = evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
     assert again.scores == result.scores
@@ -281,8 +349,11 @@ def test_training_with_exploding_weights_stops_with_a_message(root: Path, tmp_pa
     assert proc.returncode == 1, proc.stdout
     (line,) = proc.stderr.strip().splitlines()
     assert "training stopped in episode" in line and "try a smaller --learning-rate" in line
+    (last,) = tmp_path.glob("runs/*/last.pth")  # the run's folder: the checkpoint is for a run that solves
+    assert f"The last good weights are in {last.relative_to(tmp_path)}" in line
+    assert not (tmp_path / "checkpoint.pth").exists()
     net = Network(8, 4)
-    net.load_state_dict(torch.load(tmp_path / "checkpoint.pth", weights_only=True))
+    net.load_state_dict(torch.load(last, weights_only=True))
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
@@ -307,6 +378,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run = main.train(main.Config(episodes=2, max_steps=50, minibatch_size=16, video=False, seed=0), out=_quiet)
     finally:
         os.chdir(old)
+    shutil.copy(ws / run.last_weights, ws / "checkpoint.pth")  # a user's weights file
     good = (ws / "checkpoint.pth").read_bytes()
     (ws / "empty.pth").write_bytes(b"")
     (ws / "truncated.pth").write_bytes(good[: len(good) // 2])

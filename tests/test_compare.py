@@ -38,6 +38,24 @@ def test_first_solved() -> None:
     assert compare.first_solved([0.0] * 50 + [400.0] * 60) == 100
 
 
+def test_without_sb3_it_warns_first_and_compares_the_others(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue item 10: no ModuleNotFoundError traceback after minutes of the other methods."""
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # an import of it fails, as when not installed
+    argv = ["--which", "default,sb3", "--seeds", "0", "--max-episodes", "1"]
+    argv += ["--eval-episodes", "1", "--eval-steps", "50"]
+    results = compare.run(argv)
+    out, err = capsys.readouterr()
+    assert [r["method"] for r in results["runs"]] == ["default"]
+    assert err.splitlines()[0].startswith("compare.py: warning: skipping sb3: ")  # before anything ran
+    assert "pip install -r benchmarks/requirements.txt" in err.splitlines()[0]
+    assert [line for line in err.splitlines() if "sb3" in line] == err.splitlines()[:1]
+    assert "| **default** |" in out
+    with pytest.raises(SystemExit, match=r"^compare.py: error: cannot run sb3: "):
+        compare.run(["--which", "sb3"])
+
+
 def test_parallel_jobs_give_the_same_rows(capsys: pytest.CaptureFixture[str]) -> None:
     """--jobs 2 runs seeds in separate processes; episodes and scores match a one-process run."""
     argv = ["--which", "preset", "--seeds", "0", "1", "--max-episodes", "1"]

@@ -318,7 +318,7 @@ def test_preset_run_resumes_exactly_and_evaluates(tmp_path: Path, monkeypatch: p
     first = main.train(dataclasses.replace(cfg, episodes=2), out=lambda _: None)
     resumed = main.train(cfg, out=lambda _: None, resume=first.state_path)
     assert resumed.scores == whole.scores
-    result = main.evaluate(whole.checkpoint, episodes=2, seed=0, out=lambda _: None)
+    result = main.evaluate(whole.last_weights, episodes=2, seed=0, out=lambda _: None)
     assert len(result.scores) == 2
 
 

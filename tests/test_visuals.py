@@ -21,7 +21,7 @@ import pytest
 
 import main
 from dqnkit.files import new_run_dir
-from dqnkit.logs import METRIC_FIELDS, plot_learning_curve, solved_at
+from dqnkit.logs import METRIC_FIELDS, learning_curve_figure, plot_learning_curve, read_metrics, solved_at
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 
@@ -71,6 +71,35 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     assert image[..., :3].std() > 10  # something was drawn
 
 
+def _inside(box, points: np.ndarray) -> np.ndarray:
+    """Which display-space ``points`` fall in the bounding ``box``."""
+    x, y = points[:, 0], points[:, 1]
+    return (box.x0 <= x) & (x <= box.x1) & (box.y0 <= y) & (y <= box.y1)
+
+
+def test_the_solved_label_and_the_legend_hide_no_curve(tmp_path: Path) -> None:
+    """Issue item 12: the label sat on the average curve, and the legend on the end of the epsilon curve."""
+    _write_csv(tmp_path / "metrics.csv", 250)  # the average reaches 200 at episode 180
+    m = read_metrics(tmp_path / "metrics.csv")
+    fig = learning_curve_figure(m, 200.0, "a run")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax, eps_ax = fig.axes
+    (label,) = [t for t in ax.texts if t.get_text() == "solved at episode 180"]
+    box = label.get_window_extent(renderer)
+    frame = ax.get_window_extent(renderer)
+    assert frame.y1 - 30 < box.y0 < box.y1 <= frame.y1  # at the top of the axes
+    assert box.x1 <= ax.transData.transform((180, 0))[0]  # beside the line, on the side with room
+    episodes = np.linspace(1, 250, 5000)  # the curves as drawn: straight lines between the points
+    average = ax.transData.transform(np.column_stack([episodes, np.interp(episodes, m["episode"], m["average_100"])]))
+    assert not _inside(box, average).any(), "the label covers the average curve"
+    (legend,) = fig.legends
+    where = legend.get_window_extent(renderer)
+    assert not where.overlaps(frame), "the legend sits on the axes"
+    epsilon = eps_ax.transData.transform(np.column_stack([m["episode"], m["epsilon"]]))
+    assert not _inside(where, epsilon).any() and not _inside(box, epsilon).any()
+
+
 def test_plot_flag_draws_an_existing_csv(root: Path, tmp_path: Path) -> None:
     _write_csv(tmp_path / "metrics.csv", 120)
     proc = _run(root, tmp_path, "--plot", "metrics.csv")
@@ -88,6 +117,7 @@ def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert image.shape[:2] == (500, 900)
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
         "config.json",
+        "last.pth",
         "learning_curve.png",
         "metrics.csv",
         "training_state.pth",
@@ -139,9 +169,18 @@ def _run_in_pty(root: Path, cwd: Path, *args: str) -> str:
 def test_progress_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> None:
     screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--log-every", "2", "--no-video", *TINY)
     assert re.search(r"\r(?!\n)", screen), screen  # the bar redraws itself in place
-    assert "8/8" in screen and "avg100" in screen and "eps" in screen and "steps/s" in screen
+    assert "avg100" in screen and "eps" in screen and "steps/s" in screen
     assert "episode     2" not in screen  # no plain progress lines under the bar
     assert "learning curve:" in screen  # messages still get through
+    # The run may stop at the target score: episodes against the most it may play, and no time left,
+    # which for 2,000 episodes said "06:18 left" to a run that solved 40 s later.
+    assert "episode 8 of at most 8" in screen and "8/8" not in screen
+    assert not re.search(r"<\d\d:\d\d", screen), screen
+
+
+def test_progress_bar_shows_time_left_when_every_episode_will_be_played(root: Path, tmp_path: Path) -> None:
+    screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--keep-training", "--no-video", *TINY)
+    assert "8/8" in screen and re.search(r"<\d\d:\d\d", screen), screen
 
 
 # ---------------------------------------------------------------- TensorBoard
