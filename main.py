@@ -37,6 +37,8 @@ from dqnkit.evaluation import evaluate  # noqa: E402
 from dqnkit.files import load_training_state  # noqa: E402
 from dqnkit.logs import plot_learning_curve  # noqa: E402
 from dqnkit.session import TrainingSession, TrainResult  # noqa: E402
+from dqnkit.stages import show_progress as show_progress  # noqa: E402
+from dqnkit.stages import write_progress  # noqa: E402
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
@@ -181,6 +183,14 @@ class Config:
     priority_beta: float = option(
         0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float, group=BEYOND
     )
+    eval_every: int = option(
+        0,
+        "evaluation during training: every N episodes, --eval-episodes greedy episodes on unseen seeds; "
+        "the mean goes into metrics.csv and the plot, the best weights to runs/<run>/best.pth; 0 = off",
+        nonnegative_int,
+        group=BEYOND,
+    )
+    eval_episodes: int = option(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
 
 
 # Named sets of options; explicit flags override them. "fast" lands in the fewest episodes we measured.
@@ -316,7 +326,8 @@ def train(
             reset_seed = cfg.seed if episode == 1 else None
             score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
             total_steps += length
-            average = session.record(episode, score, length, epsilon, total_steps)  # metrics.csv, TensorBoard
+            # metrics.csv, TensorBoard, and the greedy evaluation when --eval-every asks for one here
+            average = session.record(episode, score, length, epsilon, total_steps, agent.local_qnetwork)
             if not cfg.epsilon_decay_steps:  # else play_episode decays it step by step
                 epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
             if cfg.video and episode % cfg.video_every == 0:
@@ -343,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if actions["plot"] is not None:
             print(f"learning curve: {plot_learning_curve(actions['plot'], target_score=cfg.target_score)}")
+            return 0
+        if actions["progress"] is not None:
+            markdown, page = write_progress(actions["progress"])
+            print(f"progress table: {markdown} and {page}")
             return 0
         if actions["evaluate"] is not None:
             episodes = cfg.episodes if "episodes" in given else 100

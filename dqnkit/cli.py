@@ -184,6 +184,12 @@ def _add_actions(actions: argparse._ArgumentGroup) -> None:
     actions.add_argument(
         "--plot", metavar="CSV", help="draw the learning curve of a run's metrics.csv as a PNG beside it"
     )
+    actions.add_argument(
+        "--progress",
+        metavar="RUN",
+        help="write the training-progress table of a run's folder (runs/<run>): one row per video, "
+        "with what the agent does and a thumbnail, as progress.md and progress.html",
+    )
 
 
 # ---------------------------------------------------------------- parsing
@@ -198,11 +204,11 @@ def parse_command_line(
     """
     parser = build_parser(config_cls, presets)
     args = vars(parser.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot")}
+    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot", "progress")}
     preset = args.pop("preset", None)
     cfg = config_cls(**args)
     problem = config_problem(cfg)
-    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot") if actions[k] is not None]
+    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress") if actions[k] is not None]
     if len(chosen) > 1:
         problem = f"{' and '.join(chosen)} cannot be used together"
     if actions["eval_video"] and actions["evaluate"] is None:

@@ -46,3 +46,19 @@ def on_pad(env: gym.Env) -> bool:
     """Whether the lander stands between the two flags (the pad); meaningful once it has landed."""
     lander = env.unwrapped
     return bool(lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2)
+
+
+def final_outcome(env: gym.Env, terminated: bool) -> tuple[str, bool]:
+    """How the episode that just ended went, and whether it came to rest on the pad.
+
+    Read from the environment before its next reset; ``("", False)`` for an environment that
+    is not LunarLander. The lander's x in the observation is its distance from the centre in
+    half-widths of the screen, so the world position gives the same "out of bounds" test.
+    """
+    lander = getattr(env.unwrapped, "lander", None)
+    if lander is None:
+        return "", False
+    centre = (env.unwrapped.helipad_x1 + env.unwrapped.helipad_x2) / 2  # the pad sits in the middle
+    x = (lander.position.x - centre) / centre
+    outcome = episode_outcome(env, np.array([x]), terminated)
+    return outcome, outcome == "landed" and on_pad(env)

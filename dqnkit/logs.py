@@ -20,7 +20,12 @@ from dqnkit.files import atomic_write_file, write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-METRIC_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
+NUMBER_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
+# How each episode ended ("landed", "crashed", "out of bounds", "timed out"), whether it came to rest on the
+# pad (1/0), and the greedy evaluation's mean after it (blank unless --eval-every evaluated there).
+# Newer than the rest: read_metrics accepts files without them.
+EXTRA_FIELDS = ("outcome", "on_pad", "eval_score")
+METRIC_FIELDS = NUMBER_FIELDS + EXTRA_FIELDS
 
 
 class Progress:
@@ -126,9 +131,13 @@ def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with open(p, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        columns = {name: np.array([float(r[name]) for r in rows]) for name in METRIC_FIELDS}
+        columns = {name: np.array([float(r[name]) for r in rows]) for name in NUMBER_FIELDS}
+        if rows and "outcome" in rows[0]:
+            columns["outcome"] = np.array([r["outcome"] or "" for r in rows])
+            for name in ("on_pad", "eval_score"):  # blank where not measured: NaN
+                columns[name] = np.array([float(r[name]) if r[name] else math.nan for r in rows])
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error):
-        raise UserError(f"{p} is not a metrics CSV of this project (columns {', '.join(METRIC_FIELDS)})") from None
+        raise UserError(f"{p} is not a metrics CSV of this project (columns {', '.join(NUMBER_FIELDS)})") from None
     if not rows:
         raise UserError(f"{p} has no episodes yet")
     return columns
@@ -170,6 +179,17 @@ def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: 
     ax = fig.subplots()
     ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
     ax.plot(m["episode"], m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
+    evaluated = np.isfinite(m["eval_score"]) if "eval_score" in m else np.zeros(0, dtype=bool)
+    if evaluated.any():
+        ax.plot(
+            m["episode"][evaluated],
+            m["eval_score"][evaluated],
+            "o-",
+            color="tab:purple",
+            markersize=3,
+            linewidth=1,
+            label="greedy evaluation",
+        )
     ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
     crossed = solved_at(m["average_100"], target_score)
     if crossed is not None:
@@ -197,7 +217,7 @@ def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: 
     eps_ax.set_ylim(0, 1.05)
     lines = ax.get_legend_handles_labels()
     more = eps_ax.get_legend_handles_labels()
-    fig.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    fig.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=5, fontsize=8, frameon=False)
     return fig
 
 
@@ -221,6 +241,8 @@ class TensorBoard:
             self.writer.add_scalar(f"train/{key}", row[key], step)
         if math.isfinite(loss):
             self.writer.add_scalar("train/loss", loss, step)
+        if row.get("eval_score", "") != "":
+            self.writer.add_scalar("eval/score", row["eval_score"], step)
 
     def close(self) -> None:
         """Flush and close the event file."""

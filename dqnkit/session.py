@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import time
@@ -26,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dqnkit.errors import UserError
+from dqnkit.envs import final_outcome
+from dqnkit.errors import UserError, first_line
+from dqnkit.evaluation import PeriodicEvaluation
 from dqnkit.files import (
     RUNS_DIR,
     STATE_FILE,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 
 LAST_WEIGHTS = "last.pth"  # in the run's folder: the network a run ended with
+BEST_WEIGHTS = "best.pth"  # in the run's folder: the network that scored best in --eval-every's evaluations
 PREVIOUS_CHECKPOINT = "previous-checkpoint.pth"  # in the run's folder: the checkpoint its solving replaced
 
 
@@ -187,7 +191,14 @@ class TrainingSession:
         self.out = self._bar.write
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
         self.videos = BackgroundVideos(self.out) if self.cfg.video and not self.done_before else None
-
+        self.periodic = None
+        if getattr(self.cfg, "eval_every", 0) and not self.done_before:
+            best = self.run_dir / BEST_WEIGHTS
+            self.periodic = PeriodicEvaluation(self.cfg.env, self.cfg.max_steps, self.cfg.eval_every,
+                                               self.cfg.eval_episodes, best)
+            self.periodic.best_score = max(
+                (float(r["eval_score"]) for r in self.rows if r.get("eval_score", "") != ""), default=-math.inf
+            )  # a resumed run keeps the best of the evaluations before it
     def _announce(self, device: torch.device, config: dict[str, Any]) -> None:
         """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
         if self.done_before:
@@ -258,6 +269,8 @@ class TrainingSession:
                 self._bar.close()
                 if self.tensorboard is not None:
                     self.tensorboard.close()
+                if self.periodic is not None:
+                    self.periodic.close()
 
     def episodes(self) -> Iterator[int]:
         """The numbers of the episodes to play; none if a resumed run has none left (start() said why)."""
@@ -273,11 +286,20 @@ class TrainingSession:
         """Seconds of training in this run, those before a resume included."""
         return self._seconds_before + time.perf_counter() - self._loop_start
 
-    def record(self, episode: int, score: float, length: int, epsilon: float, total_steps: int) -> float:
+    def record(
+        self, episode: int, score: float, length: int, epsilon: float, total_steps: int, network: Network | None = None
+    ) -> float:
         """Keep a finished episode (a row appended to metrics.csv, TensorBoard); return the average.
 
-        The average is over the last 100 episodes, or all of them while there are fewer.
+        The average is over the last 100 episodes, or all of them while there are fewer. With
+        ``--eval-every``, ``network`` is evaluated greedily first when the episode is due (see
+        :class:`dqnkit.evaluation.PeriodicEvaluation`) and the mean goes into the row.
         """
+        # Read before the next reset: how the episode ended (a cut-off at max_steps is not terminal).
+        outcome, landed_on_pad = final_outcome(self.env, terminated=length < self.cfg.max_steps)
+        eval_score = ""
+        if self.periodic is not None and network is not None and self.periodic.due(episode):
+            eval_score = self.periodic.run(network)
         self.episode, self.total_steps = episode, total_steps
         self.scores.append(score)
         self.window.append(score)
@@ -291,6 +313,9 @@ class TrainingSession:
             "epsilon": epsilon,
             "average_100": average,
             "wall_seconds": round(self._elapsed, 3),
+            "outcome": outcome,
+            "on_pad": int(landed_on_pad),
+            "eval_score": eval_score,
         }
         self.rows.append(row)
         if self.tensorboard is not None:
@@ -358,6 +383,7 @@ class TrainingSession:
             save_torch(network.state_dict(), self.last_weights)
             if self.videos is not None:  # last: everything else is saved, so a Ctrl-C now loses only these videos
                 self.videos.close()
+                self._write_progress_table()
         except BaseException:
             if self.videos is not None:  # a Ctrl-C (or an error) here must not wait for the video worker
                 self.videos.close(wait=False)
@@ -373,6 +399,17 @@ class TrainingSession:
                 f"({self.checkpoint} is written only by a run that solves)"
             )
         return self._result()
+
+    def _write_progress_table(self) -> None:
+        """The training-progress table of the run's videos (progress.md and .html); a failure is a warning."""
+        from dqnkit.stages import write_progress
+
+        try:
+            markdown, _ = write_progress(self.run_dir, VIDEO_DIR / self.run_dir.name)
+        except (UserError, OSError, ValueError) as exc:  # no video finished, a full disk: the run is still fine
+            self.out(f"warning: no progress table: {first_line(exc)}")
+            return
+        self.out(f"progress table: {markdown}")
 
     def _result(self) -> TrainResult:
         return TrainResult(

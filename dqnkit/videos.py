@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dqnkit.envs import make_env
+from dqnkit.envs import final_outcome, make_env
 from dqnkit.errors import first_line
-from dqnkit.files import atomic_write, network_from_weights, remove_stale_temp_files
+from dqnkit.files import atomic_write, network_from_weights, remove_stale_temp_files, write_text
 
 if TYPE_CHECKING:
     from nnetwork import Network
@@ -25,7 +26,9 @@ def record_video(
     """Play one episode with ``policy`` (greedy) in a separate rendering environment; save an H.264 mp4.
 
     The rendering environment has its own seed, so recording never changes the
-    training environment's random stream. Returns the episode's score.
+    training environment's random stream. Beside the video go a small animated WebP of it
+    (``.webp``) and what happened (``.json``: score, length, outcome, on_pad), which the
+    training-progress table shows. Returns the episode's score.
     """
     import imageio.v2 as imageio
 
@@ -33,12 +36,14 @@ def record_video(
     try:
         state, _ = env.reset(seed=seed)
         frames = [env.render()]
-        score, done = 0.0, False
+        score, done, length = 0.0, False, 0
         while not done:
             state, reward, terminated, truncated, _ = env.step(policy(state))
             score += float(reward)
+            length += 1
             frames.append(env.render())
             done = terminated or truncated
+        outcome, landed_on_pad = final_outcome(env, terminated)
     finally:
         env.close()
 
@@ -59,7 +64,35 @@ def record_video(
                 writer.append_data(frame)
 
     atomic_write(path, write, suffix=".mp4")
+    path = Path(path)
+    save_thumbnail(frames, path.with_suffix(".webp"), fps)
+    summary = {"score": score, "length": length, "outcome": outcome, "on_pad": landed_on_pad}
+    write_text(path.with_suffix(".json"), json.dumps(summary) + "\n")
     return score
+
+
+THUMBNAIL_SIZE = (180, 120)  # a third of the 600x400 frames: the lander and the flags stay visible
+THUMBNAIL_EVERY = 4  # every 4th frame, shown at the real speed: a few hundred KB at most
+
+
+def save_thumbnail(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int = 50) -> Path:
+    """A small animated WebP of ``frames`` (every 4th, 180x120, at the real speed), written atomically."""
+    from PIL import Image
+
+    small = [
+        Image.fromarray(frame).resize(THUMBNAIL_SIZE, Image.BILINEAR)
+        for i, frame in enumerate(frames)
+        if i % THUMBNAIL_EVERY == 0
+    ]
+    if not small:
+        raise ValueError(f"no frames for {path}")
+    ms_per_frame = round(1000 * THUMBNAIL_EVERY / fps)
+
+    def write(tmp: str) -> None:
+        small[0].save(tmp, format="WEBP", save_all=True, append_images=small[1:], duration=ms_per_frame, loop=0)
+
+    atomic_write(path, write, suffix=".webp")
+    return Path(path)
 
 
 def greedy_policy(net: Network) -> Callable[[np.ndarray], int]:
@@ -257,6 +290,15 @@ def show_video(path_or_episode: str | os.PathLike | int, video_dir: str | os.Pat
     return Video(str(path), embed=True, mimetype="video/mp4", html_attributes="controls loop")
 
 
+def latest_video_folder(video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
+    """The folder of the run that saved a video last (``videos/<run name>``)."""
+    root = Path(video_dir)
+    runs = [p for p in root.glob("*/") if any(p.glob("episode_*.mp4"))]
+    if not runs:
+        raise FileNotFoundError(f"no run under {root}/ has saved a video yet")
+    return max(runs, key=lambda p: max(v.stat().st_mtime for v in p.glob("episode_*.mp4")))
+
+
 def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLike = VIDEO_DIR):
     """Return one Jupyter object playing every video of a run in episode order, each captioned.
 
@@ -269,10 +311,7 @@ def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLi
 
     root = Path(video_dir)
     if run is None:
-        runs = [p for p in root.glob("*/") if any(p.glob("episode_*.mp4"))]
-        if not runs:
-            raise FileNotFoundError(f"no run under {root}/ has saved a video yet")
-        folder = max(runs, key=lambda p: max(v.stat().st_mtime for v in p.glob("episode_*.mp4")))
+        folder = latest_video_folder(root)
     else:
         folder = Path(run) if Path(run).is_dir() else root / str(run)
     videos = sorted(folder.glob("episode_*.mp4"))

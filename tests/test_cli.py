@@ -66,8 +66,8 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
         "--backprop",
     ]
     beyond = sections["beyond the original"]
-    assert beyond[0] == "--double-dqn" and beyond[-2:] == ["--priority-beta", "--preset"]
-    assert sections["actions"] == ["--help", "--resume", "--evaluate", "--video", "--plot"]
+    assert beyond[0] == "--double-dqn" and beyond[-2:] == ["--eval-episodes", "--preset"]
+    assert sections["actions"] == ["--help", "--resume", "--evaluate", "--video", "--plot", "--progress"]
     every_field = {
         "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-") for f in dataclasses.fields(main.Config)
     }
@@ -78,6 +78,7 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
         "--evaluate",
         "--video",
         "--plot",
+        "--progress",
     }
 
 
@@ -121,7 +122,13 @@ def test_help_exits_at_once_without_torch(root: Path, tmp_path: Path) -> None:
 
 def test_given_flags_and_preset() -> None:
     cfg, actions, given = cli.parse_command_line(["--preset", "fast", "--n-step", "2"], main.Config, main.PRESETS)
-    assert given == {"n_step"} and actions == {"resume": None, "evaluate": None, "eval_video": False, "plot": None}
+    assert given == {"n_step"} and actions == {
+        "resume": None,
+        "evaluate": None,
+        "eval_video": False,
+        "plot": None,
+        "progress": None,
+    }
     assert cfg.n_step == 2 and cfg.dueling and cfg.learning_rate == main.PRESETS["fast"]["learning_rate"]
 
 

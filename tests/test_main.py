@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import shlex
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -93,7 +95,9 @@ def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.Monke
     filmed = main.train(_tiny(tmp_path, episodes=4, video=True, video_every=2), out=lambda _: None).scores
     assert quiet == filmed
     (run_videos,) = (tmp_path / "videos").iterdir()  # one folder per run, named like the run
-    assert sorted(p.name for p in run_videos.iterdir()) == ["episode_0002.mp4", "episode_0004.mp4"]
+    # Each video with its thumbnail and what happened in it, for the training-progress table.
+    names = [f"episode_000{e}.{kind}" for e in (2, 4) for kind in ("json", "mp4", "webp")]
+    assert sorted(p.name for p in run_videos.iterdir()) == names
 
 
 @pytest.mark.parametrize("network", [Network, DuelingNetwork], ids=lambda n: n.__name__)
@@ -189,7 +193,12 @@ def test_record_video_is_decodable_h264(tmp_path: Path) -> None:
     assert len(frames) == 31  # the reset frame plus one per step
     assert frames[0].shape == (400, 600, 3)
     assert frames[0].std() > 5  # a real picture, not a blank frame
-    assert [p.name for p in tmp_path.iterdir()] == ["episode_0001.mp4"]  # no temporary file left behind
+    # The video, its thumbnail and what happened in it; no temporary file left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0001.json", "episode_0001.mp4", "episode_0001.webp"]
+    summary = json.loads(path.with_suffix(".json").read_text())
+    assert summary["length"] == len(frames) - 1 == 30 and summary["outcome"] == "timed out"
+    with PIL.Image.open(path.with_suffix(".webp")) as thumbnail:
+        assert thumbnail.size == (180, 120) and thumbnail.n_frames == 8  # frames 0, 4, ..., 28 of 31
 
 
 def test_show_video_embeds_the_file(tmp_path: Path) -> None:

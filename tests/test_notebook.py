@@ -89,6 +89,16 @@ def test_notebook_shows_playable_videos(executed: tuple[nbformat.NotebookNode, P
         assert frame.shape == (400, 600, 3), f"video {i}: frame shape {frame.shape}"
 
 
+def test_notebook_shows_the_progress_table(executed: tuple[nbformat.NotebookNode, Path]) -> None:
+    nb, workdir = executed
+    (table,) = [html for html in outputs(nb, "text/html") if "<table>" in html]
+    assert table.count("<tr>") == 3  # the header and one row per video: episodes 1-2 and 3-4
+    assert "<b>1-2</b>" in table and "<b>3-4</b>" in table
+    assert table.count('src="data:image/webp;base64,') == 2  # the thumbnails travel with the notebook
+    (run,) = workdir.glob("runs/*/progress.md")  # written at the end of the run as well
+    assert "| **3-4** |" in run.read_text()
+
+
 def test_notebook_shows_the_learning_curve(executed: tuple[nbformat.NotebookNode, Path]) -> None:
     nb, _ = executed
     (png_b64,) = outputs(nb, "image/png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,32 @@ def test_a_real_evaluation_is_greedy_and_repeatable(tmp_path: Path) -> None:
         periodic.close()
     assert first == second  # same seeds, same weights, no exploration: the same scores
     assert len(periodic.last.scores) == 3 and all(length <= 60 for length in periodic.last.lengths)
+
+
+def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import main
+    from dqnkit.logs import read_metrics
+    from dqnkit.videos import greedy_policy
+
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(episodes=6, max_steps=80, minibatch_size=16, video=False, quiet=True, seed=3)
+    plain = main.train(cfg, out=lambda _: None)
+    evaluated = main.train(main.Config(**{**cfg.__dict__, "eval_every": 2, "eval_episodes": 2}), out=lambda _: None)
+    a, b = read_metrics(plain.run_dir / "metrics.csv"), read_metrics(evaluated.run_dir / "metrics.csv")
+    for column in ("score", "length", "epsilon", "total_steps"):
+        assert np.array_equal(a[column], b[column]), f"evaluating changed the training's {column}"
+    assert np.isnan(a["eval_score"]).all() and not (plain.run_dir / "best.pth").exists()
+    scores = b["eval_score"]
+    assert np.isfinite(scores[[1, 3, 5]]).all() and np.isnan(scores[[0, 2, 4]]).all()  # after episodes 2, 4, 6
+    best = evaluation.network_from_weights(torch.load(evaluated.run_dir / "best.pth", weights_only=True), "best")
+    periodic = PeriodicEvaluation("LunarLander-v3", 80, every=1, episodes=2, best_path=tmp_path / "again.pth")
+    try:
+        again = evaluation.play_greedy(
+            greedy_policy(best), periodic.env, range(periodic.SEED_BASE, periodic.SEED_BASE + 2)
+        )
+    finally:
+        periodic.close()
+    assert float(np.mean(again.scores)) == pytest.approx(np.nanmax(scores), abs=1e-9)
+    assert set(b["outcome"]) <= {"landed", "crashed", "out of bounds", "timed out"}

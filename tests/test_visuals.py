@@ -272,5 +272,5 @@ def test_two_runs_started_together_keep_their_files_apart(root: Path, tmp_path: 
     for run_dir in run_dirs:
         with open(run_dir / "metrics.csv") as fh:
             assert [int(r["episode"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
-        videos = sorted(p.name for p in (tmp_path / "videos" / run_dir.name).iterdir())
+        videos = sorted(p.name for p in (tmp_path / "videos" / run_dir.name).glob("*.mp4"))
         assert videos == ["episode_0002.mp4", "episode_0004.mp4"]

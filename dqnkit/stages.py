@@ -1,0 +1,185 @@
+"""The training-progress table the original description promised: one row per filmed stage of a run.
+
+Each row covers the episodes since the previous video (1-50, 51-100, ...): the training average
+there, the greedy score of the filmed episode, what the agent does in words derived from the
+measurements (landing share, crashes, time-outs, episode length), and a small animated
+thumbnail linked to the full video. ``python main.py --progress RUN`` writes it as Markdown and
+HTML into the run's folder; :func:`show_progress` shows it in Jupyter.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dqnkit.errors import UserError
+from dqnkit.files import RUNS_DIR, write_text
+from dqnkit.logs import read_metrics
+from dqnkit.videos import THUMBNAIL_SIZE, VIDEO_DIR, latest_video_folder, save_thumbnail
+
+
+@dataclass
+class Stage:
+    """One row of the table: the episodes ``first``..``last`` and the video filmed at ``last``."""
+
+    first: int
+    last: int
+    average: float  # the 100-episode training average at episode ``last``
+    greedy: dict | None  # the filmed greedy episode: score, length, outcome, on_pad (None if not recorded)
+    landed: float  # share of the range's training episodes that came to rest
+    on_pad: float  # share that came to rest between the flags
+    timed_out: float  # share cut off by the time limit (the lander hovered)
+    mean_length: float
+    video: Path
+    thumbnail: Path | None = None
+
+    @property
+    def words(self) -> str:
+        """What the agent does at this stage, from the measurements."""
+        return describe(self.landed, self.on_pad, self.timed_out, self.mean_length, self.greedy)
+
+
+def describe(landed: float, on_pad: float, timed_out: float, mean_length: float, greedy: dict | None) -> str:
+    """A sentence for a stage: crashes, hovers, lands slowly, or lands fast on the pad, with its figures."""
+    share = f"lands in {landed:.0%} of its training episodes ({on_pad:.0%} on the pad)"
+    if timed_out >= 0.3:
+        text = f"hovers: {timed_out:.0%} of its episodes reach the time limit; {share}"
+    elif landed < 0.2:
+        text = f"crashes or flies off: it is still mostly exploring; {share}"
+    elif landed < 0.6:
+        text = f"first landings among many crashes; {share}"
+    elif mean_length > 450:
+        text = f"lands, but slowly (mean {mean_length:.0f} steps); {share}"
+    elif on_pad >= 0.8 * landed:
+        text = f"lands fast on the pad (mean {mean_length:.0f} steps); {share}"
+    else:
+        text = f"lands fast (mean {mean_length:.0f} steps), often beside the pad; {share}"
+    if greedy is not None:
+        text += f". Filmed without exploring: {greedy['outcome']} after {greedy['length']} steps"
+    return text
+
+
+def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None = None) -> list[Stage]:
+    """The stages of the run in ``run_dir`` (its ``metrics.csv``) and its videos (``videos/<run name>/``)."""
+    run_dir = Path(run_dir)
+    videos = Path(video_dir) if video_dir is not None else VIDEO_DIR / run_dir.name
+    m = read_metrics(run_dir / "metrics.csv")
+    filmed = sorted(int(p.stem.split("_")[1]) for p in videos.glob("episode_*.mp4"))
+    if not filmed:
+        raise UserError(f"no videos of {run_dir.name} in {videos}/; a run films one every --video-every episodes")
+    stages, first = [], 1
+    for last in filmed:
+        window = (m["episode"] >= first) & (m["episode"] <= last)
+        if not window.any():
+            continue
+        outcome = m.get("outcome")
+        landed = float(np.mean(outcome[window] == "landed")) if outcome is not None else float("nan")
+        on_pad = float(np.mean(m["on_pad"][window])) if "on_pad" in m else float("nan")
+        timed_out = float(np.mean(outcome[window] == "timed out")) if outcome is not None else float("nan")
+        average = float(m["average_100"][m["episode"] == last][0]) if (m["episode"] == last).any() else float("nan")
+        video = videos / f"episode_{last:04d}.mp4"
+        sidecar = video.with_suffix(".json")
+        greedy = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+        length = float(np.mean(m["length"][window]))
+        stages.append(Stage(first, last, average, greedy, landed, on_pad, timed_out, length, video))
+        first = last + 1
+    return stages
+
+
+def write_thumbnail(video: str | os.PathLike, thumbnail: str | os.PathLike) -> Path:
+    """The animated WebP of a saved video (for videos recorded before thumbnails were made with them)."""
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(str(video))
+    try:
+        return save_thumbnail(reader, thumbnail)
+    finally:
+        reader.close()
+
+
+def add_thumbnails(stages: list[Stage]) -> None:
+    """Give each stage the WebP beside its video, made once (and again only if the video is newer)."""
+    for stage in stages:
+        thumbnail = stage.video.with_suffix(".webp")
+        if not thumbnail.is_file() or thumbnail.stat().st_mtime < stage.video.stat().st_mtime:
+            write_thumbnail(stage.video, thumbnail)
+        stage.thumbnail = thumbnail
+
+
+def _score(stage: Stage) -> str:
+    return f"{stage.greedy['score']:.1f}" if stage.greedy is not None else "-"
+
+
+def markdown_table(stages: list[Stage], relative_to: str | os.PathLike) -> str:
+    """The table in Markdown, linking thumbnails and videos relative to the folder the file will be in."""
+    rows = [
+        "| episodes | training average | greedy score | what the agent does | video |",
+        "|---|---|---|---|---|",
+    ]
+    for s in stages:
+        video = os.path.relpath(s.video, relative_to)
+        thumbnail = os.path.relpath(s.thumbnail, relative_to) if s.thumbnail else None
+        cell = f"[![episode {s.last}]({thumbnail})]({video})" if thumbnail else f"[episode {s.last}]({video})"
+        rows.append(f"| **{s.first}-{s.last}** | {s.average:.1f} | {_score(s)} | {s.words} | {cell} |")
+    return "\n".join(rows) + "\n"
+
+
+def html_table(stages: list[Stage], embed: bool = False, relative_to: str | os.PathLike = ".") -> str:
+    """The table in HTML; with ``embed`` the thumbnails are data URIs, so a notebook keeps them when saved."""
+    head = "".join(f"<th>{h}</th>" for h in ("episodes", "training average", "greedy score", "what it does", "video"))
+    rows = []
+    for s in stages:
+        if s.thumbnail and embed:
+            src = "data:image/webp;base64," + base64.b64encode(s.thumbnail.read_bytes()).decode("ascii")
+        else:
+            src = os.path.relpath(s.thumbnail, relative_to) if s.thumbnail else ""
+        link = os.path.relpath(s.video, relative_to)
+        image = f'<a href="{html.escape(link)}"><img src="{src}" width="{THUMBNAIL_SIZE[0]}"></a>' if src else ""
+        cells = (f"<b>{s.first}-{s.last}</b>", f"{s.average:.1f}", _score(s), html.escape(s.words), image)
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def select(stages: list[Stage], rows: int) -> list[Stage]:
+    """At most ``rows`` stages, evenly spread, always with the first and the last."""
+    if rows >= len(stages):
+        return stages
+    picks = np.unique(np.linspace(0, len(stages) - 1, rows).round().astype(int))
+    return [stages[i] for i in picks]
+
+
+def write_progress(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write ``progress.md`` and ``progress.html`` into the run's folder; returns both paths."""
+    run_dir = Path(run_dir)
+    stages = run_stages(run_dir, video_dir)
+    add_thumbnails(stages)
+    title = f"Training progress of {run_dir.name}"
+    md, page = run_dir / "progress.md", run_dir / "progress.html"
+    write_text(md, f"# {title}\n\n{markdown_table(stages, run_dir)}")
+    write_text(
+        page,
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1>{html_table(stages, relative_to=run_dir)}\n",
+    )
+    return md, page
+
+
+def show_progress(run_dir: str | os.PathLike | None = None, rows: int | None = None):
+    """A Jupyter object showing the progress table of a run, thumbnails embedded (at most ``rows`` rows).
+
+    ``run_dir`` is the run's folder (``runs/<run name>``); by default the run that saved a video last.
+    """
+    from IPython.display import HTML
+
+    if run_dir is None:
+        run_dir = RUNS_DIR / latest_video_folder().name
+    stages = run_stages(run_dir)
+    stages = select(stages, rows) if rows else stages
+    add_thumbnails(stages)
+    return HTML(html_table(stages, embed=True))
