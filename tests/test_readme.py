@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import main
-from dqnkit.cli import build_parser
+from dqnkit.cli import markdown_flags
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 # "`code`, [agent.py line 123](agent.py#L123)": the quoted code must stand on that line.
@@ -29,7 +29,13 @@ def test_every_line_link_is_consistent(root: Path) -> None:
         assert int(line) <= len((root / name).read_text().splitlines())
 
 
-def test_flag_table_lists_every_config_field() -> None:
-    for action in build_parser(main.Config, main.PRESETS)._actions:
-        if action.dest in {f.name for f in dataclasses.fields(main.Config)}:
-            assert f"| `{action.option_strings[0]}" in README, f"{action.option_strings[0]} is missing from the README"
+def test_the_flags_page_is_the_help(root: Path) -> None:
+    """docs/flags.md is what --help says, flag for flag and default for default."""
+    expected = markdown_flags(main.Config, main.PRESETS)
+    assert (root / "docs" / "flags.md").read_text() == expected, (
+        "docs/flags.md is out of date: python -c 'import main; from dqnkit.cli import markdown_flags; "
+        "print(markdown_flags(main.Config, main.PRESETS), end=\"\")' > docs/flags.md"
+    )
+    for f in dataclasses.fields(main.Config):
+        flag = "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-")
+        assert f"| `{flag}" in expected, f"{flag} is missing from docs/flags.md"
