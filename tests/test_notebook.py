@@ -28,6 +28,7 @@ def read_notebook() -> nbformat.NotebookNode:
 def test_notebook_is_saved_clean() -> None:
     nb = read_notebook()
     nbformat.validate(nb)
+    assert all(cell.get("id") for cell in nb.cells), "every cell needs an id (nbformat 4.5)"
     assert nb.metadata.kernelspec.name == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), "save the notebook without outputs"
