@@ -192,7 +192,7 @@ class TrainingSession:
         self.tensorboard = TensorBoard(self.run_dir / "tensorboard") if self.cfg.tensorboard else None
         self.videos = BackgroundVideos(self.out) if self.cfg.video and not self.done_before else None
         self.periodic = None
-        if getattr(self.cfg, "eval_every", 0) and not self.done_before:
+        if self.cfg.eval_every and not self.done_before:
             best = self.run_dir / BEST_WEIGHTS
             self.periodic = PeriodicEvaluation(self.cfg.env, self.cfg.max_steps, self.cfg.eval_every,
                                                self.cfg.eval_episodes, best)
