@@ -55,14 +55,20 @@ def test_throughput_alternates_the_agents_in_every_round() -> None:
     calls: list[str] = []
     names = {builder: name for name, builder in speed.BUILDERS.items()}
 
-    def fake_run(build, steps: int, seed: int) -> float:
+    def fake_run(build, steps: int, seed: int) -> tuple[float, float]:
         calls.append(names[build])
-        return {"reference": 100.0, "default": 200.0, "numpy": 600.0}[names[build]] + len(calls)
+        wall = {"reference": 100.0, "default": 200.0, "numpy": 600.0}[names[build]] + len(calls)
+        return wall, 2 * wall
 
     tp = speed.throughput(steps=10, rounds=3, seed=4, run=fake_run)
-    assert calls == ["reference", "default", "numpy"] * 3
+    assert calls == ["reference", "default", "numpy"] * 4  # a warm-up, then three rounds
     assert len(tp["rounds"]) == 3 and tp["steps"] == 10 and tp["seed"] == 4 and tp["threads"] == 1
-    assert tp["medians"]["reference"] == 104.0  # 101, 104, 107
+    assert tp["medians"]["reference"] == 107.0 and tp["cpu"]["medians"]["reference"] == 214.0  # 104, 107, 110
+
+
+def test_a_short_workload_counts_wall_and_cpu_time() -> None:
+    wall, cpu = speed.run_workload(speed.build_default_agent, steps=150, seed=0)  # 150 steps: it learns too
+    assert wall > 0 and cpu > 0
 
 
 def test_solve_alternates_the_sides_and_takes_medians_over_solved_runs() -> None:
