@@ -151,11 +151,13 @@ def td_loss_and_slope(td_error: np.ndarray, huber: bool, weights: np.ndarray | N
         abs_error = np.abs(td_error)
         elementwise = np.where(abs_error < 1.0, 0.5 * np.square(td_error), abs_error - 0.5)
         slope, scale = np.clip(td_error, -1.0, 1.0), 1.0 / n
-    else:  # mean of squares: slope 2 * error / n
+    elif weights is None:  # mean of squares, its sum as one dot product: slope 2 * error / n
+        return float(td_error @ td_error) / n, td_error * (2.0 / n)
+    else:
         elementwise, slope, scale = np.square(td_error), td_error, 2.0 / n
     if weights is not None:
         elementwise, slope = elementwise * weights, slope * weights
-    return float(np.mean(elementwise)), slope * scale
+    return float(elementwise.sum()) / n, slope * scale
 
 
 def _backpropagate(
@@ -163,26 +165,28 @@ def _backpropagate(
 ) -> None:
     """Chain rule from ``dL/dQ`` back through the layers, each gradient written into ``grad_views``."""
     (_, _), (w2, _), (w3, _) = local_views[:3]
-    (gw1, gb1), (gw2, gb2), (gw3, gb3) = grad_views[:3]  # weights as (out, in), like nn.Linear
+    # Weights as (out, in), like nn.Linear, laid out column by column (see views_like): each
+    # weight gradient is written as its transpose, gw.T = h.T @ dz, which is C-contiguous.
+    (gw1, gb1), (gw2, gb2), (gw3, gb3) = grad_views[:3]
     dueling = len(local_views) == 4
     if dueling:
         # Q = V + A - mean(A): V receives the sum of dQ, A receives dQ minus its mean.
         d_value = dq.sum(axis=1, keepdims=True)
         dq -= dq.mean(axis=1, keepdims=True)
         gwv, gbv = grad_views[3]
-        np.matmul(d_value.T, h2, out=gwv)
+        np.matmul(h2.T, d_value, out=gwv.T)
         np.add.reduce(d_value, axis=0, out=gbv)
-    np.matmul(dq.T, h2, out=gw3)
+    np.matmul(h2.T, dq, out=gw3.T)
     np.add.reduce(dq, axis=0, out=gb3)  # np.sum's arithmetic, without its Python wrapper
     dz2 = dq @ w3.T
     if dueling:
         dz2 += d_value @ local_views[3][0].T
     dz2 *= h2 > 0.0  # ReLU passes gradient only where its input was positive
-    np.matmul(dz2.T, h1, out=gw2)
+    np.matmul(h1.T, dz2, out=gw2.T)
     np.add.reduce(dz2, axis=0, out=gb2)
     dz1 = dz2 @ w2.T
     dz1 *= h1 > 0.0
-    np.matmul(dz1.T, states, out=gw1)
+    np.matmul(states.T, dz1, out=gw1.T)
     np.add.reduce(dz1, axis=0, out=gb1)
 
 
@@ -206,13 +210,21 @@ def numpy_adam_step(
     bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
     for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
-        exp_avg += (1.0 - beta1) * (grad - exp_avg)  # m <- beta1 m + (1 - beta1) g
+        # Two scratch arrays and out=: the same operations in the same order, without a new array for each.
+        scratch, denom = np.empty_like(param), np.empty_like(param)
+        np.subtract(grad, exp_avg, out=scratch)  # m <- m + (1 - beta1) (g - m) = beta1 m + (1 - beta1) g
+        scratch *= 1.0 - beta1
+        exp_avg += scratch
         exp_avg_sq *= beta2  # v <- beta2 v + (1 - beta2) g^2
-        exp_avg_sq += (1.0 - beta2) * np.square(grad)
-        denom = np.sqrt(exp_avg_sq)
+        np.square(grad, out=scratch)
+        scratch *= 1.0 - beta2
+        exp_avg_sq += scratch
+        np.sqrt(exp_avg_sq, out=denom)  # sqrt(v) / sqrt(1 - beta2^t) + eps
         denom /= bias_correction2_sqrt
         denom += eps
-        param -= step_size * exp_avg / denom
+        np.multiply(exp_avg, step_size, out=scratch)  # theta <- theta - step_size * m / denom
+        scratch /= denom
+        param -= scratch
 
 
 class NumpyAdam:
@@ -275,8 +287,15 @@ class NumpyAdam:
         group = {**self.param_groups[0], "params": list(range(len(self.params)))}
         if self._steps[0] == 0:
             return {"state": {}, "param_groups": [group]}
+        # Contiguous copies: the views are laid out like the parameters (see views_like), and
+        # torch.optim.Adam(fused=True) must get moments laid out like its own parameters.
+        contiguous = torch.contiguous_format
         state = {
-            i: {"step": self.steps[i].clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+            i: {
+                "step": self.steps[i].clone(),
+                "exp_avg": m.clone(memory_format=contiguous),
+                "exp_avg_sq": v.clone(memory_format=contiguous),
+            }
             for i, (m, v) in enumerate(self._moment_views())
         }
         return {"state": state, "param_groups": [group]}
@@ -331,19 +350,35 @@ def flatten_(tensors: list[torch.Tensor]) -> torch.Tensor:
 
     Returns the buffer. Adam and the soft update then touch 4,996 numbers in one
     operation instead of six small ones, which is most of their cost at this size.
-    Values are unchanged, and so is everything that holds the tensors (the optimizer,
-    ``state_dict``, ``load_state_dict``), since ``.data`` swaps only the storage.
+    Each tensor keeps its values, in the layout :func:`views_like` gives it, and so is
+    everything that holds the tensors (the optimizer, ``state_dict``, ``load_state_dict``)
+    unchanged, since ``.data`` swaps only the storage.
     """
-    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype)
     for t, view in zip(tensors, views_like(flat, tensors), strict=True):
+        view.copy_(t.detach())
         t.data = view
     return flat
 
 
 def views_like(flat: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Consecutive slices of ``flat``, each shaped like the matching tensor: views, no copies."""
+    """Consecutive slices of ``flat``, each shaped like the matching tensor: views, no copies.
+
+    A weight matrix, shaped ``(out, in)`` like ``nn.Linear``'s, is laid out column by column,
+    so that its transpose, the ``(in, out)`` matrix the NumPy forward pass multiplies by, is
+    C-contiguous: ``x @ weight_t`` then takes OpenBLAS's fast path (measured 8.3 against
+    11.7 us at 100 x 64 x 64). PyTorch computes the same with either layout.
+    """
     pieces = flat.split([t.numel() for t in tensors])
-    return [piece.view_as(t) for piece, t in zip(pieces, tensors, strict=True)]
+    return [
+        _column_major(piece, t) if t.dim() == 2 else piece.view_as(t) for piece, t in zip(pieces, tensors, strict=True)
+    ]
+
+
+def _column_major(piece: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``piece`` as a matrix shaped like ``like`` whose columns are consecutive in memory."""
+    rows, columns = like.shape
+    return piece.view(columns, rows).T
 
 
 def check_network(net: nn.Module) -> None:
@@ -444,9 +479,11 @@ class NumpyAgent(ExtendedAgent):
             self.memory.update_priorities(self.memory.last_indices, np.abs(td_error))
         return loss
 
-    @torch.no_grad()
     def update_target(self, hard: bool) -> None:
-        """The soft (or hard) target update on the flat buffers: one operation for all parameters."""
+        """The soft (or hard) target update on the flat buffers: one operation for all parameters.
+
+        No ``torch.no_grad()`` needed: the flat buffers are plain tensors that autograd never tracks.
+        """
         if hard:
             self._flat_target.copy_(self._flat_local)
         else:

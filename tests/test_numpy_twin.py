@@ -63,6 +63,19 @@ def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
     np.testing.assert_array_equal(relu_(again), np.zeros((2, 4)))
 
 
+@pytest.mark.parametrize("dueling", [False, True], ids=["plain", "dueling"])
+def test_the_twin_lays_weights_out_for_fast_products_and_saves_contiguous_moments(dueling: bool) -> None:
+    fast = _filled(NumpyAgent, dueling=dueling)
+    plain = _filled(ExtendedAgent, dueling=dueling)
+    for views in (fast._local_views, fast._target_views):
+        assert all(weight_t.flags["C_CONTIGUOUS"] for weight_t, _ in views)  # x @ weight_t: OpenBLAS's fast path
+    for a, b in zip(fast.local_qnetwork.state_dict().values(), plain.local_qnetwork.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the layout changes no value
+    fast.learn(fast.memory.sample(32), 0.99)
+    for entry in fast.optimizer.state_dict()["state"].values():
+        assert entry["exp_avg"].is_contiguous() and entry["exp_avg_sq"].is_contiguous()  # what torch's Adam expects
+
+
 def test_numpy_backprop_equals_autograd() -> None:
     """The twin against the textbook agent: same loss, same gradients, same weights, step after step."""
     fast, plain = _filled(NumpyAgent), _filled(Agent)
