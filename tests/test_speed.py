@@ -25,6 +25,8 @@ def test_the_agents_are_built_as_named() -> None:
     assert type(speed.build_numpy_agent(0)) is NumpyAgent  # main.Config(backprop="numpy")
     assert type(speed.build_reference_agent(0)) is speed.ReferenceAgent
     assert speed.AGENTS == ("reference", "default", "numpy") and set(speed.BUILDERS) == set(speed.AGENTS)
+    preset = speed.build_config_agent(main.apply_preset(main.Config(), "fast"), 0)
+    assert type(preset) is NumpyAgent and preset.double_dqn and preset.dueling  # --preset fast runs on the twin
 
 
 def test_the_default_and_the_twin_start_from_the_same_weights() -> None:
