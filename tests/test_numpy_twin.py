@@ -20,7 +20,7 @@ from agent import Agent
 from dqnkit import numpy_twin
 from dqnkit.agents import build_agent
 from dqnkit.errors import UserError
-from dqnkit.numpy_twin import NumpyAdam, NumpyAgent, check_network, numpy_q_values, numpy_views, relu_
+from dqnkit.numpy_twin import NumpyAdam, NumpyAgent, check_network, numpy_q_values, numpy_views, relu_, row_max
 from dqnkit.options import ExtendedAgent
 from nnetwork import DuelingNetwork, Network
 
@@ -50,6 +50,13 @@ def test_numpy_q_values_match_forward() -> None:
     for s, e in zip(states, expected, strict=True):
         np.testing.assert_allclose(numpy_q_values(views, s), e, rtol=1e-5, atol=1e-6)
         assert int(np.argmax(numpy_q_values(views, s))) == int(np.argmax(e))
+
+
+def test_row_max_is_max_over_each_row() -> None:
+    x = np.array([[1.0, -2.0, 3.0, 0.5], [-1.0, -0.5, -3.0, -0.25], [np.inf, 0.0, 1.0, 2.0]], dtype=np.float32)
+    np.testing.assert_array_equal(row_max(x), [[3.0], [-0.25], [np.inf]])
+    wide = np.random.default_rng(0).normal(size=(100, 18)).astype(np.float32)
+    np.testing.assert_array_equal(row_max(wide), wide.max(axis=1, keepdims=True))
 
 
 def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
