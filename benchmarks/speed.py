@@ -590,7 +590,18 @@ def machine_info() -> dict[str, Any]:
         "gymnasium": gymnasium.__version__,
         "torch_threads": THREADS,
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "commit": git_commit(),
     }
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, with ``+changes`` when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO, capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def fmt(value: float | None, spec: str = ",.0f") -> str:
@@ -601,7 +612,7 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
 def print_report(results: dict[str, Any]) -> None:
     """Print the human-readable table of every figure."""
     info = results["machine"]
-    print(f"DQN speed benchmark, {info['date']} (UTC)")
+    print(f"DQN speed benchmark, {info['date']} (UTC), commit {info['commit']}")
     print(f"  CPU {info['cpu_model'] or 'unknown'}, nproc {info['nproc']}, os.cpu_count {info['cpu_count']}")
     print(
         f"  Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, gymnasium {info['gymnasium']}, "

@@ -151,7 +151,7 @@ def test_a_run_of_no_part_prints_and_appends_its_json_line(tmp_path: Path, capsy
     assert out.read_text() == printed + "\n"
     figures = json.loads(printed)
     assert figures["throughput"] is None and figures["solve"] is None and figures["machine"]["torch_threads"] == 1
-    assert figures["machine"]["date"].endswith("+00:00")  # UTC
+    assert figures["machine"]["date"].endswith("+00:00") and "commit" in figures["machine"]  # UTC, the code run
 
 
 # ---------------------------------------------------------------- breakdown and calibration
