@@ -1,50 +1,64 @@
-"""Speed benchmark: this project's DQN against a straightforward tutorial-style reference.
+"""Speed benchmark: the textbook default and the NumPy twin against a tutorial-style reference, in one run.
 
-Three measurements, all on the CPU, after a calibration (the time of one bare environment
-step, which says how fast the machine is at the moment):
+Every figure comes from one process, on the CPU, after a calibration (the time of one bare
+environment step, which says how fast the machine is at the moment):
 
-1. throughput: environment steps per second over a fixed workload of ``--steps`` steps
-   (acting, storing and learning), the two implementations alternated ``--repeats`` times;
+1. throughput: environment steps per second over a fixed workload of ``--steps`` steps (acting,
+   storing and learning) for three agents, run in alternating rounds (reference, default, NumPy
+   twin, reference, ...) ``--rounds`` times, every one pinned to one thread: the reference
+   (:class:`ReferenceAgent`), the textbook default (``main.Config()``, :class:`agent.Agent`) and
+   the NumPy twin (``main.Config(backprop="numpy")``, ``dqnkit.numpy_twin.NumpyAgent``). Each is
+   given against the reference as the ratio of the medians and as the median of the rounds' ratios;
 2. peak memory of a replay memory filled to its capacity of 100,000 transitions (``tracemalloc``);
-3. time to solve: ``python main.py --no-video`` run once per ``--seeds`` seed (skip with ``--no-solve``),
-   also as a multiple of what the run's environment steps alone cost (a calibration just before each run).
+3. time to solve: ``python main.py --no-video --quiet --seed S`` and the same with ``--preset fast``,
+   for every ``--seeds`` seed (skip with ``--no-solve``), the two alternated (default first on
+   even-numbered seeds, preset first on odd ones), each after a calibration, so its time can
+   also be given as a multiple of what the run's environment steps alone cost;
+4. optionally (``--breakdown EPISODES``), where one training step's time goes on the default and
+   on the NumPy twin: the environment, acting, sampling, learning, storing, and the rest of the loop.
 
-4. optionally (``--breakdown EPISODES``), where one training step's time goes: the environment,
-   acting, learning, storing, and the rest of the loop, timed inside a default run.
-
-Run from the repository root: ``python benchmarks/speed.py [--steps N] [--repeats R] [--no-solve]``.
-The last line printed is one JSON object holding every figure.
+Run from the repository root: ``python benchmarks/speed.py [--steps N] [--rounds R] [--seeds S ...]``;
+``--no-throughput`` and ``--no-solve`` skip parts, ``--append FILE`` also appends the JSON line
+to FILE (for example ``benchmarks/results/speed-<date>.jsonl``). The last line printed is one JSON
+object holding every figure.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime
-import gc
-import json
 import os
-import platform
-import random
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-import tracemalloc
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+
+# One thread everywhere, before NumPy and PyTorch load: OpenBLAS reads this once, at import
+# (main.py sets it too), and every agent below, the reference included, runs under the same pin.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # isort: off
-import main  # noqa: E402  (first: it sets OPENBLAS_NUM_THREADS=1 before NumPy starts OpenBLAS)
+import main  # noqa: E402
 import agent  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from dqnkit.agents import agent_class  # noqa: E402
 from nnetwork import Network  # noqa: E402
 # isort: on
 
@@ -52,7 +66,11 @@ ENV_ID = "LunarLander-v3"
 STATE_SIZE = 8
 ACTION_SIZE = 4
 CAPACITY = 100_000
-CFG = main.Config()  # the original hyperparameters, shared by both implementations
+CFG = main.Config()  # the original hyperparameters, shared by every agent here
+THREADS = 1  # torch.set_num_threads for every agent timed in this process
+WARMUP_STEPS = 500  # untimed steps per agent before the throughput rounds (learning starts after 100)
+AGENTS = ("reference", "default", "numpy")  # the throughput sides, in the order of a round
+SOLVE_RUNS = {"default": [], "preset": ["--preset", "fast"]}  # main.py's extra flags for each solve side
 
 
 # ---------------------------------------------------------------- reference implementation
@@ -135,17 +153,27 @@ class ReferenceAgent:
             target_param.data.copy_(tau * local_param.data + (1.0 - tau) * target_param.data)
 
 
-# ---------------------------------------------------------------- throughput
+# ---------------------------------------------------------------- the agents
 
 
-def build_project_agent(seed: int) -> agent.Agent:
-    """The project's agent, seeded and built by the same calls as ``main.train`` (on the CPU)."""
+def build_config_agent(cfg: main.Config, seed: int) -> agent.Agent:
+    """The agent ``cfg`` describes, seeded and built by the same calls as ``main.train`` (on the CPU)."""
     rng = main.seed_everything(seed)
-    env = main.make_env(ENV_ID, CFG.max_steps)
+    env = main.make_env(ENV_ID, cfg.max_steps)
     try:
-        return main.build_agent(CFG, env, torch.device("cpu"), rng)
+        return main.build_agent(cfg, env, torch.device("cpu"), rng)
     finally:
         env.close()
+
+
+def build_default_agent(seed: int) -> agent.Agent:
+    """The textbook default, ``python main.py``'s agent: :class:`agent.Agent` (``--backprop autograd``)."""
+    return build_config_agent(main.Config(), seed)
+
+
+def build_numpy_agent(seed: int) -> agent.Agent:
+    """The NumPy twin, ``python main.py --backprop numpy``'s agent (``dqnkit.numpy_twin.NumpyAgent``)."""
+    return build_config_agent(main.Config(backprop="numpy"), seed)
 
 
 def build_reference_agent(seed: int) -> ReferenceAgent:
@@ -154,21 +182,34 @@ def build_reference_agent(seed: int) -> ReferenceAgent:
     return ReferenceAgent(STATE_SIZE, ACTION_SIZE)
 
 
-def run_workload(build_agent: Callable[[int], Any], steps: int, seed: int) -> float:
-    """Run a fresh agent for exactly ``steps`` environment steps; return steps per second.
+BUILDERS: dict[str, Callable[[int], Any]] = {
+    "reference": build_reference_agent,
+    "default": build_default_agent,
+    "numpy": build_numpy_agent,
+}
 
-    Same loop as ``main.train``: epsilon starts at 1.0 and decays per episode, the
-    environment is seeded on its first reset, and *terminated* is stored as done.
-    Building the environment and the agent is not timed.
+
+# ---------------------------------------------------------------- throughput
+
+
+def run_workload(build_agent: Callable[[int], Any], steps: int, seed: int) -> tuple[float, float]:
+    """Run a fresh agent for exactly ``steps`` environment steps on one thread.
+
+    Returns steps per second of wall-clock time and steps per second of this process's CPU
+    time: the second hardly moves when other processes share the machine (it leaves out the
+    time the process waited for a core), the first is what a user waits. Same loop as
+    ``main.train``: epsilon starts at 1.0 and decays per episode, the environment is seeded on
+    its first reset, and *terminated* is stored as done. Building the environment and the
+    agent is not timed.
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     env = main.make_env(ENV_ID, CFG.max_steps)
     dqn = build_agent(seed)
     env.action_space.seed(seed)
     epsilon = CFG.epsilon_start
     done_steps = 0
     gc.collect()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
         state, _ = env.reset(seed=seed)
         while done_steps < steps:
@@ -180,34 +221,54 @@ def run_workload(build_agent: Callable[[int], Any], steps: int, seed: int) -> fl
             if terminated or truncated:
                 epsilon = main.next_epsilon(epsilon, CFG.epsilon_end, CFG.epsilon_decay)
                 state, _ = env.reset()
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     finally:
         env.close()
-    return steps / seconds
+    return steps / seconds, steps / cpu_seconds
 
 
-def throughput(steps: int, repeats: int, seed: int) -> dict[str, Any]:
-    """Alternate project and reference runs ``repeats`` times; return every round and the medians."""
-    rounds: list[dict[str, float]] = []
-    for i in range(1, repeats + 1):
-        project = run_workload(build_project_agent, steps, seed)
-        reference = run_workload(build_reference_agent, steps, seed)
-        rounds.append({"project": project, "reference": reference})
-        print(
-            f"  round {i}/{repeats}: project {project:,.0f} steps/s, reference {reference:,.0f} steps/s",
-            file=sys.stderr,
-        )
-    project_median = statistics.median(r["project"] for r in rounds)
-    reference_median = statistics.median(r["reference"] for r in rounds)
+def throughput(
+    steps: int, rounds: int, seed: int, run: Callable[..., tuple[float, float]] = run_workload
+) -> dict[str, Any]:
+    """Run every agent of :data:`AGENTS` once per round, in turn; return every round, the medians and the ratios.
+
+    The wall-clock figures are the headline (``rounds``, ``medians``, ``vs_reference``); the
+    same summary of CPU-time figures is under ``cpu``. First every agent runs a short untimed
+    warm-up: the first optimizer step in a process pays one-off imports and set-up (about a
+    second), which would otherwise fall on whichever agent runs first.
+    """
+    for name in AGENTS:
+        run(BUILDERS[name], min(steps, WARMUP_STEPS), seed)
+    wall: list[dict[str, float]] = []
+    cpu: list[dict[str, float]] = []
+    for i in range(1, rounds + 1):
+        figures = {name: run(BUILDERS[name], steps, seed) for name in AGENTS}
+        wall.append({name: rate for name, (rate, _) in figures.items()})
+        cpu.append({name: rate for name, (_, rate) in figures.items()})
+        line = ", ".join(f"{name} {value:,.0f}" for name, value in wall[-1].items())
+        print(f"  round {i}/{rounds} (steps/s): {line}", file=sys.stderr)
     return {
         "steps": steps,
-        "repeats": repeats,
         "seed": seed,
-        "rounds": rounds,
-        "project_median": project_median,
-        "reference_median": reference_median,
-        "ratio": project_median / reference_median,
+        "threads": THREADS,
+        "rounds": wall,
+        **summarize_rounds(wall),
+        "cpu": {"rounds": cpu, **summarize_rounds(cpu)},
     }
+
+
+def summarize_rounds(rounds: list[dict[str, float]], base: str = "reference") -> dict[str, Any]:
+    """Medians of each side, and each side against ``base``: the ratio of the medians and the median of ratios."""
+    medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+    ratios = {
+        name: {
+            "ratio_of_medians": medians[name] / medians[base],
+            "median_of_ratios": statistics.median(r[name] / r[base] for r in rounds),
+        }
+        for name in rounds[0]
+        if name != base
+    }
+    return {"medians": medians, "vs_" + base: ratios}
 
 
 # ---------------------------------------------------------------- the machine's own speed
@@ -327,48 +388,72 @@ def times_env_alone(wall_seconds: float, steps: int, env_step_us: float) -> floa
     return wall_seconds / (steps * env_step_us * 1e-6)
 
 
-def solve_once(seed: int) -> dict[str, Any]:
-    """Run ``python main.py --no-video --seed S`` in a temporary folder; return wall time and the CSV figures.
+def solve_command(seed: int, flags: list[str], checkpoint: Path) -> list[str]:
+    """``python main.py --no-video --quiet --seed S [flags]``, its weights saved to ``checkpoint``."""
+    run_flags = ["--no-video", "--quiet", "--seed", str(seed), *flags, "--checkpoint", str(checkpoint)]
+    return [sys.executable, str(REPO / "main.py"), *run_flags]
+
+
+def solve_once(seed: int, flags: list[str] | None = None) -> dict[str, Any]:
+    """Run :func:`solve_command` in a temporary folder; return its wall time and the CSV figures.
 
     A bare-environment calibration (:func:`env_step_us`) runs just before, so the run's time
     can also be given as a multiple of what its environment steps alone cost at that moment.
     """
+    flags = flags or []
     calibration = env_step_us(seed=seed)["median_us"]
     with tempfile.TemporaryDirectory(prefix="dqn-solve-") as tmp:
         cwd = Path(tmp)
-        cmd = [
-            sys.executable,
-            str(REPO / "main.py"),
-            "--no-video",
-            "--seed",
-            str(seed),
-            "--checkpoint",
-            str(cwd / "ckpt.pth"),
-        ]
+        cmd = solve_command(seed, flags, cwd / "ckpt.pth")
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
-            raise RuntimeError(f"main.py --seed {seed} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(f"{' '.join(cmd[1:])} exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
         solved = any(line.startswith("solved:") for line in proc.stdout.splitlines())
         figures = read_solve_metrics(metrics_path_from_output(proc.stdout, cwd), solved)
     ratio = times_env_alone(wall, figures["steps_run"], calibration)
-    return {"seed": seed, "wall_seconds": wall, "env_step_us": calibration, "times_env_alone": ratio, **figures}
+    timing = {"wall_seconds": wall, "env_step_us": calibration, "times_env_alone": ratio}
+    return {"seed": seed, "flags": flags, **timing, **figures}
 
 
-def time_to_solve(seeds: list[int]) -> dict[str, Any]:
-    """Solve once per seed; medians are over the runs that solved."""
-    runs = []
-    for seed in seeds:
-        print(f"  solving with seed {seed} ...", file=sys.stderr)
-        runs.append(solve_once(seed))
+def solve_order(seeds: list[int]) -> list[tuple[str, int]]:
+    """``(side, seed)`` in the order they run: both sides per seed, the first side alternating (ABBA...)."""
+    sides = list(SOLVE_RUNS)
+    return [(side, seed) for i, seed in enumerate(seeds) for side in (sides if i % 2 == 0 else sides[::-1])]
+
+
+def time_to_solve(seeds: list[int], solve: Callable[..., dict[str, Any]] = solve_once) -> dict[str, Any]:
+    """Solve once per seed and side (:data:`SOLVE_RUNS`), alternated; medians are over the runs that solved."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SOLVE_RUNS}
+    for side, seed in solve_order(seeds):
+        print(f"  solving: {side}, seed {seed} ...", file=sys.stderr)
+        runs[side].append(solve(seed, SOLVE_RUNS[side]))
+    for side_runs in runs.values():
+        side_runs.sort(key=lambda r: seeds.index(r["seed"]))
+    sides = {side: {"runs": side_runs, **solve_medians(side_runs)} for side, side_runs in runs.items()}
+    default, preset = sides["default"]["median_wall_seconds"], sides["preset"]["median_wall_seconds"]
+    per_seed = [
+        p["wall_seconds"] / d["wall_seconds"]
+        for d, p in zip(runs["default"], runs["preset"], strict=True)
+        if d["solved"] and p["solved"]
+    ]
+    return {
+        "seeds": seeds,
+        **sides,
+        "preset_over_default_wall": preset / default if default and preset else None,
+        "preset_over_default_wall_per_seed": per_seed,
+    }
+
+
+def solve_medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs that solved: wall seconds, episodes, steps and times the environment alone."""
     solved = [r for r in runs if r["solved"]]
 
     def median(key: str) -> float | None:
         return statistics.median(r[key] for r in solved) if solved else None
 
     return {
-        "runs": runs,
         "solved_runs": len(solved),
         "median_wall_seconds": median("wall_seconds"),
         "median_episodes": median("solved_episode"),
@@ -380,20 +465,23 @@ def time_to_solve(seeds: list[int]) -> dict[str, Any]:
 # ---------------------------------------------------------------- where one step's time goes
 
 
-def breakdown(episodes: int, seed: int) -> dict[str, Any]:
-    """Train the default run for ``episodes`` episodes in this process, timing each part of a step.
+class PartTimers:
+    """Wrap methods with ``perf_counter`` timers that add up seconds per part; :meth:`restore` undoes it all.
 
-    Wraps ``env.step``, ``env.reset``, ``Agent.act``, ``ReplayMemory.sample_arrays`` (drawing and
-    gathering a minibatch), ``Agent.learn`` and ``ReplayMemory.push`` with ``perf_counter`` timers
-    (each adds about 1 µs per call) and returns seconds per part, the steps, and the loop's total.
-    The rest is the episode loop itself.
+    A method that ``owner`` inherits is wrapped on ``owner`` itself and deleted again on restore,
+    so the class hierarchy is left exactly as it was.
     """
-    spent: dict[str, float] = {}
-    originals: list[tuple[Any, str, Any]] = []
 
-    def timed(owner: Any, name: str, part: str) -> None:
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str, part: str) -> None:
+        """Time every call of ``owner.name`` as ``part``."""
         inner = getattr(owner, name)
-        originals.append((owner, name, inner))
+        own = vars(owner).get(name, _INHERITED)
+        self._undo.append((owner, name, own))
+        spent = self.spent
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
@@ -404,44 +492,82 @@ def breakdown(episodes: int, seed: int) -> dict[str, Any]:
 
         setattr(owner, name, wrapper)
 
+    def restore(self) -> None:
+        """Put every wrapped method back (or remove it where it was inherited), last wrapped first."""
+        for owner, name, own in reversed(self._undo):
+            if own is _INHERITED:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
+        self._undo.clear()
+
+
+_INHERITED = object()  # marks a method that was not in the owner's own __dict__
+
+
+def breakdown(episodes: int, seed: int, backprop: str = "autograd") -> dict[str, Any]:
+    """Train ``main.Config(backprop=backprop)`` for ``episodes`` episodes in this process, timing each part of a step.
+
+    Wraps ``env.step``, ``env.reset``, the agent class's ``act`` and ``learn``, and
+    ``ReplayMemory.sample_arrays`` (drawing and gathering a minibatch) and ``push``, with
+    ``perf_counter`` timers (each adds about 1 µs per call); returns seconds per part, the steps,
+    and the loop's total. The rest is the episode loop itself.
+    """
+    cfg = main.Config(
+        seed=seed, episodes=episodes, video=False, quiet=True, target_score=float("inf"), backprop=backprop
+    )
+    cls = agent_class(cfg)
+    timers = PartTimers()
     make_env = main.make_env
 
     def make_timed_env(*args: Any, **kwargs: Any) -> Any:
         env = make_env(*args, **kwargs)
-        timed(env, "step", "environment step")
-        timed(env, "reset", "environment reset")
+        timers.wrap(env, "step", "environment step")
+        timers.wrap(env, "reset", "environment reset")
         return env
 
-    timed(agent.Agent, "act", "acting (epsilon-greedy)")
-    timed(agent.ReplayMemory, "sample_arrays", "sampling a minibatch")
-    timed(agent.Agent, "learn", "learning (gradient, Adam, soft update)")
-    timed(agent.ReplayMemory, "push", "storing the transition")
-    timed(main, "play_episode", "episode loop")
+    timers.wrap(cls, "act", "acting (epsilon-greedy)")
+    timers.wrap(agent.ReplayMemory, "sample_arrays", "sampling a minibatch")
+    timers.wrap(cls, "learn", "learning (gradient, Adam, target update)")
+    timers.wrap(agent.ReplayMemory, "push", "storing the transition")
+    timers.wrap(main, "play_episode", "episode loop")
     main.make_env = make_timed_env
-    cfg = main.Config(seed=seed, episodes=episodes, video=False, quiet=True, target_score=float("inf"))
     try:
-        with tempfile.TemporaryDirectory(prefix="dqn-breakdown-") as tmp:
-            cwd = os.getcwd()
-            os.chdir(tmp)
-            try:
-                main.train(cfg, out=lambda _: None)
-                steps = int(main.read_metrics(next(Path(tmp).glob("runs/*/metrics.csv")))["total_steps"][-1])
-            finally:
-                os.chdir(cwd)
+        steps = _train_in_temporary_folder(cfg)
     finally:
         main.make_env = make_env
-        for owner, name, inner in reversed(originals):
-            setattr(owner, name, inner)
+        timers.restore()
+    spent = dict(timers.spent)
     loop = spent.pop("episode loop")
     parts = {**spent, "the rest of the episode loop": loop - sum(spent.values())}
-    return {"episodes": episodes, "seed": seed, "steps": steps, "loop_seconds": loop, "seconds": parts}
+    return {
+        "backprop": backprop,
+        "agent": cls.__name__,
+        "episodes": episodes,
+        "seed": seed,
+        "steps": steps,
+        "loop_seconds": loop,
+        "seconds": parts,
+    }
+
+
+def _train_in_temporary_folder(cfg: main.Config) -> int:
+    """``main.train(cfg)`` with a temporary folder as the working directory; return its environment steps."""
+    with tempfile.TemporaryDirectory(prefix="dqn-breakdown-") as tmp:
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            main.train(cfg, out=lambda _: None)
+            return int(main.read_metrics(next(Path(tmp).glob("runs/*/metrics.csv")))["total_steps"][-1])
+        finally:
+            os.chdir(cwd)
 
 
 # ---------------------------------------------------------------- report
 
 
 def machine_info() -> dict[str, Any]:
-    """Date, CPU and library versions, for the table and the JSON."""
+    """Date (UTC), CPU and library versions, for the table and the JSON."""
     cpu_model = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -453,16 +579,29 @@ def machine_info() -> dict[str, Any]:
     import gymnasium
 
     return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "gymnasium": gymnasium.__version__,
-        "torch_threads": 1,
+        "torch_threads": THREADS,
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "commit": git_commit(),
     }
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, with ``+changes`` when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO, capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def fmt(value: float | None, spec: str = ",.0f") -> str:
@@ -473,11 +612,11 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
 def print_report(results: dict[str, Any]) -> None:
     """Print the human-readable table of every figure."""
     info = results["machine"]
-    print(f"DQN speed benchmark, {info['date']}")
+    print(f"DQN speed benchmark, {info['date']} (UTC), commit {info['commit']}")
     print(f"  CPU {info['cpu_model'] or 'unknown'}, nproc {info['nproc']}, os.cpu_count {info['cpu_count']}")
     print(
         f"  Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, gymnasium {info['gymnasium']}, "
-        "torch threads 1"
+        f"torch threads {info['torch_threads']}, OPENBLAS_NUM_THREADS {info['openblas_threads']}"
     )
     calibration = results["env_step"]
     chunks = ", ".join(f"{v:.1f}" for v in calibration["chunks_us"])
@@ -485,70 +624,106 @@ def print_report(results: dict[str, Any]) -> None:
         f"  one bare {ENV_ID} step (the same {calibration['chunk_steps']:,} random-action steps, timed "
         f"{len(calibration['chunks_us'])} times): {calibration['median_us']:.1f} µs median ({chunks})"
     )
-
     tp = results["throughput"]
     if tp is None:
         print("\nThroughput: skipped (--no-throughput)")
     else:
-        _print_throughput(tp)
-    _print_rest(results)
+        print_throughput(tp)
+    print_memory(results["memory"])
+    for split in results.get("breakdown") or []:
+        print_breakdown(split)
+    if results.get("solve") is None:
+        print("\nTime to solve: skipped (--no-solve)")
+    else:
+        print_solve(results["solve"])
 
 
-def _print_throughput(tp: dict[str, Any]) -> None:
-    print(f"\nThroughput: {tp['steps']:,} steps of {ENV_ID}, seed {tp['seed']}, {tp['repeats']} rounds (steps/s)")
-    print(f"  {'round':<8}{'project':>12}{'reference':>12}{'ratio':>8}")
+def print_throughput(tp: dict[str, Any]) -> None:
+    """The rounds, the medians, and each agent against the reference."""
+    names = list(tp["medians"])
+    print(
+        f"\nThroughput: {tp['steps']:,} steps of {ENV_ID} per agent, seed {tp['seed']}, {len(tp['rounds'])} "
+        f"alternating rounds, {tp['threads']} thread each (steps/s)"
+    )
+    print("  " + f"{'round':<8}" + "".join(f"{name:>12}" for name in names))
     for i, r in enumerate(tp["rounds"], 1):
-        print(f"  {i:<8}{r['project']:>12,.0f}{r['reference']:>12,.0f}{r['project'] / r['reference']:>8.2f}")
-    print(f"  {'median':<8}{tp['project_median']:>12,.0f}{tp['reference_median']:>12,.0f}{tp['ratio']:>8.2f}")
+        print("  " + f"{i:<8}" + "".join(f"{r[name]:>12,.0f}" for name in names))
+    print("  " + f"{'median':<8}" + "".join(f"{tp['medians'][name]:>12,.0f}" for name in names))
+    for name, ratio in tp["vs_reference"].items():
+        print(
+            f"  {name} against the reference: {ratio['ratio_of_medians']:.2f}x (ratio of medians), "
+            f"{ratio['median_of_ratios']:.2f}x (median of the rounds' ratios)"
+        )
+    cpu = tp["cpu"]
+    medians = ", ".join(f"{name} {value:,.0f}" for name, value in cpu["medians"].items())
+    ratios = ", ".join(
+        f"{name} {r['ratio_of_medians']:.2f}x / {r['median_of_ratios']:.2f}x" for name, r in cpu["vs_reference"].items()
+    )
+    print(f"  per second of CPU time instead (medians): {medians}; against the reference {ratios}")
 
 
-def _print_rest(results: dict[str, Any]) -> None:
-
-    mem = results["memory"]
+def print_memory(mem: dict[str, Any]) -> None:
+    """Peak MB of the two replay memories."""
     print(f"\nReplay memory peak, {mem['capacity']:,} transitions (tracemalloc)")
     print(f"  project   {mem['project_mb']:8.1f} MB")
     print(f"  reference {mem['reference_mb']:8.1f} MB")
 
-    split = results.get("breakdown")
-    if split is not None:
-        print(
-            f"\nWhere a step's time goes: default run, seed {split['seed']}, {split['episodes']} episodes, "
-            f"{split['steps']:,} steps, {split['loop_seconds'] / split['steps'] * 1e6:.0f} µs per step"
-        )
-        for part, seconds in split["seconds"].items():
-            print(f"  {part:<48}{seconds / split['steps'] * 1e6:>7.1f} µs per step")
 
-    solve = results.get("solve")
-    if solve is None:
-        print("\nTime to solve: skipped (--no-solve)")
-        return
-    print("\nTime to solve: python main.py --no-video (100-episode average >= 200)")
-    print("  (bare step: the calibration just before the run; x env: the wall time over the run's steps at it)")
-    print(f"  {'seed':<8}{'wall s':>10}{'episodes':>10}{'steps':>10}{'bare step':>12}{'x env':>8}")
-    for r in solve["runs"]:
-        note = "" if r["solved"] else f"  not solved in {r['episodes_run']} episodes"
-        episodes, steps = fmt(r["solved_episode"]), fmt(r["solved_steps"])
-        print(
-            f"  {r['seed']:<8}{r['wall_seconds']:>10.1f}{episodes:>10}{steps:>10}"
-            f"{r['env_step_us']:>9.1f} µs{r['times_env_alone']:>8.2f}{note}"
-        )
+def print_breakdown(split: dict[str, Any]) -> None:
+    """Microseconds per step of each part of one path's training step."""
     print(
-        f"  {'median':<8}{fmt(solve['median_wall_seconds'], '.1f'):>10}{fmt(solve['median_episodes']):>10}"
-        f"{fmt(solve['median_steps']):>10}{'':>12}{fmt(solve['median_times_env_alone'], '.2f'):>8}"
-        f"  ({solve['solved_runs']}/{len(solve['runs'])} solved)"
+        f"\nWhere a step's time goes: --backprop {split['backprop']} ({split['agent']}), seed {split['seed']}, "
+        f"{split['episodes']} episodes, {split['steps']:,} steps, "
+        f"{split['loop_seconds'] / split['steps'] * 1e6:.0f} µs per step"
     )
+    for part, seconds in split["seconds"].items():
+        print(f"  {part:<48}{seconds / split['steps'] * 1e6:>7.1f} µs per step")
+
+
+def print_solve(solve: dict[str, Any]) -> None:
+    """Per seed and side: wall seconds, episodes, steps; the medians and the preset against the default."""
+    print("\nTime to solve: python main.py --no-video --quiet [--preset fast] (100-episode average >= 200)")
+    print("  (bare step: the calibration just before the run; x env: the wall time over the run's steps at it)")
+    print(f"  {'side':<8}{'seed':<6}{'wall s':>10}{'episodes':>10}{'steps':>10}{'bare step':>12}{'x env':>8}")
+    for side in SOLVE_RUNS:
+        for r in solve[side]["runs"]:
+            note = "" if r["solved"] else f"  not solved in {r['episodes_run']} episodes"
+            episodes, steps = fmt(r["solved_episode"]), fmt(r["solved_steps"])
+            print(
+                f"  {side:<8}{r['seed']:<6}{r['wall_seconds']:>10.1f}{episodes:>10}{steps:>10}"
+                f"{r['env_step_us']:>9.1f} µs{r['times_env_alone']:>8.2f}{note}"
+            )
+        s = solve[side]
+        print(
+            f"  {side:<8}{'median':<6}{fmt(s['median_wall_seconds'], '.1f'):>10}{fmt(s['median_episodes']):>10}"
+            f"{fmt(s['median_steps']):>10}{'':>12}{fmt(s['median_times_env_alone'], '.2f'):>8}"
+            f"  ({s['solved_runs']}/{len(s['runs'])} solved)"
+        )
+    per_seed = ", ".join(f"{x:.2f}" for x in solve["preset_over_default_wall_per_seed"])
+    print(
+        f"  preset wall-clock over the default's: {fmt(solve['preset_over_default_wall'], '.2f')} "
+        f"(ratio of medians); per seed {per_seed or '-'}"
+    )
+
+
+# ---------------------------------------------------------------- command line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        description="Compare the project's DQN with a tutorial-style reference: throughput, replay memory, solve time.",
+        description="Throughput of the reference, the textbook default and the NumPy twin in alternating rounds; "
+        "replay memory; time to solve of the default and of --preset fast.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--steps", type=int, default=40_000, help="environment steps per throughput run")
-    parser.add_argument("--repeats", type=int, default=3, help="throughput rounds, each project then reference")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the throughput workload")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one solve run of main.py per seed")
+    parser.add_argument("--steps", type=int, default=20_000, help="environment steps per agent and round")
+    parser.add_argument(
+        "--rounds", "--repeats", type=int, default=5, help="throughput rounds, each: reference, default, numpy"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the throughput workload and the calibration")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="solve runs: main.py and main.py --preset fast per seed"
+    )
     parser.add_argument("--no-solve", action="store_true", help="skip the time-to-solve runs")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput comparison")
     parser.add_argument(
@@ -556,31 +731,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="EPISODES",
-        help="also time each part of a step over this many episodes",
+        help="also time each part of a step, on the default and on the NumPy twin, over this many episodes",
     )
+    parser.add_argument("--append", metavar="FILE", help="also append the JSON line to FILE")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1 or args.breakdown < 0:
-        parser.error("--steps and --repeats must be at least 1, --breakdown at least 0")
+    if args.steps < 1 or args.rounds < 1 or args.breakdown < 0:
+        parser.error("--steps and --rounds must be at least 1, --breakdown at least 0")
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        parser.error(f"--seeds must be distinct and not negative, got {args.seeds}")
     return args
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run every measurement, print the table and the JSON line; return the figures."""
+    """Run every measurement asked for, print the table and the JSON line; return the figures."""
     args = parse_args(argv)
-    results: dict[str, Any] = {"machine": machine_info()}
+    torch.set_num_threads(THREADS)
+    results: dict[str, Any] = {"machine": machine_info(), "command": " ".join(["benchmarks/speed.py", *sys.argv[1:]])}
     print("bare environment steps ...", file=sys.stderr)
     results["env_step"] = env_step_us(seed=args.seed)
     if not args.no_throughput:
         print("throughput ...", file=sys.stderr)
-    results["throughput"] = None if args.no_throughput else throughput(args.steps, args.repeats, args.seed)
+    results["throughput"] = None if args.no_throughput else throughput(args.steps, args.rounds, args.seed)
     print("replay memory ...", file=sys.stderr)
     results["memory"] = memory_peaks()
     if args.breakdown:
         print("breakdown ...", file=sys.stderr)
-    results["breakdown"] = breakdown(args.breakdown, args.seed) if args.breakdown else None
+    paths = ("autograd", "numpy") if args.breakdown else ()
+    results["breakdown"] = [breakdown(args.breakdown, args.seed, path) for path in paths] or None
     results["solve"] = None if args.no_solve else time_to_solve(args.seeds)
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     print_report(results)
-    print(json.dumps(results))
+    line = json.dumps(results)
+    print(line)
+    if args.append:
+        with open(args.append, "a") as fh:
+            fh.write(line + "\n")
     return results
 
 

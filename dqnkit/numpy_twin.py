@@ -140,8 +140,17 @@ def numpy_q_targets(
         best = q_values(local_views, next_states).argmax(axis=1)
         next_q = next_q_target[np.arange(len(best)), best][:, None]
     else:
-        next_q = next_q_target.max(axis=1, keepdims=True)
+        next_q = row_max(next_q_target)
     return bellman_target(rewards, next_q, dones, discount_factor)
+
+
+def row_max(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=1, keepdims=True)``, the same numbers, faster for a few columns.
+
+    NumPy reduces along a short last axis slowly (4.9 us for 100 x 4); the columns copied into
+    rows and reduced along the first axis take 1.7 us. A maximum is exact, so the order is free.
+    """
+    return np.ascontiguousarray(x.T).max(axis=0)[:, None]
 
 
 def td_loss_and_slope(td_error: np.ndarray, huber: bool, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
@@ -151,11 +160,13 @@ def td_loss_and_slope(td_error: np.ndarray, huber: bool, weights: np.ndarray | N
         abs_error = np.abs(td_error)
         elementwise = np.where(abs_error < 1.0, 0.5 * np.square(td_error), abs_error - 0.5)
         slope, scale = np.clip(td_error, -1.0, 1.0), 1.0 / n
-    else:  # mean of squares: slope 2 * error / n
+    elif weights is None:  # mean of squares, its sum as one dot product: slope 2 * error / n
+        return float(td_error @ td_error) / n, td_error * (2.0 / n)
+    else:
         elementwise, slope, scale = np.square(td_error), td_error, 2.0 / n
     if weights is not None:
         elementwise, slope = elementwise * weights, slope * weights
-    return float(np.mean(elementwise)), slope * scale
+    return float(elementwise.sum()) / n, slope * scale
 
 
 def _backpropagate(
@@ -206,13 +217,21 @@ def numpy_adam_step(
     bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
     for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
-        exp_avg += (1.0 - beta1) * (grad - exp_avg)  # m <- beta1 m + (1 - beta1) g
+        # Two scratch arrays and out=: the same operations in the same order, without a new array for each.
+        scratch, denom = np.empty_like(param), np.empty_like(param)
+        np.subtract(grad, exp_avg, out=scratch)  # m <- m + (1 - beta1) (g - m) = beta1 m + (1 - beta1) g
+        scratch *= 1.0 - beta1
+        exp_avg += scratch
         exp_avg_sq *= beta2  # v <- beta2 v + (1 - beta2) g^2
-        exp_avg_sq += (1.0 - beta2) * np.square(grad)
-        denom = np.sqrt(exp_avg_sq)
+        np.square(grad, out=scratch)
+        scratch *= 1.0 - beta2
+        exp_avg_sq += scratch
+        np.sqrt(exp_avg_sq, out=denom)  # sqrt(v) / sqrt(1 - beta2^t) + eps
         denom /= bias_correction2_sqrt
         denom += eps
-        param -= step_size * exp_avg / denom
+        np.multiply(exp_avg, step_size, out=scratch)  # theta <- theta - step_size * m / denom
+        scratch /= denom
+        param -= scratch
 
 
 class NumpyAdam:
@@ -444,9 +463,11 @@ class NumpyAgent(ExtendedAgent):
             self.memory.update_priorities(self.memory.last_indices, np.abs(td_error))
         return loss
 
-    @torch.no_grad()
     def update_target(self, hard: bool) -> None:
-        """The soft (or hard) target update on the flat buffers: one operation for all parameters."""
+        """The soft (or hard) target update on the flat buffers: one operation for all parameters.
+
+        No ``torch.no_grad()`` needed: the flat buffers are plain tensors that autograd never tracks.
+        """
         if hard:
             self._flat_target.copy_(self._flat_local)
         else:

@@ -20,7 +20,16 @@ from agent import Agent
 from dqnkit import numpy_twin
 from dqnkit.agents import build_agent
 from dqnkit.errors import UserError
-from dqnkit.numpy_twin import NumpyAdam, NumpyAgent, check_network, numpy_q_values, numpy_views, relu_
+from dqnkit.numpy_twin import (
+    NumpyAdam,
+    NumpyAgent,
+    check_network,
+    numpy_adam_step,
+    numpy_q_values,
+    numpy_views,
+    relu_,
+    row_max,
+)
 from dqnkit.options import ExtendedAgent
 from nnetwork import DuelingNetwork, Network
 
@@ -50,6 +59,29 @@ def test_numpy_q_values_match_forward() -> None:
     for s, e in zip(states, expected, strict=True):
         np.testing.assert_allclose(numpy_q_values(views, s), e, rtol=1e-5, atol=1e-6)
         assert int(np.argmax(numpy_q_values(views, s))) == int(np.argmax(e))
+
+
+def test_row_max_is_max_over_each_row() -> None:
+    x = np.array([[1.0, -2.0, 3.0, 0.5], [-1.0, -0.5, -3.0, -0.25], [np.inf, 0.0, 1.0, 2.0]], dtype=np.float32)
+    np.testing.assert_array_equal(row_max(x), [[3.0], [-0.25], [np.inf]])
+    wide = np.random.default_rng(0).normal(size=(100, 18)).astype(np.float32)
+    np.testing.assert_array_equal(row_max(wide), wide.max(axis=1, keepdims=True))
+
+
+def test_numpy_adam_step_is_the_plain_formula_to_the_bit() -> None:
+    """Its scratch arrays change no rounding: the same operations, in the same order, as the formula."""
+    rng = np.random.default_rng(0)
+    param, grad = rng.normal(size=500).astype(np.float32), rng.normal(size=500).astype(np.float32)
+    exp_avg, exp_avg_sq = 0.1 * rng.normal(size=500).astype(np.float32), rng.random(500).astype(np.float32)
+    p, m, v = param.copy(), exp_avg.copy(), exp_avg_sq.copy()
+    for step in (1, 2, 3):
+        numpy_adam_step([param], [grad], [exp_avg], [exp_avg_sq], step, 1e-3, (0.9, 0.999), 1e-8)
+        m = m + (1.0 - 0.9) * (grad - m)
+        v = v * 0.999 + (1.0 - 0.999) * np.square(grad)
+        denom = np.sqrt(v) / (1.0 - 0.999**step) ** 0.5 + 1e-8
+        p = p - (1e-3 / (1.0 - 0.9**step)) * m / denom
+        for got, want in ((param, p), (exp_avg, m), (exp_avg_sq, v)):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
