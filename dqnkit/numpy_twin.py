@@ -424,11 +424,20 @@ class NumpyAgent(ExtendedAgent):
         self._grad_views = list(zip(grads[0::2], grads[1::2], strict=True))
         self._q_values = numpy_dueling_q_values if self.dueling else numpy_q_values
 
-    _UNBOUND = ("_local_params", "_flat_local", "_flat_target", "_flat_grad", "_local_views", "_target_views")
+    # Views and buffers that _bind() makes from the parameters.
+    _UNBOUND = (
+        "_local_params",
+        "_flat_local",
+        "_flat_target",
+        "_flat_grad",
+        "_local_views",
+        "_target_views",
+        "_grad_views",
+    )
 
     def __getstate__(self) -> dict:
         # Views into storage do not survive a copy or a pickle; __setstate__ makes them anew.
-        return {k: v for k, v in self.__dict__.items() if k not in self._UNBOUND + ("_grad_views",)}
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNBOUND}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

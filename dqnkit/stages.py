@@ -70,6 +70,10 @@ def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None =
     run_dir = Path(run_dir)
     videos = Path(video_dir) if video_dir is not None else VIDEO_DIR / run_dir.name
     m = read_metrics(run_dir / "metrics.csv")
+    if "outcome" not in m:  # the words need every episode's outcome, which older runs did not record
+        raise UserError(
+            f"{run_dir}/metrics.csv has no outcome column; the progress table needs a run from this version"
+        )
     filmed = sorted(int(p.stem.split("_")[1]) for p in videos.glob("episode_*.mp4"))
     if not filmed:
         raise UserError(f"no videos of {run_dir.name} in {videos}/; a run films one every --video-every episodes")
@@ -78,10 +82,9 @@ def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None =
         window = (m["episode"] >= first) & (m["episode"] <= last)
         if not window.any():
             continue
-        outcome = m.get("outcome")
-        landed = float(np.mean(outcome[window] == "landed")) if outcome is not None else float("nan")
-        on_pad = float(np.mean(m["on_pad"][window])) if "on_pad" in m else float("nan")
-        timed_out = float(np.mean(outcome[window] == "timed out")) if outcome is not None else float("nan")
+        landed = float(np.mean(m["outcome"][window] == "landed"))
+        on_pad = float(np.mean(m["on_pad"][window]))
+        timed_out = float(np.mean(m["outcome"][window] == "timed out"))
         average = float(m["average_100"][m["episode"] == last][0]) if (m["episode"] == last).any() else float("nan")
         video = videos / f"episode_{last:04d}.mp4"
         sidecar = video.with_suffix(".json")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dqnkit.errors import UserError
 from dqnkit.logs import METRIC_FIELDS
 from dqnkit.stages import describe, markdown_table, run_stages, select, write_progress, write_thumbnail
 
@@ -113,3 +114,12 @@ def test_progress_files_link_thumbnails_and_videos(tmp_path: Path) -> None:
     assert (videos / "episode_0006.webp").is_file() and (videos / "episode_0003.webp").is_file()
     assert '<a href="../../videos/r/episode_0003.mp4"><img src="../../videos/r/episode_0003.webp"' in page.read_text()
     assert markdown_table(run_stages(run, videos), run).count("\n") == 4  # header, rule, two rows
+
+
+def test_a_run_without_outcomes_is_refused_in_one_line(tmp_path: Path) -> None:
+    run, videos = _run(tmp_path)
+    lines = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(",".join(line.split(",")[:7]) for line in lines) + "\n")
+    with pytest.raises(UserError, match="no outcome column") as info:
+        run_stages(run, videos)
+    assert "\n" not in str(info.value)
