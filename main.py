@@ -24,6 +24,7 @@ from dqnkit.cli import (  # noqa: E402
     BEYOND,
     ORIGINAL,
     RUN,
+    finite_float,
     nonnegative_int,
     open_unit_interval,
     option,
@@ -191,6 +192,21 @@ class Config:
         group=BEYOND,
     )
     eval_episodes: int = option(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
+    eval_target: float | None = option(
+        None,
+        "a stopping rule that judges the greedy policy instead of the training average: the run counts as "
+        "solved (it writes --checkpoint and stops, unless --keep-training) once an evaluation of --eval-every "
+        "scores at least this mean with at least --eval-landed of its episodes at rest",
+        finite_float,
+        metavar="SCORE",
+        group=BEYOND,
+    )
+    eval_landed: float = option(
+        0.95,
+        "with --eval-target: the least share of an evaluation's episodes that must land",
+        unit_interval,
+        group=BEYOND,
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {  # named sets of options; explicit flags override them
@@ -333,7 +349,11 @@ def train(
             if cfg.video and episode % cfg.video_every == 0:
                 session.film(episode, agent.local_qnetwork)
             session.show_progress(episode, average, epsilon, total_steps)
-            if session.solved_episode is None and len(session.scores) >= 100 and average >= cfg.target_score:
+            if cfg.eval_target is None:  # the original rule: the 100-episode training average, exploration included
+                solved = len(session.scores) >= 100 and average >= cfg.target_score
+            else:  # beyond the original: the greedy evaluation on unseen seeds that record() just ran
+                solved = session.evaluation_passed(episode)
+            if session.solved_episode is None and solved:
                 session.save_solved(episode, average, agent.local_qnetwork)  # the only write to cfg.checkpoint
                 if not cfg.keep_training:
                     break

@@ -1,15 +1,20 @@
 """Side by side on the same seeds: the original DQN, ``--preset fast``, and Stable-Baselines3's DQN.
 
-For each method and seed it measures the episodes and environment steps until the
-100-episode *training* average (exploration included) reaches 200, the wall-clock
-seconds to get there, and the greedy policy at exactly 100,000 environment steps,
-scored over 100 evaluation episodes (seeds 0..99, as ``main.evaluate`` plays them).
-For this project's runs it also evaluates the agent at the end of its run with
-``main.evaluate`` (share of landings, mean episode length). Medians over the seeds
-are printed as a table and as one JSON line.
+For each method and seed it measures the episodes, environment steps and wall-clock seconds
+until the 100-episode *training* average (exploration included) reaches 200, and the greedy
+policy at exactly 100,000 environment steps. Above all it evaluates the **saved agent**, the
+weights a user is left with: the original's ``checkpoint.pth`` (written when the training
+average reaches 200), the preset's (written when its greedy evaluation during training passes
+``--eval-target``; the best evaluated weights if it never does), and SB3's model at the end of
+its 100,000 steps. Every greedy evaluation plays 100 episodes from environment seeds
+2,000,000 and up, which no run trained, filmed or selected on (training uses ``--seed``,
+videos ``--seed`` + episode, the evaluation during training 1,000,000 and up): the mean score,
+the share of episodes that came to rest (on the pad or not), the share on the pad, and the
+mean episode length. Medians over the seeds (and the worst seed's landed share) are printed
+as a table and as one JSON line.
 
     python benchmarks/compare.py                          # everything: long (about an hour on 2 cores)
-    python benchmarks/compare.py --which preset --seeds 0 1
+    python benchmarks/compare.py --which preset --seeds 0 1 2 3 4 --jobs 2
 
 Stable-Baselines3 is optional: ``pip install -r benchmarks/requirements.txt``. Without it the
 table compares the other methods, after a one-line warning at the start.
@@ -44,6 +49,9 @@ import numpy as np  # noqa: E402
 
 ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
+# Reset seeds of every greedy evaluation here: disjoint from training (--seed), the videos (--seed +
+# episode) and the evaluation during training that picks the preset's agent (1,000,000 and up).
+EVAL_SEED = 2_000_000
 METHODS = ("default", "preset", "sb3")
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, LunarLander-v2 (the v3 task is the same).
@@ -82,12 +90,19 @@ def _averages(scores: list[float]) -> list[float]:
 
 
 def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None]) -> dict[str, Any]:
-    """``main.train``'s loop for ``cfg``, snapshotting the weights at ``eval_steps`` environment steps.
+    """``main.train``'s loop for ``cfg``, keeping the weights at ``eval_steps`` environment steps and the saved agent.
 
-    Trains until the 100-episode average reaches the target *and* ``eval_steps`` steps are done,
-    or ``cfg.episodes`` run out. A test checks that the scores equal ``main.train``'s.
+    The saved agent is what ``main.train`` writes to the checkpoint: the weights when the
+    100-episode average reaches the target, or with ``cfg.eval_target`` those whose evaluation
+    during training passed it (if none ever does, the best evaluated weights, as ``best.pth``).
+    Trains until the average reaches the target, ``eval_steps`` steps are done and the agent
+    is saved, or ``cfg.episodes`` run out. A test checks that the scores and the saved agent
+    equal ``main.train``'s.
     """
     import torch
+
+    from dqnkit.evaluation import PeriodicEvaluation
+    from dqnkit.files import load_file
 
     torch.set_num_threads(1)
     env = main.make_env(cfg.env, cfg.max_steps)
@@ -97,15 +112,24 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
     scores: list[float] = []
     window: deque[float] = deque(maxlen=100)
     epsilon, total_steps = cfg.epsilon_start, 0
-    snapshot, solved = None, None
+    snapshot, solved, saved = None, None, None
+
+    def weights() -> dict:
+        return {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
 
     def keep_eval_weights(steps: int) -> None:
         nonlocal snapshot
         if steps == eval_steps:
-            snapshot = {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
+            snapshot = weights()
 
     start = time.perf_counter()
-    try:
+    with tempfile.TemporaryDirectory(prefix="dqn-compare-") as tmp, contextlib.ExitStack() as closing:
+        closing.callback(env.close)
+        periodic = None
+        if cfg.eval_every:
+            best = Path(tmp) / "best.pth"
+            periodic = PeriodicEvaluation(cfg.env, cfg.max_steps, cfg.eval_every, cfg.eval_episodes, best)
+            closing.callback(periodic.close)
         for episode in range(1, cfg.episodes + 1):
             reset_seed = cfg.seed if episode == 1 else None
             score, length, epsilon = main.play_episode(
@@ -114,42 +138,52 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
             total_steps += length
             scores.append(score)
             window.append(score)
+            if periodic is not None and periodic.due(episode):
+                periodic.run(agent.local_qnetwork)
             if not cfg.epsilon_decay_steps:
                 epsilon = main.next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+            moment = {"episode": episode, "steps": total_steps, "seconds": time.perf_counter() - start}
             if solved is None and len(window) == 100 and np.mean(window) >= cfg.target_score:
-                solved = {"episode": episode, "steps": total_steps, "seconds": time.perf_counter() - start}
-                out(f"    solved at episode {episode}, {total_steps} steps, {solved['seconds']:.0f} s")
+                solved = moment
+                out(f"    average {cfg.target_score:g} at episode {episode}, {total_steps} steps")
+            if saved is None and (
+                periodic.passed(episode, cfg.eval_target, cfg.eval_landed) if cfg.eval_target is not None else solved
+            ):
+                saved = {**moment, "weights": weights()}
+                out(f"    agent saved at episode {episode}, {total_steps} steps, {moment['seconds']:.0f} s")
             if episode % 100 == 0:
                 out(f"    episode {episode}: average {np.mean(window):.1f}, {total_steps} steps")
-            if solved is not None and total_steps >= eval_steps:
+            if solved is not None and saved is not None and total_steps >= eval_steps:
                 break
-    finally:
-        env.close()
+        if saved is None and periodic is not None and periodic.best_path.exists():  # never passed: best.pth
+            saved = {"episode": None, "steps": None, "seconds": None, "weights": load_file(periodic.best_path)}
     return {
         "scores": scores,
         "total_steps": total_steps,
         "seconds": time.perf_counter() - start,
         "solved": solved,
+        "saved": saved,
         "weights_at_eval_steps": snapshot,
         "final_weights": agent.local_qnetwork.state_dict(),
     }
 
 
 def evaluate_weights(weights: dict | None, episodes: int) -> dict[str, Any] | None:
-    """``main.evaluate`` of a state_dict: mean score, share landed, mean length."""
+    """``main.evaluate`` of a state_dict on the unseen seeds: mean score, shares landed and on the pad, mean length."""
     if weights is None:
         return None
     with tempfile.TemporaryDirectory(prefix="dqn-compare-") as tmp:
         path = Path(tmp) / "weights.pth"
         main.save_torch(weights, path)
-        result = main.evaluate(path, episodes=episodes, seed=0, out=lambda _: None)
-    return _eval_summary(result.scores, result.lengths, result.outcomes)
+        result = main.evaluate(path, episodes=episodes, seed=EVAL_SEED, out=lambda _: None)
+    return _eval_summary(result.scores, result.lengths, result.outcomes, result.on_pad)
 
 
-def _eval_summary(scores: list[float], lengths: list[int], outcomes: list[str]) -> dict[str, Any]:
+def _eval_summary(scores: list[float], lengths: list[int], outcomes: list[str], on_pad: int) -> dict[str, Any]:
     return {
         "mean_score": float(np.mean(scores)),
         "landed_share": outcomes.count("landed") / len(outcomes),
+        "on_pad_share": on_pad / len(outcomes),
         "mean_length": float(np.mean(lengths)),
     }
 
@@ -160,18 +194,21 @@ def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[
     if method == "preset":
         cfg = main.apply_preset(cfg, "fast")
     run = train_project(cfg, args.eval_steps, out)
-    solved = run["solved"]
+    solved, saved = run["solved"] or {}, run["saved"] or {}
     return {
         "method": method,
         "seed": seed,
-        "solved_episode": solved and solved["episode"],
-        "solved_steps": solved and solved["steps"],
-        "solved_seconds": solved and solved["seconds"],
+        "solved_episode": solved.get("episode"),
+        "solved_steps": solved.get("steps"),
+        "solved_seconds": solved.get("seconds"),
+        "saved_episode": saved.get("episode"),
+        "saved_steps": saved.get("steps"),
+        "saved_seconds": saved.get("seconds"),
         "episodes_run": len(run["scores"]),
         "steps_run": run["total_steps"],
         "seconds_run": run["seconds"],
         "eval_at_steps": evaluate_weights(run["weights_at_eval_steps"], args.eval_episodes),
-        "eval_at_end": evaluate_weights(run["final_weights"], args.eval_episodes),
+        "eval_saved": evaluate_weights(saved.get("weights"), args.eval_episodes),
     }
 
 
@@ -219,30 +256,26 @@ def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> 
         "episodes_run": len(scores),
         "steps_run": SB3_ZOO["n_timesteps"],
         "seconds_run": seconds,
+        "saved_episode": len(scores),  # the zoo's agent: the model at the end of n_timesteps
+        "saved_steps": SB3_ZOO["n_timesteps"],
+        "saved_seconds": seconds,
         "eval_at_steps": evaluation,
-        "eval_at_end": evaluation,  # SB3 stops at n_timesteps
+        "eval_saved": evaluation,
     }
 
 
 def _evaluate_sb3(model, episodes: int) -> dict[str, Any]:
     """Greedy episodes with the same environment seeds and outcome rules as ``main.evaluate``."""
+    from dqnkit.evaluation import play_greedy
+
     env = main.make_env(ENV_ID, 1000)
-    scores, lengths, outcomes = [], [], []
     try:
-        for i in range(episodes):
-            state, _ = env.reset(seed=i)
-            score, length, terminated, truncated = 0.0, 0, False, False
-            while not (terminated or truncated):
-                action, _ = model.predict(state, deterministic=True)
-                state, reward, terminated, truncated, _ = env.step(int(action))
-                score += float(reward)
-                length += 1
-            scores.append(score)
-            lengths.append(length)
-            outcomes.append(main.episode_outcome(env, state, terminated))
+        result = play_greedy(
+            lambda state: int(model.predict(state, deterministic=True)[0]), env, range(EVAL_SEED, EVAL_SEED + episodes)
+        )
     finally:
         env.close()
-    return _eval_summary(scores, lengths, outcomes)
+    return _eval_summary(result.scores, result.lengths, result.outcomes, result.on_pad)
 
 
 # ---------------------------------------------------------------- report
@@ -261,7 +294,7 @@ def median(values: list[float | None]) -> float | None:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per method over its seeds."""
+    """Medians per method over its seeds, and the worst seed's landed share."""
     summary = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = [r for r in runs if r["method"] == method]
@@ -269,6 +302,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         def field(get: Callable[[dict], Any], rows: list[dict] = mine) -> float | None:
             return median([get(r) for r in rows])
 
+        def saved(key: str) -> Callable[[dict], Any]:
+            return lambda row: row["eval_saved"] and row["eval_saved"][key]
+
+        landed = [r["eval_saved"]["landed_share"] for r in mine if r["eval_saved"]]
         summary[method] = {
             "seeds": len(mine),
             "solved": sum(r["solved_episode"] is not None for r in mine),
@@ -279,8 +316,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "median_solved_steps": field(lambda r: r["solved_steps"]),
             "median_solved_seconds": field(lambda r: r["solved_seconds"]),
             "median_eval_score_at_steps": field(lambda r: r["eval_at_steps"] and r["eval_at_steps"]["mean_score"]),
-            "median_landed_share_at_end": field(lambda r: r["eval_at_end"] and r["eval_at_end"]["landed_share"]),
-            "median_mean_length_at_end": field(lambda r: r["eval_at_end"] and r["eval_at_end"]["mean_length"]),
+            "median_saved_episode": field(lambda r: r["saved_episode"]),
+            "median_saved_seconds": field(lambda r: r["saved_seconds"]),
+            "median_saved_score": field(saved("mean_score")),
+            "median_saved_landed_share": field(saved("landed_share")),
+            "worst_saved_landed_share": min(landed) if len(landed) == len(mine) else None,
+            "median_saved_on_pad_share": field(saved("on_pad_share")),
+            "median_saved_mean_length": field(saved("mean_length")),
         }
     return summary
 
@@ -293,24 +335,28 @@ def print_table(results: dict[str, Any]) -> None:
     """Per-seed rows and the medians, as a Markdown table."""
     steps = results["eval_steps"]
     print(f"\nLunarLander-v3, seeds {results['seeds']}, {results['machine']}")
+    print(f"greedy evaluations: 100 episodes from environment seed {EVAL_SEED:,} (unseen)")
     print(
-        f"\n| method | seed | episodes to avg 200 | env steps to avg 200 | seconds to avg 200 "
-        f"| greedy score at {steps:,} steps | landed at end | mean length at end |"
+        f"\n| method | seed | episodes to avg 200 | seconds to avg 200 | greedy score at {steps:,} steps "
+        "| saved at episode | saved agent: score | landed | on pad | mean length |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
-        at, end = r["eval_at_steps"] or {}, r["eval_at_end"] or {}
+        at, kept = r["eval_at_steps"] or {}, r["eval_saved"] or {}
         print(
-            f"| {r['method']} | {r['seed']} | {_f(r['solved_episode'], 'd')} | {_f(r['solved_steps'], ',d')} "
-            f"| {_f(r['solved_seconds'], '.0f')} | {_f(at.get('mean_score'), '.1f')} "
-            f"| {_f(end.get('landed_share'), '.0%')} | {_f(end.get('mean_length'), '.0f')} |"
+            f"| {r['method']} | {r['seed']} | {_f(r['solved_episode'], 'd')} | {_f(r['solved_seconds'], '.0f')} "
+            f"| {_f(at.get('mean_score'), '.1f')} | {_f(r['saved_episode'], 'd')} "
+            f"| {_f(kept.get('mean_score'), '.1f')} | {_f(kept.get('landed_share'), '.0%')} "
+            f"| {_f(kept.get('on_pad_share'), '.0%')} | {_f(kept.get('mean_length'), '.0f')} |"
         )
     for method, s in results["summary"].items():
         print(
-            f"| **{method}** | median of {s['seeds']} ({s['solved']} solved) "
-            f"| {_f(s['median_solved_episode'], '.0f')} | {_f(s['median_solved_steps'], ',.0f')} "
-            f"| {_f(s['median_solved_seconds'], '.0f')} | {_f(s['median_eval_score_at_steps'], '.1f')} "
-            f"| {_f(s['median_landed_share_at_end'], '.0%')} | {_f(s['median_mean_length_at_end'], '.0f')} |"
+            f"| **{method}** | median of {s['seeds']} ({s['solved']} reached 200) "
+            f"| {_f(s['median_solved_episode'], '.0f')} | {_f(s['median_solved_seconds'], '.0f')} "
+            f"| {_f(s['median_eval_score_at_steps'], '.1f')} | {_f(s['median_saved_episode'], '.0f')} "
+            f"| {_f(s['median_saved_score'], '.1f')} "
+            f"| {_f(s['median_saved_landed_share'], '.0%')} (worst {_f(s['worst_saved_landed_share'], '.0%')}) "
+            f"| {_f(s['median_saved_on_pad_share'], '.0%')} | {_f(s['median_saved_mean_length'], '.0f')} |"
         )
 
 

@@ -44,6 +44,8 @@ RESUME_OVERRIDABLE = frozenset(
         "checkpoint",
         "device",
         "target_score",
+        "eval_target",
+        "eval_landed",
     }
 )
 
@@ -59,6 +61,11 @@ def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number."""
+    return _number(text, float, "a number")
 
 
 def positive_int(text: str) -> int:
@@ -261,6 +268,8 @@ def config_problem(cfg: Any) -> str | None:
         )
     if not cfg.checkpoint.strip():
         return "--checkpoint must be a file path"
+    if cfg.eval_target is not None and not cfg.eval_every:
+        return "--eval-target needs --eval-every: the stopping rule judges the evaluations that flag runs"
     if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
         return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None

@@ -78,6 +78,15 @@ def evaluate(
     return result
 
 
+def passes(result: EvalResult, target: float, landed_share: float) -> bool:
+    """Whether an evaluation is good enough to stop on: its mean reaches ``target`` and enough episodes landed.
+
+    The mean alone can hide a crash behind high scores elsewhere; the landed share cannot.
+    """
+    landed = result.outcomes.count("landed") / len(result.outcomes)
+    return float(np.mean(result.scores)) >= target and landed >= landed_share
+
+
 def play_greedy(policy: Callable[[np.ndarray], int], env: gym.Env, seeds: Iterable[int]) -> EvalResult:
     """One greedy episode from each reset seed: scores, lengths, outcomes and landings on the pad."""
     result = EvalResult([], [], [], 0)
@@ -119,6 +128,10 @@ class PeriodicEvaluation:
     def due(self, episode: int) -> bool:
         """Whether ``episode`` is one after which to evaluate."""
         return self.every > 0 and episode % self.every == 0
+
+    def passed(self, episode: int, target: float, landed_share: float) -> bool:
+        """Whether ``episode`` was evaluated and the evaluation :func:`passes` (the stopping rule of --eval-target)."""
+        return self.due(episode) and self.last is not None and passes(self.last, target, landed_share)
 
     def run(self, network: Network) -> float:
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""

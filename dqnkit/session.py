@@ -194,11 +194,13 @@ class TrainingSession:
         self.periodic = None
         if self.cfg.eval_every and not self.done_before:
             best = self.run_dir / BEST_WEIGHTS
-            self.periodic = PeriodicEvaluation(self.cfg.env, self.cfg.max_steps, self.cfg.eval_every,
-                                               self.cfg.eval_episodes, best)
+            self.periodic = PeriodicEvaluation(
+                self.cfg.env, self.cfg.max_steps, self.cfg.eval_every, self.cfg.eval_episodes, best
+            )
             self.periodic.best_score = max(
                 (float(r["eval_score"]) for r in self.rows if r.get("eval_score", "") != ""), default=-math.inf
             )  # a resumed run keeps the best of the evaluations before it
+
     def _announce(self, device: torch.device, config: dict[str, Any]) -> None:
         """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
         if self.done_before:
@@ -332,6 +334,10 @@ class TrainingSession:
         """Move the bar, or print a progress line every ``log_every`` episodes."""
         self._bar.update(episode, average, epsilon, total_steps, total_steps / max(self._elapsed, 1e-9))
 
+    def evaluation_passed(self, episode: int) -> bool:
+        """Whether ``episode``'s evaluation passed the stopping rule of ``--eval-target`` and ``--eval-landed``."""
+        return self.periodic is not None and self.periodic.passed(episode, self.cfg.eval_target, self.cfg.eval_landed)
+
     def save_solved(self, episode: int, average: float, network: Network) -> None:
         """The target is reached: note the episode, save ``network``'s weights to the checkpoint, say so.
 
@@ -343,8 +349,16 @@ class TrainingSession:
             copy_file(self.checkpoint, kept)  # a copy: the checkpoint stays whole if the save below fails
             self.out(f"the previous {self.checkpoint} (another run's) is kept as {kept}")
         save_torch(network.state_dict(), self.checkpoint)
+        if self.cfg.eval_target is None:
+            rule = f"100-episode average {average:.2f} >= {self.cfg.target_score:g}"
+        else:
+            last = self.periodic.last
+            rule = (
+                f"greedy evaluation mean {np.mean(last.scores):.2f} >= {self.cfg.eval_target:g}, "
+                f"{last.outcomes.count('landed')} of {len(last.outcomes)} landed"
+            )
         self.out(
-            f"solved: 100-episode average {average:.2f} >= {self.cfg.target_score:g} at episode {episode} "
+            f"solved: {rule} at episode {episode} "
             f"({self.total_steps} steps, {self._elapsed:.1f} s); weights saved to {self.checkpoint}"
         )
 

@@ -71,3 +71,20 @@ def test_parallel_jobs_give_the_same_rows(capsys: pytest.CaptureFixture[str]) ->
     assert [timeless(r) for r in two["runs"]] == [timeless(r) for r in one["runs"]]
     with pytest.raises(SystemExit):
         compare.parse_args(["--jobs", "0"])
+
+
+def test_compare_saves_the_agent_main_train_saves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --eval-target, the agent compare.py evaluates is the checkpoint main.train writes."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(
+        episodes=6, max_steps=60, minibatch_size=16, video=False, quiet=True, seed=5,
+        checkpoint=str(tmp_path / "w.pth"), eval_every=2, eval_episodes=2, eval_target=-1e6, eval_landed=0.0,
+    )  # fmt: skip
+    expected = main.train(cfg, out=lambda _: None)
+    run = compare.train_project(cfg, eval_steps=60, out=lambda _: None)
+    assert run["saved"]["episode"] == expected.solved_episode == 2
+    checkpoint = torch.load(tmp_path / "w.pth", weights_only=True)
+    assert all(torch.equal(run["saved"]["weights"][k], v) for k, v in checkpoint.items())
+    assert run["scores"][:2] == expected.scores

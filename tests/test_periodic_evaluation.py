@@ -83,3 +83,51 @@ def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(
         periodic.close()
     assert float(np.mean(again.scores)) == pytest.approx(np.nanmax(scores), abs=1e-9)
     assert set(b["outcome"]) <= {"landed", "crashed", "out of bounds", "timed out"}
+
+
+def test_the_stopping_rule_needs_the_mean_and_the_landings() -> None:
+    """--eval-target 250 --eval-landed 0.75: hand-known evaluations on either side of each bound."""
+    four_landed = EvalResult([260.0, 250.0, 240.0, 250.0], [300] * 4, ["landed"] * 4, 4)
+    one_crash = EvalResult([300.0, 300.0, 300.0, 100.0], [300] * 4, ["landed"] * 3 + ["crashed"], 3)
+    two_crashes = EvalResult([350.0, 350.0, 350.0, -50.0], [300] * 4, ["landed"] * 2 + ["crashed"] * 2, 2)
+    assert evaluation.passes(four_landed, 250.0, 0.75)  # mean exactly 250, all landed
+    assert not evaluation.passes(four_landed, 250.5, 0.75)
+    assert evaluation.passes(one_crash, 250.0, 0.75)  # mean 250, three of four landed
+    assert not evaluation.passes(one_crash, 250.0, 0.8)
+    assert not evaluation.passes(two_crashes, 250.0, 0.75)  # mean 250, but only half landed
+
+
+@pytest.mark.parametrize("target", [-1e6, 1e6], ids=["passes", "never"])
+def test_a_run_with_an_eval_target_saves_the_agent_that_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: float
+) -> None:
+    """The checkpoint is the evaluated network that passed, and the run stops there; never passing saves none."""
+    import main
+
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(
+        episodes=6, max_steps=60, minibatch_size=16, video=False, quiet=True, seed=4,
+        checkpoint=str(tmp_path / "agent.pth"), eval_every=2, eval_episodes=2, eval_target=target, eval_landed=0.0,
+    )  # fmt: skip
+    messages: list[str] = []
+    result = main.train(cfg, out=messages.append)
+    if target < 0:
+        assert result.solved_episode == 2 and len(result.scores) == 2  # the first evaluation passed: stop
+        saved = torch.load(tmp_path / "agent.pth", weights_only=True)
+        best = torch.load(result.run_dir / "best.pth", weights_only=True)
+        assert saved.keys() == best.keys() and all(torch.equal(saved[k], best[k]) for k in saved)
+        assert any(m.startswith("solved: greedy evaluation mean ") for m in messages)
+    else:
+        assert result.solved_episode is None and len(result.scores) == 6
+        assert not (tmp_path / "agent.pth").exists() and (result.run_dir / "best.pth").exists()
+
+
+def test_the_eval_target_needs_evaluations(capsys: pytest.CaptureFixture[str]) -> None:
+    import main
+
+    with pytest.raises(SystemExit) as stop:
+        main.parse_config(["--eval-target", "250"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--eval-target needs --eval-every" in err
+    assert main.parse_config(["--eval-target", "250", "--eval-every", "20"]).eval_target == 250.0
