@@ -26,11 +26,11 @@ def test_best_weights_are_those_that_scored_highest(tmp_path: Path, monkeypatch:
     scores = iter([[10.0, 10.0], [25.0, 35.0], [20.0, 20.0]])
     seen: list[list[int]] = []
 
-    def fake_play(policy, env, seeds):
+    def fake_play(network, envs, seeds):
         seen.append(list(seeds))
         return EvalResult(next(scores), [100, 100], ["landed", "landed"], 2)
 
-    monkeypatch.setattr(evaluation, "play_greedy", fake_play)
+    monkeypatch.setattr(evaluation, "play_greedy_together", fake_play)
     periodic = PeriodicEvaluation("LunarLander-v3", 100, every=5, episodes=2, best_path=tmp_path / "best.pth")
     try:
         assert [periodic.due(e) for e in (4, 5, 10, 11)] == [False, True, True, False]
@@ -42,6 +42,32 @@ def test_best_weights_are_those_that_scored_highest(tmp_path: Path, monkeypatch:
     assert all(torch.equal(v, torch.full_like(v, 0.2)) for v in saved.values())
     # The same unseen seeds every time, far from any training or video seed.
     assert seen == [[1_000_000, 1_000_001]] * 3
+
+
+@pytest.mark.parametrize("dueling", [False, True], ids=["network", "dueling"])
+def test_episodes_played_together_are_those_played_one_by_one(dueling: bool) -> None:
+    """The batched evaluation gives play_greedy's scores, lengths and outcomes, episode by episode."""
+    from dqnkit.envs import make_env
+    from dqnkit.videos import greedy_policy
+    from nnetwork import DuelingNetwork
+
+    torch.manual_seed(7)
+    net = DuelingNetwork(8, 4, hidden_size=128) if dueling else Network(8, 4)
+    if not dueling:
+        with torch.no_grad():  # a policy that fires its engines: some episodes run long, some end early
+            net.fc3.bias.add_(torch.tensor([0.0, 0.3, 0.6, 0.3]))
+    envs = [make_env("LunarLander-v3", 400) for _ in range(6)]
+    try:
+        seeds = range(50, 56)
+        together = evaluation.play_greedy_together(net, envs, seeds)
+        one_by_one = evaluation.play_greedy(greedy_policy(net), envs[0], seeds)
+        with pytest.raises(ValueError, match="7 seeds for 6 environments"):
+            evaluation.play_greedy_together(net, envs, range(7))
+    finally:
+        for env in envs:
+            env.close()
+    assert together == one_by_one
+    assert len(set(together.lengths)) > 1  # the episodes did not all end together
 
 
 def test_a_real_evaluation_is_greedy_and_repeatable(tmp_path: Path) -> None:
@@ -77,7 +103,7 @@ def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(
     periodic = PeriodicEvaluation("LunarLander-v3", 80, every=1, episodes=2, best_path=tmp_path / "again.pth")
     try:
         again = evaluation.play_greedy(
-            greedy_policy(best), periodic.env, range(periodic.SEED_BASE, periodic.SEED_BASE + 2)
+            greedy_policy(best), periodic.envs[0], range(periodic.SEED_BASE, periodic.SEED_BASE + 2)
         )
     finally:
         periodic.close()
