@@ -13,7 +13,9 @@ environment step, which says how fast the machine is at the moment):
 3. time to solve: ``python main.py --no-video --quiet --seed S`` and the same with ``--preset fast``,
    for every ``--seeds`` seed (skip with ``--no-solve``), the two alternated (default first on
    even-numbered seeds, preset first on odd ones), each after a calibration, so its time can
-   also be given as a multiple of what the run's environment steps alone cost;
+   also be given as a multiple of what the run's environment steps alone cost. Each run ends
+   at its own rule: the default's when the training average reaches 200, the preset's when its
+   greedy evaluation passes (``--eval-target``), a later and stricter point;
 4. optionally (``--breakdown EPISODES``), where one training step's time goes on the default and
    on the NumPy twin: the environment, acting, sampling, learning, storing, and the rest of the loop.
 
