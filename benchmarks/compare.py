@@ -13,7 +13,7 @@ the share of episodes that came to rest (on the pad or not), the share on the pa
 mean episode length. Medians over the seeds (and the worst seed's landed share) are printed
 as a table and as one JSON line.
 
-    python benchmarks/compare.py                          # everything: long (about an hour on 2 cores)
+    python benchmarks/compare.py --jobs 2                 # everything: about half an hour on 2 cores
     python benchmarks/compare.py --which preset --seeds 0 1 2 3 4 --jobs 2
 
 Stable-Baselines3 is optional: ``pip install -r benchmarks/requirements.txt``. Without it the

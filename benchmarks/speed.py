@@ -684,7 +684,8 @@ def print_breakdown(split: dict[str, Any]) -> None:
 
 def print_solve(solve: dict[str, Any]) -> None:
     """Per seed and side: wall seconds, episodes, steps; the medians and the preset against the default."""
-    print("\nTime to solve: python main.py --no-video --quiet [--preset fast] (100-episode average >= 200)")
+    print("\nTime to solve: python main.py --no-video --quiet [--preset fast]")
+    print("  (the default: until the 100-episode average reaches 200; the preset: until its greedy evaluation passes)")
     print("  (bare step: the calibration just before the run; x env: the wall time over the run's steps at it)")
     print(f"  {'side':<8}{'seed':<6}{'wall s':>10}{'episodes':>10}{'steps':>10}{'bare step':>12}{'x env':>8}")
     for side in SOLVE_RUNS:
