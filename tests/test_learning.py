@@ -36,3 +36,19 @@ def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.Mon
             done = terminated or truncated
         scores.append(score)
     assert np.mean(scores) >= 150.0, scores
+
+
+@pytest.mark.slow
+def test_preset_saves_an_agent_that_lands_fast_and_sure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--preset fast, seed 3: its stopping rule saves an agent that passes issue 15's bar on unseen seeds."""
+    from dqnkit.evaluation import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    cfg = main.apply_preset(main.Config(seed=3, video=False, checkpoint=str(tmp_path / "checkpoint.pth")), "fast")
+    result = main.train(cfg, out=lambda _: None)
+    assert result.solved_episode is not None, "the stopping rule never passed"
+    unseen = evaluate(cfg.checkpoint, episodes=100, seed=2_000_000, out=lambda _: None)
+    landed = unseen.outcomes.count("landed") / 100
+    assert np.mean(unseen.scores) >= 250.0 and landed >= 0.95 and np.mean(unseen.lengths) < 350, (
+        f"mean {np.mean(unseen.scores):.1f}, landed {landed:.0%}, length {np.mean(unseen.lengths):.0f}"
+    )
