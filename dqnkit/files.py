@@ -181,6 +181,46 @@ def check_writable(folder: Path, what: str) -> None:
         raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
 
 
+LOCK_FILE = ".lock"  # in a run's folder, locked while a process trains there
+
+
+class RunLock:
+    """An exclusive lock on a run's folder while one process trains in it.
+
+    Two processes resuming the same run would append to one ``metrics.csv`` and overwrite each
+    other's training state; the second is refused in one line instead. The lock is an ``flock``
+    on ``<run>/lock``, which the operating system drops when its process ends, however it ends,
+    so a crashed run never leaves a stale lock. Where ``fcntl`` is missing (Windows) it does nothing.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self._file: BinaryIO | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`UserError` if another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock
+            return
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held open for the run's life; closed by release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(
+                f"{self.path.parent} is in use: another process is training in it; wait for it to stop, "
+                "or stop it (Ctrl-C saves its state) and resume then"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it); nothing to do if not held."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def run_name(cfg: Any, start: float) -> str:
     """``{env}__seed{seed}__{YYYYmmdd-HHMMSS}``: sortable, and says what the run was."""
     return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"

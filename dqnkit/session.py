@@ -33,6 +33,7 @@ from dqnkit.evaluation import PeriodicEvaluation
 from dqnkit.files import (
     RUNS_DIR,
     STATE_FILE,
+    RunLock,
     check_writable,
     copy_file,
     load_training_state,
@@ -152,6 +153,16 @@ class TrainingSession:
         self.agent, self.env = agent, env
         if self.run_dir is None:
             self.run_dir = new_run_dir(RUNS_DIR, run_name(self.cfg, time.time()))
+        self._lock = RunLock(self.run_dir)
+        self._lock.acquire()  # before any write: a second process resuming this run stops here, in one line
+        try:
+            return self._begin(device)
+        except BaseException:  # a run that cannot begin holds nothing
+            self._lock.release()
+            raise
+
+    def _begin(self, device: torch.device) -> tuple[float, int]:
+        """The rest of :meth:`start`, under the run's lock."""
         self.state_path = self.run_dir / STATE_FILE
         self.metrics_path = self.run_dir / "metrics.csv"
         self.last_weights = self.run_dir / LAST_WEIGHTS
@@ -265,6 +276,8 @@ class TrainingSession:
                     f"The last good weights are in {self.last_weights}{last}"
                 ) from None
         finally:
+            if exc is not None:  # finish() will not run: let another process have the run
+                self._lock.release()
             with self._exits:
                 if self.videos is not None and exc is not None:  # after a second Ctrl-C, don't wait for them
                     self.videos.close(wait=not isinstance(exc, KeyboardInterrupt))
@@ -388,6 +401,12 @@ class TrainingSession:
 
     def finish(self, network: Network) -> TrainResult:
         """Draw the learning curve, keep ``network``'s weights in the run's folder, wait for the videos, sum up."""
+        try:
+            return self._finish(network)
+        finally:
+            self._lock.release()  # the run's files are complete: another process may resume it now
+
+    def _finish(self, network: Network) -> TrainResult:
         if self.done_before:  # a resumed run with nothing left to play: start() said so, all is as it was
             return self._result()
         try:

@@ -365,3 +365,35 @@ def test_metrics_reach_disk_every_episode_and_a_resume_keeps_them_exact(
     rows = _rows(resumed.run_dir / "metrics.csv")
     assert [int(r["episode"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert timeless(rows) == timeless(_rows(whole.run_dir / "metrics.csv"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the run lock is an flock, which Windows lacks")
+def test_a_run_that_another_process_trains_cannot_be_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While another process holds a run, --resume of it stops in one line and writes nothing; after, it goes on."""
+    import subprocess
+
+    from dqnkit.files import LOCK_FILE
+
+    monkeypatch.chdir(tmp_path)
+    first = main.train(_cfg(tmp_path, episodes=2, quiet=True), out=lambda _: None)
+    lock = first.run_dir / LOCK_FILE
+    holder = subprocess.Popen(  # another process that trains in the run: it holds the lock
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+b'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p.name: p.read_bytes() for p in first.run_dir.iterdir()}
+        status = main.main(["--resume", str(first.state_path), "--episodes", "4", "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 1 and len(err.splitlines()) == 1
+        assert "is in use: another process is training in it" in err
+        assert {p.name: p.read_bytes() for p in first.run_dir.iterdir()} == before  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main.main(["--resume", str(first.state_path), "--episodes", "4", "--quiet"]) == 0  # its holder is gone
+    assert main.main(["--resume", str(first.state_path), "--episodes", "5", "--quiet"]) == 0  # and so is ours

@@ -116,6 +116,7 @@ def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     image = imageio.imread(result.run_dir / "learning_curve.png")
     assert image.shape[:2] == (500, 900)
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
+        ".lock",  # empty; locked while a process trains in the folder
         "config.json",
         "last.pth",
         "learning_curve.png",
