@@ -190,6 +190,15 @@ def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: 
             linewidth=1,
             label="greedy evaluation",
         )
+        best = int(np.nanargmax(np.where(evaluated, m["eval_score"], np.nan)))  # the first of equal maxima
+        ax.plot(
+            m["episode"][best],
+            m["eval_score"][best],
+            "*",
+            color="tab:purple",
+            markersize=14,
+            label=f"best evaluation, best.pth ({m['eval_score'][best]:.1f}, episode {int(m['episode'][best])})",
+        )
     ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
     crossed = solved_at(m["average_100"], target_score)
     if crossed is not None:

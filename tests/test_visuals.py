@@ -275,3 +275,18 @@ def test_two_runs_started_together_keep_their_files_apart(root: Path, tmp_path: 
             assert [int(r["episode"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
         videos = sorted(p.name for p in (tmp_path / "videos" / run_dir.name).glob("*.mp4"))
         assert videos == ["episode_0002.mp4", "episode_0004.mp4"]
+
+
+def test_the_best_evaluation_is_starred(tmp_path: Path) -> None:
+    """Evaluations scoring 10, 30 and 30: the star sits on the first 30, the one best.pth holds."""
+    _write_csv(tmp_path / "metrics.csv", 150)
+    m = read_metrics(tmp_path / "metrics.csv")
+    m["eval_score"] = np.full(150, np.nan)
+    m["eval_score"][[49, 99, 149]] = [10.0, 30.0, 30.0]
+    ax = learning_curve_figure(m, 200.0, "a run").axes[0]
+    (star,) = [line for line in ax.get_lines() if line.get_label().startswith("best evaluation")]
+    assert star.get_label() == "best evaluation, best.pth (30.0, episode 100)"
+    assert list(star.get_xdata()) == [100] and list(star.get_ydata()) == [30.0]
+    _write_csv(tmp_path / "plain.csv", 150)  # no evaluations: no star
+    plain = learning_curve_figure(read_metrics(tmp_path / "plain.csv"), 200.0, "a run").axes[0]
+    assert not [line for line in plain.get_lines() if line.get_label().startswith("best evaluation")]
