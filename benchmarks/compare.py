@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -46,6 +46,9 @@ sys.path.insert(0, str(REPO))
 import main  # noqa: E402
 import numpy as np  # noqa: E402
 # isort: on
+
+if TYPE_CHECKING:
+    from dqnkit.evaluation import EvalResult
 
 ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
@@ -176,15 +179,15 @@ def evaluate_weights(weights: dict | None, episodes: int) -> dict[str, Any] | No
         path = Path(tmp) / "weights.pth"
         main.save_torch(weights, path)
         result = main.evaluate(path, episodes=episodes, seed=EVAL_SEED, out=lambda _: None)
-    return _eval_summary(result.scores, result.lengths, result.outcomes, result.on_pad)
+    return _eval_summary(result)
 
 
-def _eval_summary(scores: list[float], lengths: list[int], outcomes: list[str], on_pad: int) -> dict[str, Any]:
+def _eval_summary(result: EvalResult) -> dict[str, Any]:
     return {
-        "mean_score": float(np.mean(scores)),
-        "landed_share": outcomes.count("landed") / len(outcomes),
-        "on_pad_share": on_pad / len(outcomes),
-        "mean_length": float(np.mean(lengths)),
+        "mean_score": result.mean_score,
+        "landed_share": result.landed_share,
+        "on_pad_share": result.on_pad / len(result.outcomes),
+        "mean_length": result.mean_length,
     }
 
 
@@ -275,7 +278,7 @@ def _evaluate_sb3(model, episodes: int) -> dict[str, Any]:
         )
     finally:
         env.close()
-    return _eval_summary(result.scores, result.lengths, result.outcomes, result.on_pad)
+    return _eval_summary(result)
 
 
 # ---------------------------------------------------------------- report

@@ -22,7 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,17 +33,16 @@ import main  # noqa: E402
 import numpy as np  # noqa: E402
 # isort: on
 
+if TYPE_CHECKING:
+    from dqnkit.evaluation import EvalResult
+
 SELECTION_SEED = 1_000_000  # dqnkit.evaluation.PeriodicEvaluation.SEED_BASE
 TEST_SEED = 2_000_000  # compare.EVAL_SEED
 
 
-def summary(result: Any) -> dict[str, float]:
-    """Mean score, landed share and mean length of an :class:`~dqnkit.evaluation.EvalResult`."""
-    return {
-        "mean_score": float(np.mean(result.scores)),
-        "landed_share": result.outcomes.count("landed") / len(result.outcomes),
-        "mean_length": float(np.mean(result.lengths)),
-    }
+def summary(result: EvalResult) -> dict[str, float]:
+    """Mean score, landed share and mean length of an evaluation."""
+    return {"mean_score": result.mean_score, "landed_share": result.landed_share, "mean_length": result.mean_length}
 
 
 def overrides(pairs: list[str], cfg: main.Config) -> dict[str, Any]:

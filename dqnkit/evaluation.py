@@ -40,6 +40,21 @@ class EvalResult:
     outcomes: list[str]  # "landed", "crashed", "out of bounds" or "timed out" per episode
     on_pad: int  # landings that came to rest between the flags
 
+    @property
+    def mean_score(self) -> float:
+        """The mean score over the episodes."""
+        return float(np.mean(self.scores))
+
+    @property
+    def landed_share(self) -> float:
+        """The share of episodes that came to rest, on the pad or not."""
+        return self.outcomes.count("landed") / len(self.outcomes)
+
+    @property
+    def mean_length(self) -> float:
+        """The mean episode length, in steps."""
+        return float(np.mean(self.lengths))
+
 
 def evaluate(
     path: str | os.PathLike,
@@ -83,8 +98,7 @@ def passes(result: EvalResult, target: float, landed_share: float) -> bool:
 
     The mean alone can hide a crash behind high scores elsewhere; the landed share cannot.
     """
-    landed = result.outcomes.count("landed") / len(result.outcomes)
-    return float(np.mean(result.scores)) >= target and landed >= landed_share
+    return result.mean_score >= target and result.landed_share >= landed_share
 
 
 def play_greedy(policy: Callable[[np.ndarray], int], env: gym.Env, seeds: Iterable[int]) -> EvalResult:
@@ -173,7 +187,7 @@ class PeriodicEvaluation:
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""
         seeds = range(self.SEED_BASE, self.SEED_BASE + self.episodes)
         self.last = play_greedy_together(network, self.envs, seeds)
-        mean = float(np.mean(self.last.scores))
+        mean = self.last.mean_score
         if mean > self.best_score:
             self.best_score = mean
             save_torch(network.state_dict(), self.best_path)  # written now: no copy of the weights needed
@@ -191,6 +205,6 @@ def _report(result: EvalResult, what: str, env_id: str, seed: int, out: Callable
     counts = {k: result.outcomes.count(k) for k in OUTCOMES}
     share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
     out(f"evaluated {what} on {env_id}: {episodes} greedy episodes, seeds {seed}..{seed + episodes - 1}")
-    out(f"score: mean {np.mean(result.scores):.2f}, std {np.std(result.scores):.2f}")
+    out(f"score: mean {result.mean_score:.2f}, std {np.std(result.scores):.2f}")
     out(f"outcomes: {share}; {result.on_pad} of {counts['landed']} landings between the flags")
-    out(f"mean episode length: {np.mean(result.lengths):.1f} steps")
+    out(f"mean episode length: {result.mean_length:.1f} steps")

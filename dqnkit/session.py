@@ -367,7 +367,7 @@ class TrainingSession:
         else:
             last = self.periodic.last
             rule = (
-                f"greedy evaluation mean {np.mean(last.scores):.2f} >= {self.cfg.eval_target:g}, "
+                f"greedy evaluation mean {last.mean_score:.2f} >= {self.cfg.eval_target:g}, "
                 f"{last.outcomes.count('landed')} of {len(last.outcomes)} landed"
             )
         self.out(

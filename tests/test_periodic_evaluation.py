@@ -116,6 +116,7 @@ def test_the_stopping_rule_needs_the_mean_and_the_landings() -> None:
     four_landed = EvalResult([260.0, 250.0, 240.0, 250.0], [300] * 4, ["landed"] * 4, 4)
     one_crash = EvalResult([300.0, 300.0, 300.0, 100.0], [300] * 4, ["landed"] * 3 + ["crashed"], 3)
     two_crashes = EvalResult([350.0, 350.0, 350.0, -50.0], [300] * 4, ["landed"] * 2 + ["crashed"] * 2, 2)
+    assert (one_crash.mean_score, one_crash.landed_share, one_crash.mean_length) == (250.0, 0.75, 300.0)
     assert evaluation.passes(four_landed, 250.0, 0.75)  # mean exactly 250, all landed
     assert not evaluation.passes(four_landed, 250.5, 0.75)
     assert evaluation.passes(one_crash, 250.0, 0.75)  # mean 250, three of four landed
