@@ -149,9 +149,11 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
             if solved is None and len(window) == 100 and np.mean(window) >= cfg.target_score:
                 solved = moment
                 out(f"    average {cfg.target_score:g} at episode {episode}, {total_steps} steps")
-            if saved is None and (
-                periodic.passed(episode, cfg.eval_target, cfg.eval_landed) if cfg.eval_target is not None else solved
-            ):
+            if cfg.eval_target is None:  # main.train's two rules: the training average, or the evaluation
+                passed = solved is not None
+            else:
+                passed = periodic.passed(episode, cfg.eval_target, cfg.eval_landed)
+            if saved is None and passed:
                 saved = {**moment, "weights": weights()}
                 out(f"    agent saved at episode {episode}, {total_steps} steps, {moment['seconds']:.0f} s")
             if episode % 100 == 0:
