@@ -37,7 +37,7 @@ from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.evaluation import evaluate  # noqa: E402
 from dqnkit.files import load_training_state  # noqa: E402
 from dqnkit.logs import plot_learning_curve  # noqa: E402
-from dqnkit.session import TrainingSession, TrainResult  # noqa: E402
+from dqnkit.session import TrainingSession, TrainResult, resolve_device  # noqa: E402
 from dqnkit.stages import show_progress as show_progress  # noqa: E402
 from dqnkit.stages import write_progress  # noqa: E402
 
@@ -194,9 +194,8 @@ class Config:
     eval_episodes: int = option(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
     eval_target: float | None = option(
         None,
-        "a stopping rule that judges the greedy policy instead of the training average: the run counts as "
-        "solved (it writes --checkpoint and stops, unless --keep-training) once an evaluation of --eval-every "
-        "scores at least this mean with at least --eval-landed of its episodes at rest",
+        "a stopping rule on the greedy policy, not the training average: solved (--checkpoint written; stops unless "
+        "--keep-training) once an evaluation of --eval-every scores this mean with --eval-landed of it landed",
         finite_float,
         metavar="SCORE",
         group=BEYOND,
@@ -257,17 +256,6 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """Pick the device once: ``cpu`` unless asked; ``auto`` means CUDA when available, else the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
 
 
 def next_epsilon(epsilon: float, epsilon_end: float, epsilon_decay: float) -> float:

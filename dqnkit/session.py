@@ -110,6 +110,17 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
+def resolve_device(name: str) -> torch.device:
+    """Pick the device once: ``cpu`` unless asked; ``auto`` means CUDA when available, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
 class TrainingSession:
     """Everything a training run does besides playing and learning.
 
