@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,19 +37,17 @@ from dqnkit.envs import SOLVED_SCORE, make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.evaluation import evaluate  # noqa: E402
 from dqnkit.files import load_training_state  # noqa: E402
+from dqnkit.hooks import Episode, Hook, Hooks  # noqa: E402
 from dqnkit.logs import plot_learning_curve  # noqa: E402
-from dqnkit.session import TrainingSession, TrainResult, resolve_device  # noqa: E402
+from dqnkit.runfolder import RunFolder, TrainResult, resolve_device  # noqa: E402
+from dqnkit.session import run_hooks  # noqa: E402
 from dqnkit.stages import show_progress as show_progress  # noqa: E402
 from dqnkit.stages import write_progress  # noqa: E402
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
 
-# Re-exported ("x as x"): a notebook calls main.show_video(50), and benchmarks/ reaches these through main.
-from dqnkit.envs import episode_outcome as episode_outcome  # noqa: E402
-from dqnkit.files import save_torch as save_torch  # noqa: E402
-from dqnkit.logs import read_metrics as read_metrics  # noqa: E402
-from dqnkit.logs import solved_at as solved_at  # noqa: E402
+# Re-exported ("x as x"): a notebook calls main.show_video(50).
 from dqnkit.videos import show_video as show_video  # noqa: E402
 from dqnkit.videos import show_videos as show_videos  # noqa: E402
 
@@ -276,13 +275,15 @@ def play_episode(
     steps_before: int,
     reset_seed: int | None,
     on_step: Callable[[int], None] | None = None,
-) -> tuple[float, int, float]:
-    """Play and learn from one training episode; return its score, its length and the last epsilon.
+) -> tuple[float, int, bool, bool, float]:
+    """Play and learn from one training episode.
 
-    ``on_step`` (if given) is called with the total step count after every step.
+    Returns its score, its length, whether it terminated or was cut off by the time limit
+    (as ``env.step`` said at its last step), and the last epsilon. ``on_step`` (if given) is
+    called with the total step count after every step.
     """
     state, _ = env.reset(seed=reset_seed)
-    score, length = 0.0, 0
+    score, length, terminated, truncated = 0.0, 0, False, False
     for _ in range(cfg.max_steps):
         if cfg.epsilon_decay_steps:  # linear in environment steps, instead of per episode
             epsilon = linear_epsilon(steps_before + length, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
@@ -298,7 +299,7 @@ def play_episode(
         if terminated or truncated:
             break
     agent.end_episode()  # n-step returns never reach across episodes
-    return score, length, epsilon
+    return score, length, terminated, truncated, epsilon
 
 
 # ---------------------------------------------------------------- training
@@ -312,51 +313,47 @@ def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator
 
 
 def train(
-    cfg: Config, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None
+    cfg: Config,
+    out: Callable[[str], None] | None = None,
+    resume: str | os.PathLike | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> TrainResult:
     """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
 
-    Messages and progress go to ``out`` when given, else to the terminal (a live bar
-    when stdout is one, plain lines when it is a file or a pipe). The run's folder, logs,
-    videos, saved state and Ctrl-C are the :class:`~dqnkit.session.TrainingSession`'s.
+    Each finished episode goes to the run's hooks (metrics, progress, videos, evaluation, the
+    solved checkpoint, the training state, Ctrl-C: ``dqnkit/session.py``), then to ``hooks``;
+    any of them may stop the run. Messages go to ``out`` when given, else to the terminal.
     """
     import torch
 
     device = resolve_device(cfg.device)
     torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
-    session = TrainingSession(cfg, out, resume)  # checks every output folder, creates none yet
+    run = RunFolder(cfg, out, resume)  # checks every output folder, creates none yet
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    epsilon, total_steps = session.start(agent, env, device)  # the run's folder; a resumed run gets its progress back
-    with session, env:  # Ctrl-C now stops after the episode; leaving closes the logs and the env
-        for episode in session.episodes():
+    progress = run.open(agent, env, device)  # locked; a resumed run gets its agent, random states and progress back
+    epsilon, total_steps = progress["epsilon"], progress["total_steps"]
+    scores_window = deque((float(row["score"]) for row in progress["rows"][-100:]), maxlen=100)
+    with run, env, Hooks([*run_hooks(cfg, run, agent, env), *hooks], agent) as every:
+        for episode in run.episodes():
             # Seed the environment once; later resets continue its random stream.
             reset_seed = cfg.seed if episode == 1 else None
-            score, length, epsilon = play_episode(env, agent, cfg, epsilon, total_steps, reset_seed)
+            score, length, terminated, truncated, epsilon = play_episode(
+                env, agent, cfg, epsilon, total_steps, reset_seed, every.on_step
+            )
             total_steps += length
-            # metrics.csv, TensorBoard, and the greedy evaluation when --eval-every asks for one here
-            average = session.record(episode, score, length, epsilon, total_steps, agent.local_qnetwork)
-            if not cfg.epsilon_decay_steps:  # else play_episode decays it step by step
-                epsilon = next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-            if cfg.video and episode % cfg.video_every == 0:
-                session.film(episode, agent.local_qnetwork)
-            session.show_progress(episode, average, epsilon, total_steps)
-            if cfg.eval_target is None:  # the original rule: the 100-episode training average, exploration included
-                solved = len(session.scores) >= 100 and average >= cfg.target_score
-            else:  # beyond the original: the greedy evaluation on unseen seeds that record() just ran
-                solved = session.evaluation_passed(episode)
-            if session.solved_episode is None and solved:
-                session.save_solved(episode, average, agent.local_qnetwork)  # the only write to cfg.checkpoint
-                if not cfg.keep_training:
-                    break
-            if session.stop_requested:  # Ctrl-C: the episode is complete, so a resumed run goes on exactly
+            scores_window.append(score)
+            average = float(np.mean(scores_window))  # the original's measure: solved at 200
+            # Decay per episode, as in the original, unless play_episode decays it step by step.
+            decayed = epsilon if cfg.epsilon_decay_steps else next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
+            record = Episode(episode, score, length, terminated, truncated, epsilon, decayed, total_steps, average)
+            every.on_episode(record)
+            epsilon = decayed
+            if every.stop:  # solved (unless --keep-training), Ctrl-C, or a caller's hook
                 break
-            if episode % cfg.save_every == 0:
-                session.save_state(epsilon)
-        session.save_state(epsilon)  # where this run stops, so that --resume can go on from here
-    return session.finish(agent.local_qnetwork)  # the learning curve, the last weights (in the run's folder), videos
+    return run.result()  # the hooks have saved the state, the last weights, the learning curve and the videos
 
 
 # ---------------------------------------------------------------- command line

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +47,17 @@ sys.path.insert(0, str(REPO))
 # isort: off
 import main  # noqa: E402
 import numpy as np  # noqa: E402
+from dqnkit.checkpoints import average_reached  # noqa: E402
+from dqnkit.envs import SOLVED_SCORE  # noqa: E402
+from dqnkit.files import save_torch  # noqa: E402
+from dqnkit.hooks import Episode, Hook  # noqa: E402
+from dqnkit.logs import solved_at  # noqa: E402
+from dqnkit.runfolder import BEST_WEIGHTS  # noqa: E402
 # isort: on
 
 if TYPE_CHECKING:
     from dqnkit.evaluation import EvalResult
+    from dqnkit.runfolder import TrainResult
 
 ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
@@ -75,9 +84,9 @@ SB3_ZOO = {
 }
 
 
-def first_solved(scores: list[float], target: float = main.SOLVED_SCORE) -> int | None:
+def first_solved(scores: list[float], target: float = SOLVED_SCORE) -> int | None:
     """First episode (1-based) whose full 100-episode training average reaches ``target``."""
-    return main.solved_at(np.array(_averages(scores)), target) if len(scores) >= 100 else None
+    return solved_at(np.array(_averages(scores)), target) if len(scores) >= 100 else None
 
 
 def _averages(scores: list[float]) -> list[float]:
@@ -92,84 +101,90 @@ def _averages(scores: list[float]) -> list[float]:
 # ---------------------------------------------------------------- this project
 
 
-def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None]) -> dict[str, Any]:
-    """``main.train``'s loop for ``cfg``, keeping the weights at ``eval_steps`` environment steps and the saved agent.
+@contextlib.contextmanager
+def train_aside(cfg: main.Config, hooks: list[Hook]) -> Iterator[tuple[TrainResult, main.Config]]:
+    """``main.train(cfg, hooks=hooks)`` in a temporary folder, silent; yields the result and the config it ran.
 
-    The saved agent is what ``main.train`` writes to the checkpoint: the weights when the
-    100-episode average reaches the target, or with ``cfg.eval_target`` those whose evaluation
-    during training passed it (if none ever does, the best evaluated weights, as ``best.pth``).
-    Trains until the average reaches the target, ``eval_steps`` steps are done and the agent
-    is saved, or ``cfg.episodes`` run out. A test checks that the scores and the saved agent
-    equal ``main.train``'s.
+    The run's folder and its checkpoint go to the temporary folder, never into the user's
+    ``runs/`` or ``checkpoint.pth``, and exist until the ``with`` ends; inside it the working
+    directory is the temporary folder, where the result's relative paths point. The run goes
+    on after it solves (``keep_training``): the hooks decide when it stops.
     """
-    import torch
+    with tempfile.TemporaryDirectory(prefix="dqn-benchmark-") as tmp:
+        cfg = dataclasses.replace(cfg, keep_training=True, checkpoint=str(Path(tmp) / "checkpoint.pth"))
+        cwd = os.getcwd()
+        os.chdir(tmp)  # the run's folder is runs/<run> under the working directory
+        try:
+            yield main.train(cfg, out=lambda _: None, hooks=hooks), cfg
+        finally:
+            os.chdir(cwd)
 
-    from dqnkit.evaluation import PeriodicEvaluation
+
+class Measure(Hook):
+    """What compare.py measures of a ``main.train`` run, as one more hook of the run.
+
+    When the 100-episode training average first reaches ``target`` (:func:`average_reached`,
+    the original's rule, whatever rule saves the agent), when the run saved its agent (the
+    episode ``main.train``'s solved checkpoint marks), and the weights at exactly ``eval_steps``
+    environment steps. Stops the run once all three are known.
+    """
+
+    def __init__(self, target: float, eval_steps: int, out: Callable[[str], None]) -> None:
+        self.target, self.eval_steps, self.out = target, eval_steps, out
+        self.solved: dict[str, Any] | None = None
+        self.saved: dict[str, Any] | None = None
+        self.snapshot: dict | None = None
+
+    def on_start(self, agent) -> None:
+        self.network, self.start = agent.local_qnetwork, time.perf_counter()
+
+    def on_step(self, total_steps: int) -> None:
+        if total_steps == self.eval_steps:
+            self.snapshot = {k: v.clone() for k, v in self.network.state_dict().items()}
+
+    def on_episode(self, episode: Episode) -> None:
+        e, steps = episode.episode, episode.total_steps
+        moment = {"episode": e, "steps": steps, "seconds": time.perf_counter() - self.start}
+        if self.solved is None and average_reached(episode, self.target):
+            self.solved = moment
+            self.out(f"    average {self.target:g} at episode {e}, {steps} steps")
+        if episode.solved:
+            self.saved = moment
+            self.out(f"    agent saved at episode {e}, {steps} steps, {moment['seconds']:.0f} s")
+        if e % 100 == 0:
+            self.out(f"    episode {e}: average {episode.average_100:.1f}, {steps} steps")
+        if self.solved is not None and self.saved is not None and steps >= self.eval_steps:
+            self.stop = "measured"
+
+
+def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None]) -> dict[str, Any]:
+    """``main.train(cfg)`` with a :class:`Measure` hook, in a temporary folder: the measurements and the saved agent.
+
+    The saved agent is the checkpoint ``main.train`` writes: the weights when the 100-episode
+    average reaches the target, or with ``cfg.eval_target`` those whose evaluation during
+    training passed it (if none ever does, the best evaluated weights, ``best.pth``). The run
+    goes on after it saves (``keep_training``) until the average has reached the target,
+    ``eval_steps`` steps are done and the agent is saved, or ``cfg.episodes`` run out.
+    """
     from dqnkit.files import load_file
 
-    torch.set_num_threads(1)
-    env = main.make_env(cfg.env, cfg.max_steps)
-    rng = main.seed_everything(cfg.seed)
-    env.action_space.seed(cfg.seed)
-    agent = main.build_agent(cfg, env, torch.device("cpu"), rng)
-    scores: list[float] = []
-    window: deque[float] = deque(maxlen=100)
-    epsilon, total_steps = cfg.epsilon_start, 0
-    snapshot, solved, saved = None, None, None
-
-    def weights() -> dict:
-        return {k: v.clone() for k, v in agent.local_qnetwork.state_dict().items()}
-
-    def keep_eval_weights(steps: int) -> None:
-        nonlocal snapshot
-        if steps == eval_steps:
-            snapshot = weights()
-
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dqn-compare-") as tmp, contextlib.ExitStack() as closing:
-        closing.callback(env.close)
-        periodic = None
-        if cfg.eval_every:
-            best = Path(tmp) / "best.pth"
-            periodic = PeriodicEvaluation(cfg.env, cfg.max_steps, cfg.eval_every, cfg.eval_episodes, best)
-            closing.callback(periodic.close)
-        for episode in range(1, cfg.episodes + 1):
-            reset_seed = cfg.seed if episode == 1 else None
-            score, length, epsilon = main.play_episode(
-                env, agent, cfg, epsilon, total_steps, reset_seed, keep_eval_weights
-            )
-            total_steps += length
-            scores.append(score)
-            window.append(score)
-            if periodic is not None and periodic.due(episode):
-                periodic.run(agent.local_qnetwork)
-            if not cfg.epsilon_decay_steps:
-                epsilon = main.next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-            moment = {"episode": episode, "steps": total_steps, "seconds": time.perf_counter() - start}
-            if solved is None and len(window) == 100 and np.mean(window) >= cfg.target_score:
-                solved = moment
-                out(f"    average {cfg.target_score:g} at episode {episode}, {total_steps} steps")
-            if cfg.eval_target is None:  # main.train's two rules: the training average, or the evaluation
-                passed = solved is not None
-            else:
-                passed = periodic.passed(episode, cfg.eval_target, cfg.eval_landed)
-            if saved is None and passed:
-                saved = {**moment, "weights": weights()}
-                out(f"    agent saved at episode {episode}, {total_steps} steps, {moment['seconds']:.0f} s")
-            if episode % 100 == 0:
-                out(f"    episode {episode}: average {np.mean(window):.1f}, {total_steps} steps")
-            if solved is not None and saved is not None and total_steps >= eval_steps:
-                break
-        if saved is None and periodic is not None and periodic.best_path.exists():  # never passed: best.pth
-            saved = {"episode": None, "steps": None, "seconds": None, "weights": load_file(periodic.best_path)}
+    measure = Measure(cfg.target_score, eval_steps, out)
+    with train_aside(cfg, [measure]) as (result, cfg):
+        saved = measure.saved
+        if saved is not None:
+            saved = {**saved, "weights": load_file(cfg.checkpoint)}
+        elif (result.run_dir / BEST_WEIGHTS).exists():  # never passed its rule: best.pth
+            best = load_file(result.run_dir / BEST_WEIGHTS)
+            saved = {"episode": None, "steps": None, "seconds": None, "weights": best}
+        final = load_file(result.last_weights)
     return {
-        "scores": scores,
-        "total_steps": total_steps,
-        "seconds": time.perf_counter() - start,
-        "solved": solved,
+        "scores": result.scores,
+        "total_steps": result.total_steps,
+        "seconds": result.seconds,
+        "solved": measure.solved,
         "saved": saved,
-        "weights_at_eval_steps": snapshot,
-        "final_weights": agent.local_qnetwork.state_dict(),
+        "weights_at_eval_steps": measure.snapshot,
+        "final_weights": final,
     }
 
 
@@ -179,7 +194,7 @@ def evaluate_weights(weights: dict | None, episodes: int) -> dict[str, Any] | No
         return None
     with tempfile.TemporaryDirectory(prefix="dqn-compare-") as tmp:
         path = Path(tmp) / "weights.pth"
-        main.save_torch(weights, path)
+        save_torch(weights, path)
         result = main.evaluate(path, episodes=episodes, seed=EVAL_SEED, out=lambda _: None)
     return _eval_summary(result)
 

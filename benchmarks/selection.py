@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 # main before NumPy: main sets OPENBLAS_NUM_THREADS=1 before OpenBLAS starts (see compare.py).
 # isort: off
 import main  # noqa: E402
-import numpy as np  # noqa: E402
+from compare import train_aside  # noqa: E402
+from dqnkit.hooks import Episode, Hook  # noqa: E402
 # isort: on
 
 if TYPE_CHECKING:
@@ -58,13 +60,51 @@ def overrides(pairs: list[str], cfg: main.Config) -> dict[str, Any]:
     return out
 
 
+class EvaluateAlong(Hook):
+    """Every ``every`` episodes, the greedy policy on the selection seeds and on the test seeds: one row each."""
+
+    def __init__(self, every: int, selection_episodes: int, test_episodes: int, env_id: str, max_steps: int) -> None:
+        from dqnkit.envs import make_env
+
+        self.every, self.rows = every, []
+        self.selection = range(SELECTION_SEED, SELECTION_SEED + selection_episodes)
+        self.test = range(TEST_SEED, TEST_SEED + test_episodes)
+        self.judge = make_env(env_id, max_steps)  # its own environment: training's random streams stay untouched
+
+    def on_start(self, agent) -> None:
+        self.network, self.start = agent.local_qnetwork, time.perf_counter()
+
+    def on_episode(self, episode: Episode) -> None:
+        from dqnkit.evaluation import play_greedy
+        from dqnkit.videos import greedy_policy
+
+        if episode.episode % self.every:
+            return
+        policy = greedy_policy(self.network)
+        row = {
+            "episode": episode.episode,
+            "steps": episode.total_steps,
+            "seconds": round(time.perf_counter() - self.start, 1),
+            "training_average": episode.average_100,
+            "selection": summary(play_greedy(policy, self.judge, self.selection)),
+            "test": summary(play_greedy(policy, self.judge, self.test)),
+        }
+        self.rows.append(row)
+        sel, test = row["selection"], row["test"]
+        print(
+            f"episode {episode.episode}: selection {sel['mean_score']:.1f} / {sel['landed_share']:.0%} / "
+            f"{sel['mean_length']:.0f}; test {test['mean_score']:.1f} / {test['landed_share']:.0%} / "
+            f"{test['mean_length']:.0f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self, error: BaseException | None) -> None:
+        self.judge.close()
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train, evaluate along the way, print one JSON line; return it."""
-    import torch
-
-    from dqnkit.evaluation import play_greedy
-    from dqnkit.videos import greedy_policy
-
+    """Train through ``main.train`` with an :class:`EvaluateAlong` hook, print one JSON line; return it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=800, help="training episodes")
@@ -78,49 +118,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_preset:
         cfg = main.apply_preset(cfg, "fast")
     cfg = dataclasses.replace(cfg, **overrides(args.set, cfg))
-
-    torch.set_num_threads(1)
-    env, judge = main.make_env(cfg.env, cfg.max_steps), main.make_env(cfg.env, cfg.max_steps)
-    rng = main.seed_everything(cfg.seed)
-    env.action_space.seed(cfg.seed)
-    agent = main.build_agent(cfg, env, torch.device("cpu"), rng)
-    epsilon, steps, scores, rows = cfg.epsilon_start, 0, [], []
-    start = time.perf_counter()
-    try:
-        for episode in range(1, cfg.episodes + 1):
-            score, length, epsilon = main.play_episode(
-                env, agent, cfg, epsilon, steps, cfg.seed if episode == 1 else None
-            )
-            steps += length
-            scores.append(score)
-            if not cfg.epsilon_decay_steps:
-                epsilon = main.next_epsilon(epsilon, cfg.epsilon_end, cfg.epsilon_decay)
-            if episode % args.every:
-                continue
-            policy = greedy_policy(agent.local_qnetwork)
-            row = {
-                "episode": episode,
-                "steps": steps,
-                "seconds": round(time.perf_counter() - start, 1),
-                "training_average": float(np.mean(scores[-100:])),
-                "selection": summary(
-                    play_greedy(policy, judge, range(SELECTION_SEED, SELECTION_SEED + args.selection_episodes))
-                ),
-                "test": summary(play_greedy(policy, judge, range(TEST_SEED, TEST_SEED + args.test_episodes))),
-            }
-            rows.append(row)
-            sel, test = row["selection"], row["test"]
-            print(
-                f"episode {episode}: selection {sel['mean_score']:.1f} / {sel['landed_share']:.0%} / "
-                f"{sel['mean_length']:.0f}; test {test['mean_score']:.1f} / {test['landed_share']:.0%} / "
-                f"{test['mean_length']:.0f}",
-                file=sys.stderr,
-                flush=True,
-            )
-    finally:
-        env.close()
-        judge.close()
-    result = {"seed": args.seed, "preset": not args.no_preset, "set": args.set, "rows": rows, "scores": scores}
+    along = EvaluateAlong(args.every, args.selection_episodes, args.test_episodes, cfg.env, cfg.max_steps)
+    # Every episode, whatever a stopping rule would say; its own evaluations instead of the run's.
+    with train_aside(dataclasses.replace(cfg, eval_every=0, eval_target=None), [along]) as (trained, _):
+        scores = trained.scores
+    result = {"seed": args.seed, "preset": not args.no_preset, "set": args.set, "rows": along.rows, "scores": scores}
     print(json.dumps(result))
     return result
 

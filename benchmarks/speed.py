@@ -61,6 +61,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from dqnkit.agents import agent_class  # noqa: E402
+from dqnkit.logs import read_metrics  # noqa: E402
 from nnetwork import Network  # noqa: E402
 # isort: on
 
@@ -560,7 +561,7 @@ def _train_in_temporary_folder(cfg: main.Config) -> int:
         os.chdir(tmp)
         try:
             main.train(cfg, out=lambda _: None)
-            return int(main.read_metrics(next(Path(tmp).glob("runs/*/metrics.csv")))["total_steps"][-1])
+            return int(read_metrics(next(Path(tmp).glob("runs/*/metrics.csv")))["total_steps"][-1])
         finally:
             os.chdir(cwd)
 

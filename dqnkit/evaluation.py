@@ -21,6 +21,7 @@ from dqnkit.files import (
     network_from_weights,
     save_torch,
 )
+from dqnkit.hooks import Episode, Hook
 from dqnkit.videos import VIDEO_DIR, greedy_policy, record_video
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def play_greedy_together(network: Network, envs: list[gym.Env], seeds: Iterable[
     return EvalResult(scores.tolist(), lengths.tolist(), outcomes, sum(pads))
 
 
-class PeriodicEvaluation:
+class PeriodicEvaluation(Hook):
     """Evaluation during training: every ``every`` episodes, ``episodes`` greedy episodes; keeps the best weights.
 
     The evaluation episodes start from reset seeds ``SEED_BASE``, ``SEED_BASE + 1``, ..., which
@@ -165,15 +166,34 @@ class PeriodicEvaluation:
     draws no random numbers from the training's generators: a run computes the same numbers with
     or without it. The highest-scoring weights so far go to ``best_path`` (atomically), which
     ``--evaluate`` accepts like any weights file.
+
+    As a hook of a run, it evaluates ``network`` after each due episode and hands the result on
+    in the episode's record (``Episode.evaluation``), where the metrics and the stopping rule read it.
+    ``best_score`` is the best of a resumed run's earlier evaluations.
     """
 
     SEED_BASE = 1_000_000
 
-    def __init__(self, env_id: str, max_steps: int, every: int, episodes: int, best_path: Path) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        max_steps: int,
+        every: int,
+        episodes: int,
+        best_path: Path,
+        network: Network | None = None,
+        best_score: float = -math.inf,
+    ) -> None:
         self.envs = [make_env(env_id, max_steps) for _ in range(episodes)]
         self.every, self.episodes, self.best_path = every, episodes, best_path
-        self.best_score = -math.inf
+        self.network, self.best_score = network, best_score
         self.last: EvalResult | None = None
+
+    def on_episode(self, episode: Episode) -> None:
+        """Evaluate the network when ``episode`` is due; the result travels in the record."""
+        if self.network is not None and self.due(episode.episode):
+            self.run(self.network)
+            episode.evaluation = self.last
 
     def due(self, episode: int) -> bool:
         """Whether ``episode`` is one after which to evaluate."""
@@ -193,7 +213,7 @@ class PeriodicEvaluation:
             save_torch(network.state_dict(), self.best_path)  # written now: no copy of the weights needed
         return mean
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
         """Close the evaluation environments."""
         for env in self.envs:
             env.close()

@@ -350,6 +350,18 @@ def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progre
     save_torch(state, path)
 
 
+def restore_training_state(saved: dict[str, Any], agent: Agent, env: gym.Env) -> dict[str, Any]:
+    """Put what :func:`save_training_state` saved back into ``agent`` and the random states; return the progress."""
+    import torch
+
+    agent.load_state_dict(saved["agent"])
+    random.setstate(saved["rng"]["python"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    env.unwrapped.np_random.bit_generator.state = saved["rng"]["env"]
+    env.action_space.np_random.bit_generator.state = saved["rng"]["action_space"]
+    return saved["progress"]
+
+
 def load_training_state(path: str | os.PathLike, config_cls: Callable[..., Any]) -> dict[str, Any]:
     """Load and check a training state written by :func:`save_training_state`.
 

@@ -13,12 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dqnkit.envs import SOLVED_SCORE
+from dqnkit.envs import SOLVED_SCORE, final_outcome
 from dqnkit.errors import UserError
 from dqnkit.files import atomic_write_file, write_text
+from dqnkit.hooks import Episode, Hook
 
 if TYPE_CHECKING:
+    import gymnasium as gym
     from matplotlib.figure import Figure
+
+    from agent import Agent
 
 NUMBER_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "average_100", "wall_seconds")
 # How each episode ended ("landed", "crashed", "out of bounds", "timed out"), whether it came to rest on the
@@ -96,6 +100,76 @@ class Progress:
         """End the bar, if there is one."""
         if self._bar is not None:
             self._bar.close()
+
+
+# ---------------------------------------------------------------- the hooks of a run
+
+
+class MetricsLog(Hook):
+    """Each finished episode as a row: appended to metrics.csv at once, kept in ``rows``, and for TensorBoard.
+
+    ``rows`` is the run's list (a resumed run's saved rows first), which the training state
+    saves. At the end of the run the learning curve is drawn from metrics.csv.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        rows: list[dict[str, Any]],
+        env: gym.Env,
+        agent: Agent,
+        elapsed: Callable[[], float],
+        out: Callable[[str], None],
+        target_score: float = SOLVED_SCORE,
+        tensorboard: Path | None = None,
+    ) -> None:
+        self.path, self.rows, self.env, self.agent, self.elapsed = path, rows, env, agent, elapsed
+        self.out, self.target_score, self.tensorboard_dir = out, target_score, tensorboard
+        self.tensorboard: TensorBoard | None = None
+
+    def on_start(self, agent: Agent) -> None:
+        if self.tensorboard_dir is not None:
+            self.tensorboard = TensorBoard(self.tensorboard_dir)
+
+    def on_episode(self, episode: Episode) -> None:
+        # Read before the next reset: how the episode ended, from what env.step said.
+        outcome, landed_on_pad = final_outcome(self.env, episode.terminated)
+        row = {
+            "episode": episode.episode,
+            "total_steps": episode.total_steps,
+            "score": episode.score,  # full precision: a resumed run rebuilds its window from these
+            "length": episode.length,
+            "epsilon": episode.epsilon,
+            "average_100": episode.average_100,
+            "wall_seconds": round(self.elapsed(), 3),
+            "outcome": outcome,
+            "on_pad": int(landed_on_pad),
+            "eval_score": "" if episode.evaluation is None else episode.evaluation.mean_score,
+        }
+        self.rows.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.log(row, self.agent.last_loss)
+        append_metrics(self.path, row)  # every episode: a crashed run's metrics are never stale
+
+    def on_end(self) -> None:
+        if self.rows:
+            self.out(f"learning curve: {plot_learning_curve(self.path, target_score=self.target_score)}")
+
+    def close(self, error: BaseException | None) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+class ProgressDisplay(Hook):
+    """Move the live bar, or print a progress line every ``log_every`` episodes (:class:`Progress`)."""
+
+    def __init__(self, display: Progress, elapsed: Callable[[], float]) -> None:
+        self.display, self.elapsed = display, elapsed
+
+    def on_episode(self, episode: Episode) -> None:
+        steps_per_s = episode.total_steps / max(self.elapsed(), 1e-9)
+        e = episode
+        self.display.update(e.episode, e.average_100, e.next_epsilon, e.total_steps, steps_per_s)
 
 
 # ---------------------------------------------------------------- metrics.csv

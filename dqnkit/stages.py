@@ -13,13 +13,15 @@ import base64
 import html
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dqnkit.errors import UserError
+from dqnkit.errors import UserError, first_line
 from dqnkit.files import RUNS_DIR, write_text
+from dqnkit.hooks import Hook
 from dqnkit.logs import read_metrics
 from dqnkit.videos import THUMBNAIL_SIZE, VIDEO_DIR, latest_video_folder, save_thumbnail
 
@@ -171,6 +173,24 @@ def write_progress(run_dir: str | os.PathLike, video_dir: str | os.PathLike | No
         f"<h1>{html.escape(title)}</h1>{html_table(stages, relative_to=run_dir)}\n",
     )
     return md, page
+
+
+class ProgressTable(Hook):
+    """At the end of a run with videos, once they are all written: its training-progress table.
+
+    A failure (no video finished, a full disk) is a warning: the run itself is complete.
+    """
+
+    def __init__(self, run_dir: Path, video_dir: Path, out: Callable[[str], None]) -> None:
+        self.run_dir, self.video_dir, self.out = run_dir, video_dir, out
+
+    def on_end(self) -> None:
+        try:
+            markdown, _ = write_progress(self.run_dir, self.video_dir)
+        except (UserError, OSError, ValueError) as exc:
+            self.out(f"warning: no progress table: {first_line(exc)}")
+            return
+        self.out(f"progress table: {markdown}")
 
 
 def show_progress(run_dir: str | os.PathLike | None = None, rows: int | None = None):

@@ -13,6 +13,7 @@ import numpy as np
 from dqnkit.envs import final_outcome, make_env
 from dqnkit.errors import first_line
 from dqnkit.files import atomic_write, network_from_weights, remove_stale_temp_files, write_text
+from dqnkit.hooks import Episode, Hook
 
 if TYPE_CHECKING:
     from nnetwork import Network
@@ -257,6 +258,40 @@ class BackgroundVideos:
         for folder in {path.parent for _, _, path in self._pending}:
             remove_stale_temp_files(folder)  # the worker's own cleanup is the rule; this is for a killed one
         self._pending = []
+
+
+class PeriodicVideos(Hook):
+    """Film the greedy policy every ``every`` episodes into ``folder`` (:class:`BackgroundVideos`).
+
+    The video of episode ``e`` starts from environment seed ``seed + e``. At the end of the run
+    it waits for the videos still being made; after an error it waits too, but a second
+    Ctrl-C stops the worker at once.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        env_id: str,
+        max_steps: int,
+        every: int,
+        seed: int,
+        folder: Path,
+        out: Callable[[str], None],
+    ) -> None:
+        self.network, self.env_id, self.max_steps, self.every, self.seed = network, env_id, max_steps, every, seed
+        self.folder = folder
+        self.videos = BackgroundVideos(out)
+
+    def on_episode(self, episode: Episode) -> None:
+        e = episode.episode
+        if e % self.every == 0:
+            self.videos.submit(e, self.network, self.env_id, self.max_steps, video_path(e, self.folder), self.seed + e)
+
+    def on_end(self) -> None:
+        self.videos.close()  # last but for the table: everything else is saved, so a Ctrl-C now loses only videos
+
+    def close(self, error: BaseException | None) -> None:
+        self.videos.close(wait=not isinstance(error, KeyboardInterrupt))  # nothing left to do after on_end
 
 
 def video_path(episode: int, video_dir: str | os.PathLike = VIDEO_DIR) -> Path:

@@ -54,8 +54,9 @@ def _graph() -> dict[str, set[str]]:
 
 def test_the_walk_finds_the_package_and_its_imports() -> None:
     graph = _graph()
-    assert {"dqnkit.cli", "dqnkit.files", "dqnkit.session", "dqnkit.videos"} <= set(graph)
-    assert {"dqnkit.cli", "dqnkit.session", "dqnkit.videos"} <= graph["main"]
+    assert {"dqnkit.cli", "dqnkit.files", "dqnkit.hooks", "dqnkit.runfolder", "dqnkit.session"} <= set(graph)
+    assert {"dqnkit.cli", "dqnkit.hooks", "dqnkit.runfolder", "dqnkit.session", "dqnkit.videos"} <= graph["main"]
+    assert {"dqnkit.logs", "dqnkit.videos", "dqnkit.evaluation", "dqnkit.checkpoints"} <= graph["dqnkit.session"]
     assert "agent" in graph["dqnkit.agents"] and "nnetwork" in graph["agent"]
     assert {"dqnkit.options", "dqnkit.numpy_twin"} <= graph["dqnkit.agents"]
 
@@ -87,6 +88,17 @@ def test_no_import_cycles() -> None:
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_no_class_in_the_package_is_over_150_lines() -> None:
+    """One service, one small class: the run's plumbing is hooks, not one object that holds it all."""
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted((ROOT / "dqnkit").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150
+    ]
+    assert not long, long
 
 
 def test_functions_fit_on_a_screen() -> None:

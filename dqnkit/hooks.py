@@ -1,0 +1,146 @@
+"""Hooks: the services around the episode loop, each a small object with its own state.
+
+``main.train`` plays episodes and hands each finished one, as an :class:`Episode` record, to
+every hook in a :class:`Hooks` list; any hook may ask the loop to stop after the episode. The
+run's own services (metrics, progress, videos, evaluation, the solved checkpoint, the training
+state, Ctrl-C) are hooks, and so are a benchmark's measurements or a tuner's pruning: a caller
+passes its own with ``main.train(cfg, hooks=[...])``. The models: Stable-Baselines3's callbacks
+(``callback.on_step()`` in the loop, ``False`` stops training) and PFRL's ``step_hooks``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Episode:
+    """One finished training episode, as the loop saw it.
+
+    ``terminated`` and ``truncated`` are what ``env.step`` said at the last step: an episode
+    that terminates on its last allowed step is terminated, not cut off. ``epsilon`` is the
+    exploration rate the episode ended with, ``next_epsilon`` the next episode's. Hooks
+    fill in what they found: ``evaluation`` when the greedy evaluation ran after this episode,
+    ``solved`` on the episode at which the run solved (and wrote ``--checkpoint``).
+    """
+
+    episode: int
+    score: float
+    length: int
+    terminated: bool
+    truncated: bool
+    epsilon: float
+    next_epsilon: float
+    total_steps: int
+    average_100: float  # the mean score of the last 100 episodes (of all of them while fewer)
+    evaluation: Any = None  # a dqnkit.evaluation.EvalResult (not imported: evaluation.py builds on this module)
+    solved: bool = False
+
+
+class Hook:
+    """A service around the episode loop; every method is optional.
+
+    Set up in ``__init__``; :meth:`on_start` hands it the agent before the first episode
+    (for a caller's hook, which is made before the agent). :meth:`on_episode` after each episode, in list order;
+    :meth:`on_step` after each environment step, only where a hook overrides it;
+    :meth:`on_end` once the loop is over without an error (in reverse list order, so that
+    the first hooks have the last word); :meth:`close` always, in reverse order. Setting
+    :attr:`stop` to a reason asks the loop to stop after the episode.
+    """
+
+    stop: str | None = None
+
+    def on_start(self, agent: Any) -> None:
+        """Before the first episode, with the agent the run trains."""
+
+    def on_step(self, total_steps: int) -> None:
+        """After every environment step, with the run's step count."""
+
+    def on_episode(self, episode: Episode) -> None:
+        """After every finished episode."""
+
+    def on_end(self) -> None:
+        """When the loop has ended (finished, solved or stopped), not after an error."""
+
+    def close(self, error: BaseException | None) -> None:
+        """Let go of what the hook holds (files, processes, environments), however the run ended.
+
+        ``error`` is what ended the loop early (a second Ctrl-C is a KeyboardInterrupt), or None.
+        """
+
+
+class Hooks:
+    """The hooks of one run, called as one; a context manager that ends and closes them."""
+
+    def __init__(self, hooks: Iterable[Hook], agent: Any) -> None:
+        self.hooks, self.agent = list(hooks), agent
+        stepping = [h.on_step for h in self.hooks if type(h).on_step is not Hook.on_step]
+        # None when no hook wants steps: the loop then calls nothing per step.
+        self.on_step: Callable[[int], None] | None = None
+        if stepping:
+            self.on_step = lambda total_steps: [call(total_steps) for call in stepping] and None
+
+    def on_episode(self, episode: Episode) -> None:
+        """Hand the episode to every hook, in order."""
+        for hook in self.hooks:
+            hook.on_episode(episode)
+
+    @property
+    def stop(self) -> str | None:
+        """The first reason a hook gave to stop, or None."""
+        return next((h.stop for h in self.hooks if h.stop is not None), None)
+
+    def __enter__(self) -> Hooks:
+        try:
+            for hook in self.hooks:
+                hook.on_start(self.agent)
+        except BaseException as exc:  # the hooks started so far let go of what they hold
+            self.__exit__(type(exc), exc, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        with contextlib.ExitStack() as closing:  # every close() runs, the last hook's first
+            for hook in self.hooks:
+                closing.callback(lambda hook=hook: hook.close(exc))
+            if exc is None:
+                for hook in reversed(self.hooks):
+                    hook.on_end()
+
+
+class StopOnSignal(Hook):
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
+
+    The episode is finished (well under a second) so that the saved state sits on an
+    episode boundary and a resumed run is exactly the uninterrupted one. A second
+    signal stops at once; the last periodic state on disk is still complete. The run
+    (a :class:`~dqnkit.runfolder.RunFolder`) learns which signal stopped it.
+    """
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self._old: dict[int, Any] = {}
+
+    def on_start(self, agent: Any) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop is not None:
+            raise KeyboardInterrupt
+        self.stop, self.run.stopped_by = f"signal {signum}", signum
+        self.run.out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
+
+    def close(self, error: BaseException | None) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}

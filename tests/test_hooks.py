@@ -1,0 +1,182 @@
+"""The episode loop's hooks: what they are handed, the order they run in, stopping, and closing on errors."""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.wrappers import TimeLimit
+
+import main
+from dqnkit.files import RunLock, load_training_state
+from dqnkit.hooks import Episode, Hook, Hooks
+
+
+class Touchdown(gym.Env):
+    """A stand-in for LunarLander whose lander comes to rest, on the pad, after ``length`` steps.
+
+    It has what :func:`dqnkit.envs.final_outcome` reads of LunarLander: the lander's body
+    (asleep once at rest) and the pad's edges.
+    """
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+    helipad_x1, helipad_x2 = 8.0, 12.0
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.lander = SimpleNamespace(awake=True, position=SimpleNamespace(x=10.0))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t, self.lander.awake = 0, True
+        return np.zeros(8, dtype=np.float32), {}
+
+    def step(self, action: int):
+        self.t += 1
+        self.lander.awake = self.t < self.length
+        state = np.full(8, self.t / 100, dtype=np.float32)
+        return state, 1.0, self.t == self.length, False, {}
+
+
+def _stub_env(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    # As make_env builds it: a TimeLimit of max_steps around the environment.
+    monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(Touchdown(length), max_steps))
+
+
+def _cfg(tmp_path: Path, **changes) -> main.Config:
+    base = dict(video=False, quiet=True, minibatch_size=4, replay_buffer_size=100, checkpoint=str(tmp_path / "c.pth"))
+    return main.Config(**{**base, **changes})
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize(
+    ("length", "outcome"),
+    [(5, "landed"), (3, "landed"), (9, "timed out")],
+    ids=["at rest on the last allowed step", "at rest before it", "cut off by the time limit"],
+)
+def test_an_episode_is_logged_with_what_env_step_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int, outcome: str
+) -> None:
+    """An episode that terminates on its last allowed step (5) landed; it did not time out."""
+    monkeypatch.chdir(tmp_path)
+    _stub_env(monkeypatch, length)
+    seen: list[Episode] = []
+
+    class Keep(Hook):
+        def on_episode(self, episode: Episode) -> None:
+            seen.append(episode)
+
+    result = main.train(_cfg(tmp_path, episodes=2, max_steps=5), out=lambda _: None, hooks=[Keep()])
+    rows = _rows(result.run_dir)
+    assert [r["outcome"] for r in rows] == [outcome, outcome]
+    assert [r["on_pad"] for r in rows] == (["1", "1"] if outcome == "landed" else ["0", "0"])
+    assert [(e.length, e.terminated, e.truncated) for e in seen] == [(min(length, 5), length <= 5, length >= 5)] * 2
+
+
+def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    calls: list[str] = []
+
+    class StopAtThree(Hook):
+        def on_start(self, agent) -> None:
+            self.steps, self.network = [], agent.local_qnetwork
+
+        def on_step(self, total_steps: int) -> None:
+            self.steps.append(total_steps)
+
+        def on_episode(self, episode: Episode) -> None:
+            calls.append(f"episode {episode.episode}")
+            if episode.episode == 3:
+                self.stop = "enough"
+
+        def on_end(self) -> None:
+            calls.append("end")
+
+        def close(self, error: BaseException | None) -> None:
+            calls.append(f"close {error}")
+
+    hook = StopAtThree()
+    result = main.train(_cfg(tmp_path, episodes=10, max_steps=40), out=lambda _: None, hooks=[hook])
+    assert calls == ["episode 1", "episode 2", "episode 3", "end", "close None"]
+    assert len(result.scores) == 3 and hook.steps == list(range(1, result.total_steps + 1))
+    rows = _rows(result.run_dir)
+    assert [float(r["score"]) for r in rows] == result.scores
+    state = load_training_state(result.state_path, main.Config)  # the run's own hooks saved where it stopped
+    assert state["progress"]["episode"] == 3 and state["progress"]["total_steps"] == result.total_steps
+    assert result.solved_episode is None and result.stopped_by is None
+
+
+def test_a_failing_hook_ends_the_run_and_every_hook_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    closed: list[str] = []
+    before = signal.getsignal(signal.SIGINT)
+
+    class Fails(Hook):
+        def on_episode(self, episode: Episode) -> None:
+            if episode.episode == 2:
+                raise ValueError("a broken hook")
+
+        def on_end(self) -> None:
+            closed.append("on_end must not run after an error")
+
+        def close(self, error: BaseException | None) -> None:
+            closed.append(repr(error))
+
+    with pytest.raises(ValueError, match="a broken hook"):
+        main.train(_cfg(tmp_path, episodes=5, max_steps=30), out=lambda _: None, hooks=[Fails()])
+    assert closed == ["ValueError('a broken hook')"]
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C is the terminal's again
+    (run_dir,) = tmp_path.glob("runs/*")
+    lock = RunLock(run_dir)
+    lock.acquire()  # released: another process may resume this run
+    lock.release()
+
+
+def test_hooks_see_episodes_in_order_and_end_and_close_in_reverse() -> None:
+    calls: list[str] = []
+
+    class Named(Hook):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_start(self, agent) -> None:
+            calls.append(f"start {self.name} {agent}")
+
+        def on_episode(self, episode: Episode) -> None:
+            calls.append(f"episode {self.name}")
+
+        def on_end(self) -> None:
+            calls.append(f"end {self.name}")
+
+        def close(self, error: BaseException | None) -> None:
+            calls.append(f"close {self.name}")
+
+    hooks = Hooks([Named("a"), Named("b")], agent="the agent")
+    assert hooks.on_step is None  # nobody wants steps: the loop calls nothing per step
+    with hooks:
+        hooks.on_episode(Episode(1, 0.0, 1, True, False, 1.0, 0.9, 1, 0.0))
+        assert hooks.stop is None
+        hooks.hooks[1].stop = "b says so"
+        assert hooks.stop == "b says so"
+    assert calls == [
+        "start a the agent",
+        "start b the agent",
+        "episode a",
+        "episode b",
+        "end b",
+        "end a",
+        "close b",
+        "close a",
+    ]
