@@ -1,13 +1,13 @@
 """Deep Q-Learning: the replay memory and the agent that learns from it.
 
-This is the code ``python main.py`` runs. Options beyond the original DQN (Double DQN,
-n-step returns, prioritized replay, ...) and the NumPy fast path extend :class:`Agent` from
-the ``dqnkit`` package; nothing here knows about them.
+This is the code ``python main.py`` runs. Options beyond the original DQN (Double DQN, n-step returns, ...)
+and the NumPy fast path extend :class:`Agent` in ``dqnkit``, each overriding a named step; nothing here knows them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -175,6 +175,7 @@ class Agent:
         device: where the networks live and minibatches go.
         rng: random generator for exploration and minibatch sampling.
         network_class: the Q-network, :class:`nnetwork.Network` in the original.
+        memory_class: the replay memory, :class:`ReplayMemory` in the original (called with its arguments).
     """
 
     def __init__(
@@ -192,6 +193,7 @@ class Agent:
         device: torch.device | str = "cpu",
         rng: np.random.Generator | None = None,
         network_class: type[Network] = Network,
+        memory_class: Callable[..., ReplayMemory] = ReplayMemory,
     ) -> None:
         self.state_size = state_size
         self.action_size = action_size
@@ -209,7 +211,7 @@ class Agent:
         self.target_qnetwork.load_state_dict(self.local_qnetwork.state_dict())
         # fused: one kernel updates every parameter; the same Adam arithmetic, fewer Python calls.
         self.optimizer = torch.optim.Adam(self.local_qnetwork.parameters(), lr=learning_rate, fused=True)
-        self.memory = ReplayMemory(replay_buffer_size, state_size, self.device, self.rng)
+        self.memory = memory_class(replay_buffer_size, state_size, self.device, self.rng)
         self.t_step = 0  # calls of step() modulo learn_every: the phase of the learning rhythm
         self.learn_steps = 0
         self.last_loss = float("nan")
@@ -237,30 +239,40 @@ class Agent:
         return int(action_values.argmax())
 
     def learn(self, experiences: Experiences, discount_factor: float) -> float:
-        """One Adam step on the mean squared TD error, then a soft update of the target network.
-
-        Returns the loss.
-        """
-        states, next_states, actions, rewards, dones = experiences
-        with torch.no_grad():
-            # max over a' of the *target* network: the slowly moving network keeps the target steady.
-            next_q_max = self.target_qnetwork(next_states).max(dim=1, keepdim=True).values
-            q_targets = bellman_target(rewards, next_q_max, dones, discount_factor)
+        """One learning step: the named steps below, in order (an option overrides one); returns the loss."""
+        q_targets = self.bellman_targets(experiences, discount_factor)
+        states, _, actions, _, _ = experiences
         # Q_local(s, a) for the action actually taken in each sampled transition.
         q_expected = self.local_qnetwork(states).gather(1, actions)
-        loss = F.mse_loss(q_expected, q_targets)
+        loss = self.td_loss(q_expected, q_targets)
         self.optimizer.zero_grad()
         loss.backward()
         self.last_loss = checked_loss(loss.item(), self.learn_steps)
-        self.optimizer.step()
-        self.soft_update(self.local_qnetwork, self.target_qnetwork, self.interpolation_parameter)
+        self.optimizer_step()
+        self.update_target()
         self.learn_steps += 1
         return self.last_loss
 
-    @staticmethod
-    def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
-        """``theta_target <- tau * theta_local + (1 - tau) * theta_target`` (see :func:`soft_update`)."""
-        soft_update(local_model, target_model, interpolation_parameter)
+    @torch.no_grad()
+    def bellman_targets(self, experiences: Experiences, discount_factor: float) -> torch.Tensor:
+        """The targets ``r + gamma * max_a' Q_target(s', a') * (1 - done)``, shape ``(B, 1)``, no gradient."""
+        _, next_states, _, rewards, dones = experiences
+        # max over a' of the *target* network: the slowly moving network keeps the target steady.
+        next_q_max = self.target_qnetwork(next_states).max(dim=1, keepdim=True).values
+        return bellman_target(rewards, next_q_max, dones, discount_factor)
+
+    def td_loss(self, q_expected: torch.Tensor, q_targets: torch.Tensor) -> torch.Tensor:
+        """The loss DQN minimises: the squared TD error (target minus estimate), averaged over the minibatch."""
+        loss = F.mse_loss(q_expected, q_targets)
+        return loss
+
+    def optimizer_step(self) -> None:
+        """Move the weights against the gradient of the loss: one Adam step."""
+        self.optimizer.step()
+
+    def update_target(self) -> None:
+        """Let the target network trail the local one: the soft update by ``interpolation_parameter``."""
+        soft_update(self.local_qnetwork, self.target_qnetwork, self.interpolation_parameter)
 
     def state_dict(self) -> dict:
         """Everything needed to continue learning exactly: networks, optimizer, memory, counters, RNG."""

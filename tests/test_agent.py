@@ -196,6 +196,26 @@ def test_learn_uses_target_network_and_terminal_flag() -> None:
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
+def test_learn_runs_its_named_steps_in_order() -> None:
+    """Targets, TD loss, optimizer step, target update: the steps an option overrides, once each, in this order."""
+    calls: list[str] = []
+
+    class Recording(Agent):
+        pass
+
+    for name in ("bellman_targets", "td_loss", "optimizer_step", "update_target"):
+        step = getattr(Agent, name)
+        setattr(Recording, name, lambda self, *args, _n=name, _f=step: calls.append(_n) or _f(self, *args))
+    torch.manual_seed(0)
+    recording, plain = Recording(8, 4, rng=np.random.default_rng(0)), _agent()
+    states, next_states, actions = torch.randn(5, 8), torch.randn(5, 8), torch.zeros(5, 1, dtype=torch.int64)
+    batch = (states, next_states, actions, torch.ones(5, 1), torch.zeros(5, 1))
+    assert recording.learn(batch, 0.99) == plain.learn(batch, 0.99)
+    assert calls == ["bellman_targets", "td_loss", "optimizer_step", "update_target"]
+    for a, b in zip(recording.target_qnetwork.parameters(), plain.target_qnetwork.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_soft_update_by_hand() -> None:
     local, target = Network(1, 1, hidden_size=1), Network(1, 1, hidden_size=1)
     with torch.no_grad():
@@ -215,7 +235,7 @@ def test_soft_update_matches_plain_formula() -> None:
     local, target = Network(8, 4), Network(8, 4)
     tau = 1e-3
     expected = [tau * lp + (1 - tau) * tp for lp, tp in zip(local.parameters(), target.parameters(), strict=True)]
-    Agent.soft_update(local, target, tau)
+    soft_update(local, target, tau)
     for e, p in zip(expected, target.parameters(), strict=True):
         torch.testing.assert_close(p, e, rtol=0, atol=1e-6)
 
