@@ -1,7 +1,7 @@
 """The NumPy fast path: the same DQN with the gradient and Adam written out in NumPy (opt-in).
 
-``--backprop numpy`` picks :class:`NumpyAgent`, which computes what :class:`agent.Agent` and
-:class:`dqnkit.options.ExtendedAgent` compute, to float32 rounding, about three times faster on
+``--backprop numpy`` picks :class:`NumpyAgent`, which computes what :class:`agent.Agent` and the
+options of ``dqnkit/options.py`` compute, to float32 rounding, about three times faster on
 a CPU: for a 64-64 network the arithmetic is tiny, and autograd's and the optimizer's Python
 bookkeeping dominate. It differentiates :class:`nnetwork.Network` (and ``DuelingNetwork``) by
 hand, so it refuses any other network instead of training on something else.
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent import Experiences, bellman_target
-from dqnkit.options import ExtendedAgent
+from agent import Agent, Experiences, bellman_target, checked_loss
+from dqnkit.options import DoubleDQN, GradientClipping, Huber, NStepReturns, PrioritizedReplay
 from nnetwork import DuelingNetwork, Network, dueling_q_values
 
 Views = list[tuple[np.ndarray, np.ndarray]]
@@ -95,7 +95,7 @@ def numpy_td_gradients(
 
     With three layers of views the network is :class:`nnetwork.Network`; with a fourth (the
     value head) it is :class:`nnetwork.DuelingNetwork`. ``discount_factor`` is the one the
-    target uses (``gamma ** n`` for n-step returns). Options, as in ``ExtendedAgent``: ``double_dqn``
+    target uses (``gamma ** n`` for n-step returns). Options, as in ``dqnkit.options``: ``double_dqn``
     picks the next action with the local network; ``huber`` is smooth L1 with delta 1;
     ``weights`` multiply each sample's loss (prioritized replay's importance weights).
     """
@@ -392,14 +392,20 @@ def check_network(net: nn.Module) -> None:
         )
 
 
-class NumpyAgent(ExtendedAgent):
-    """:class:`dqnkit.options.ExtendedAgent` (and so the textbook agent) computed in NumPy on the CPU.
+class NumpyAgent(Agent):
+    """:class:`agent.Agent` computed in NumPy on the CPU, the options of ``dqnkit/options.py`` included.
 
     Acting, the TD-loss gradient (:func:`numpy_td_gradients`), Adam (:class:`NumpyAdam`) and the
     target update all run on NumPy views of the very parameters the PyTorch networks hold, so
     ``local_qnetwork``, ``state_dict`` and checkpoints are the same as on the textbook path.
     The parameters of each network live in one flat buffer (:func:`flatten_`): Adam and the
     soft update touch 4,996 numbers in one operation instead of six small ones.
+
+    :meth:`learn` is the fused fast path, like torch's ``_fused_adam``: the Bellman targets, the TD
+    loss and its gradient in one NumPy function, which reads the options the agent has (Double DQN,
+    Huber, n-step, prioritized replay). The optimizer step and the target update stay the named
+    steps, so the options that override those (the learning-rate schedule, the hard update,
+    :class:`NumpyGradientClipping`) and the memory options work here unchanged.
     """
 
     def __init__(self, state_size: int, action_size: int, **kwargs) -> None:
@@ -422,7 +428,8 @@ class NumpyAgent(ExtendedAgent):
         self._target_views = numpy_views(self.target_qnetwork)
         grads = [p.grad.numpy() for p in self._local_params]
         self._grad_views = list(zip(grads[0::2], grads[1::2], strict=True))
-        self._q_values = numpy_dueling_q_values if self.dueling else numpy_q_values
+        dueling = isinstance(self.local_qnetwork, DuelingNetwork)
+        self._q_values = numpy_dueling_q_values if dueling else numpy_q_values
 
     # Views and buffers that _bind() makes from the parameters.
     _UNBOUND = (
@@ -449,35 +456,45 @@ class NumpyAgent(ExtendedAgent):
         # The method, not np.argmax: its dispatch costs more than the work.
         return int(self._q_values(self._local_views, np.asarray(state, dtype=np.float32)).argmax())
 
-    def sample(self) -> Experiences:
-        """A minibatch as NumPy arrays: no tensors are made on this path."""
-        return self.memory.sample_arrays(self.minibatch_size)
-
-    def backward(self, experiences: Experiences, discount_factor: float) -> float:
-        """The loss gradient by :func:`numpy_td_gradients`, with every option, into the flat ``.grad`` buffer."""
+    def learn(self, experiences: Experiences, discount_factor: float) -> float:
+        """:meth:`agent.Agent.learn` with the targets, the loss and its gradient fused into NumPy; returns the loss."""
         batch = tuple(t.numpy() if isinstance(t, torch.Tensor) else t for t in experiences)
+        prioritized = isinstance(self, PrioritizedReplay)
+        if isinstance(self, NStepReturns):  # what NStepReturns.bellman_targets does on the autograd path
+            discount_factor **= self.memory.n_step
         loss, td_error = numpy_td_gradients(
             self._local_views,
             self._target_views,
             self._grad_views,
             batch,
             discount_factor,
-            double_dqn=self.double_dqn,
-            huber=self.loss == "huber",
-            weights=self.memory.last_weights if self.prioritized_replay else None,
+            double_dqn=isinstance(self, DoubleDQN),
+            huber=isinstance(self, Huber),
+            weights=self.memory.last_weights if prioritized else None,
         )
-        if self.grad_clip > 0:
-            clip_grad_norm_(self._flat_grad.numpy(), self.grad_clip)
-        if self.prioritized_replay:
+        if prioritized:  # what PrioritizedReplay.td_loss does on the autograd path
             self.memory.update_priorities(self.memory.last_indices, np.abs(td_error))
-        return loss
+        self.last_loss = checked_loss(loss, self.learn_steps)
+        self.optimizer_step()
+        self.update_target()
+        self.learn_steps += 1
+        return self.last_loss
 
-    def update_target(self, hard: bool) -> None:
-        """The soft (or hard) target update on the flat buffers: one operation for all parameters.
+    def update_target(self) -> None:
+        """The soft update on the flat buffers: one operation for all parameters.
 
         No ``torch.no_grad()`` needed: the flat buffers are plain tensors that autograd never tracks.
         """
-        if hard:
-            self._flat_target.copy_(self._flat_local)
-        else:
-            self._flat_target.lerp_(self._flat_local, self.interpolation_parameter)
+        self._flat_target.lerp_(self._flat_local, self.interpolation_parameter)
+
+
+class NumpyGradientClipping(GradientClipping):
+    """:class:`dqnkit.options.GradientClipping` on the twin's flat gradient buffer, in NumPy."""
+
+    def clip_gradient(self) -> None:
+        """Rescale the flat gradient in place to an L2 norm of at most ``grad_clip`` (:func:`clip_grad_norm_`)."""
+        clip_grad_norm_(self._flat_grad.numpy(), self.grad_clip)
+
+
+# The option classes whose arithmetic the twin does its own way, and the class it uses instead.
+NUMPY_OPTIONS = {GradientClipping: NumpyGradientClipping}

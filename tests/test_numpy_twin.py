@@ -18,7 +18,7 @@ import main
 import nnetwork
 from agent import Agent
 from dqnkit import numpy_twin
-from dqnkit.agents import build_agent
+from dqnkit.agents import build_agent, make_agent
 from dqnkit.errors import UserError
 from dqnkit.numpy_twin import (
     NumpyAdam,
@@ -30,16 +30,19 @@ from dqnkit.numpy_twin import (
     relu_,
     row_max,
 )
-from dqnkit.options import ExtendedAgent
 from nnetwork import DuelingNetwork, Network
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _filled(cls: type[Agent], **options) -> Agent:
-    """An agent with 200 random transitions in its memory; the same seed gives the same agent."""
+def _filled(backprop: str, **options) -> Agent:
+    """An agent (of ``main.Config(backprop=backprop, **options)``) with 200 random transitions in its memory.
+
+    The same seed gives the same agent.
+    """
     torch.manual_seed(7)
-    agent = cls(8, 4, rng=np.random.default_rng(7), minibatch_size=32, **options)
+    cfg = main.Config(backprop=backprop, minibatch_size=32, **options)
+    agent = make_agent(cfg, 8, 4, "cpu", np.random.default_rng(7))
     rng = np.random.default_rng(8)
     for i in range(200):
         s, s2 = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
@@ -97,7 +100,8 @@ def test_relu_in_place_by_hand_and_its_zeros_stay_zero() -> None:
 
 def test_numpy_backprop_equals_autograd() -> None:
     """The twin against the textbook agent: same loss, same gradients, same weights, step after step."""
-    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    fast, plain = _filled("numpy"), _filled("autograd")
+    assert type(fast) is NumpyAgent and type(plain) is Agent  # no option on: the two base classes
     assert type(plain.optimizer) is torch.optim.Adam and type(fast.optimizer) is NumpyAdam
     for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
         assert torch.equal(a, b)  # same start
@@ -115,7 +119,7 @@ def test_numpy_backprop_equals_autograd() -> None:
 
 
 def test_twin_acts_like_the_textbook_agent() -> None:
-    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    fast, plain = _filled("numpy"), _filled("autograd")
     states = np.random.default_rng(4).normal(size=(100, 8)).astype(np.float32)
     assert [fast.greedy_action(s) for s in states] == [plain.greedy_action(s) for s in states]
     assert [fast.act(s, 0.5) for s in states] == [plain.act(s, 0.5) for s in states]  # same draws
@@ -123,7 +127,7 @@ def test_twin_acts_like_the_textbook_agent() -> None:
 
 def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
     """A state saved on either path loads on the other, and both then take the same next step."""
-    fast, plain = _filled(NumpyAgent), _filled(Agent)
+    fast, plain = _filled("numpy"), _filled("autograd")
     assert fast.optimizer.state_dict()["state"] == plain.optimizer.state_dict()["state"] == {}  # none before a step
     for _ in range(5):
         fast.learn(fast.memory.sample(32), 0.99)
@@ -131,7 +135,7 @@ def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
     assert saved["param_groups"] == [{**plain.optimizer.state_dict()["param_groups"][0]}]  # the same format
     assert [float(saved["state"][i]["step"]) for i in range(6)] == [5.0] * 6
     plain.load_state_dict(fast.state_dict())
-    back = _filled(NumpyAgent)
+    back = _filled("numpy")
     back.load_state_dict(plain.state_dict())
     for i, entry in saved["state"].items():
         for key in ("exp_avg", "exp_avg_sq"):
@@ -149,10 +153,10 @@ def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
 
 
 AGENTS = {
-    "textbook": (Agent, {}),
-    "options": (ExtendedAgent, {"double_dqn": True, "dueling": True, "n_step": 3, "prioritized_replay": True}),
-    "numpy": (NumpyAgent, {}),
-    "numpy_options": (NumpyAgent, {"dueling": True, "target_update_every": 2, "grad_clip": 1.0}),
+    "textbook": ("autograd", {}),
+    "options": ("autograd", {"double_dqn": True, "dueling": True, "n_step": 3, "prioritized_replay": True}),
+    "numpy": ("numpy", {}),
+    "numpy_options": ("numpy", {"dueling": True, "target_update_every": 2, "grad_clip": 1.0}),
 }
 
 
@@ -163,8 +167,8 @@ def _weights(agent: Agent) -> list[torch.Tensor]:
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 @pytest.mark.parametrize("kind", list(AGENTS))
 def test_a_copy_learns_on_its_own_parameters(kind: str, how: str) -> None:
-    cls, options = AGENTS[kind]
-    original = _filled(cls, **options)
+    backprop, options = AGENTS[kind]
+    original = _filled(backprop, **options)
     _learn_three_times(original)  # some Adam state and a learning rhythm to carry over
     twin = copy.deepcopy(original) if how == "deepcopy" else pickle.loads(pickle.dumps(original))
     before = _weights(original)

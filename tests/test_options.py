@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,24 @@ import pytest
 import torch
 
 import main
-from agent import Agent, Experiences
-from dqnkit.agents import CORE_FIELDS, OPTION_FIELDS
+from agent import Agent, Experiences, ReplayMemory
+from dqnkit.agents import CORE_FIELDS, OPTION_FIELDS, agent_class, compose, make_agent, memory_class
+from dqnkit.nstep import NStepMemory, n_step_return
 from dqnkit.numpy_twin import NumpyAgent, clip_grad_norm_, numpy_dueling_q_values, numpy_views
-from dqnkit.options import ExtendedAgent, double_dqn_next_q, n_step_return
+from dqnkit.options import (
+    OPTIONS,
+    DoubleDQN,
+    GradientClipping,
+    GradientSteps,
+    HardTargetUpdate,
+    Huber,
+    LearningRateDecay,
+    double_dqn_next_q,
+)
 from dqnkit.prioritized import PrioritizedReplayMemory, SumTree
 from nnetwork import DuelingNetwork, dueling_q_values
 
-BOTH = pytest.mark.parametrize("cls", [ExtendedAgent, NumpyAgent], ids=["autograd", "numpy"])
+BOTH = pytest.mark.parametrize("backprop", ["autograd", "numpy"])
 
 EXTRA_OPTIONS = {
     "double_dqn": {"double_dqn": True},
@@ -30,15 +41,79 @@ EXTRA_OPTIONS = {
 }
 
 
-def _agent(cls: type[Agent] = NumpyAgent, **options) -> Agent:
+def _agent(backprop: str = "numpy", **options) -> Agent:
+    """The agent ``main.Config(**options)`` asks for, built as a run builds it."""
     torch.manual_seed(0)
-    base = dict(minibatch_size=1000, rng=np.random.default_rng(0))  # a big minibatch: step() never learns
-    base.update(options)
-    return cls(8, 4, **base)
+    cfg = main.Config(backprop=backprop, **{"minibatch_size": 1000, **options})  # a big minibatch: step() never learns
+    return make_agent(cfg, 8, 4, "cpu", np.random.default_rng(0))
 
 
 def _state(i: float) -> np.ndarray:
     return np.full(8, i, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- each option overrides one named step
+
+NAMED_STEPS = ("bellman_targets", "td_loss", "optimizer_step", "update_target")
+
+
+def _overridden(cls: type) -> set[str]:
+    """The methods of agent.Agent that ``cls`` itself defines (not ``__init__``: building is no step)."""
+    return {name for name, value in vars(cls).items() if callable(value) and name in vars(Agent) and name != "__init__"}
+
+
+@pytest.mark.parametrize(
+    "option, step",
+    [
+        (DoubleDQN, "bellman_targets"),
+        (Huber, "td_loss"),
+        (GradientClipping, "optimizer_step"),
+        (HardTargetUpdate, "update_target"),
+        (LearningRateDecay, "optimizer_step"),
+    ],
+    ids=lambda x: x.__name__ if isinstance(x, type) else x,
+)
+def test_an_option_overrides_exactly_one_named_step(option: type, step: str) -> None:
+    assert issubclass(option, Agent) and step in NAMED_STEPS and callable(vars(Agent)[step])
+    assert _overridden(option) == {step}
+
+
+def test_no_option_reimplements_step_or_learn() -> None:
+    classes = [c for option in OPTIONS for c in option.__mro__ if c.__module__ == "dqnkit.options"]
+    assert {"NStepReturns", "PrioritizedReplay", "Dueling", "GradientSteps", "TDLoss"} <= {c.__name__ for c in classes}
+    assert not [c.__name__ for c in classes if "step" in vars(c)]
+    # Only the gradient steps define learn, as a loop that calls the inherited one.
+    assert [c for c in set(classes) if "learn" in vars(c)] == [GradientSteps]
+    source = inspect.getsource(GradientSteps.learn)
+    assert source.count("super().learn(") == 2 and "backward" not in source and "optimizer" not in source
+
+
+def test_options_own_their_fields() -> None:
+    assert set(OPTION_FIELDS) == {
+        "double_dqn",
+        "dueling",
+        "n_step",
+        "loss",
+        "grad_clip",
+        "target_update_every",
+        "gradient_steps",
+        "prioritized_replay",
+        "priority_alpha",
+        "priority_beta",
+        "learning_rate_end",
+        "lr_decay_steps",
+    }
+    assert not set(OPTION_FIELDS) & set(CORE_FIELDS) and len(OPTION_FIELDS) == 12
+    cfg = main.Config(double_dqn=True, loss="huber", prioritized_replay=True, n_step=3, backprop="numpy")
+    cls = agent_class(cfg)
+    assert cls.__name__ == "NumpyAgent+NStepReturns+PrioritizedReplay+Huber+DoubleDQN"
+    assert cls is compose(*cls.__bases__) and cls.__mro__[-3:] == (NumpyAgent, Agent, object)
+
+
+def test_a_bad_option_value_is_refused() -> None:
+    for bad in ({"loss": "l1"}, {"n_step": 0}, {"grad_clip": -1.0}, {"gradient_steps": 0}, {"lr_decay_steps": -5}):
+        with pytest.raises(ValueError, match="bad"):
+            _agent("autograd", **bad)
 
 
 # ---------------------------------------------------------------- Double DQN
@@ -52,9 +127,9 @@ def test_double_dqn_values_the_local_networks_choice_with_the_target_network() -
 
 
 @BOTH
-def test_double_dqn_target_inside_the_loss(cls: type[ExtendedAgent]) -> None:
+def test_double_dqn_target_inside_the_loss(backprop: str) -> None:
     """One transition: r = 1, gamma = 0.5, the local network prefers action 0, the target values it at 2."""
-    agent = _agent(cls, double_dqn=True, discount_factor=0.5)
+    agent = _agent(backprop, double_dqn=True, discount_factor=0.5)
     for net, next_values in ((agent.local_qnetwork, [9.0, 1.0, 1.0, 1.0]), (agent.target_qnetwork, [2.0, 8.0, 0, 0])):
         with torch.no_grad():
             for p in net.parameters():
@@ -95,8 +170,8 @@ def test_dueling_network_forward_and_numpy_agree() -> None:
 
 
 @BOTH
-def test_dueling_agent_acts_greedily_on_the_dueling_values(cls: type[ExtendedAgent]) -> None:
-    agent = _agent(cls, dueling=True)
+def test_dueling_agent_acts_greedily_on_the_dueling_values(backprop: str) -> None:
+    agent = _agent(backprop, dueling=True)
     state = _state(0.3)
     with torch.no_grad():
         expected = agent.local_qnetwork(torch.from_numpy(state)).numpy()
@@ -113,9 +188,9 @@ def test_n_step_return_by_hand() -> None:
 
 
 @BOTH
-def test_n_step_transitions_stop_at_the_episode_end(cls: type[ExtendedAgent]) -> None:
+def test_n_step_transitions_stop_at_the_episode_end(backprop: str) -> None:
     """n = 3, gamma = 0.5; state i is all i, the reward of step i is i + 1, the 4th step terminates."""
-    agent = _agent(cls, n_step=3, discount_factor=0.5)
+    agent = _agent(backprop, n_step=3, discount_factor=0.5)
     for i in range(4):
         agent.step(_state(i), i % 4, float(i + 1), _state(i + 1), done=(i == 3))
     m = agent.memory
@@ -139,8 +214,8 @@ def test_n_step_transitions_stop_at_the_episode_end(cls: type[ExtendedAgent]) ->
 
 
 @BOTH
-def test_n_step_target_discounts_by_gamma_to_the_n(cls: type[ExtendedAgent]) -> None:
-    agent = _agent(cls, n_step=3, discount_factor=0.5)
+def test_n_step_target_discounts_by_gamma_to_the_n(backprop: str) -> None:
+    agent = _agent(backprop, n_step=3, discount_factor=0.5)
     with torch.no_grad():
         for net in (agent.local_qnetwork, agent.target_qnetwork):
             for p in net.parameters():
@@ -156,9 +231,9 @@ def test_n_step_target_discounts_by_gamma_to_the_n(cls: type[ExtendedAgent]) -> 
 
 
 @BOTH
-def test_huber_loss_by_hand(cls: type[ExtendedAgent]) -> None:
+def test_huber_loss_by_hand(backprop: str) -> None:
     """TD errors of 0.5 and 3: Huber gives 0.5 * 0.5^2 = 0.125 and 3 - 0.5 = 2.5, mean 1.3125."""
-    agent = _agent(cls, loss="huber", discount_factor=0.0)
+    agent = _agent(backprop, loss="huber", discount_factor=0.0)
     with torch.no_grad():
         for p in agent.local_qnetwork.parameters():
             p.zero_()
@@ -168,8 +243,8 @@ def test_huber_loss_by_hand(cls: type[ExtendedAgent]) -> None:
 
 
 @BOTH
-def test_gradient_norm_is_clipped(cls: type[ExtendedAgent]) -> None:
-    agent = _agent(cls, grad_clip=0.01)
+def test_gradient_norm_is_clipped(backprop: str) -> None:
+    agent = _agent(backprop, grad_clip=0.01)
     batch = [torch.randn(32, 8), torch.randn(32, 8), torch.zeros(32, 1, dtype=torch.int64), 100 * torch.ones(32, 1)]
     agent.learn(main_experiences([*batch, torch.zeros(32, 1)]), 0.99)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in agent.local_qnetwork.parameters()]))
@@ -177,8 +252,8 @@ def test_gradient_norm_is_clipped(cls: type[ExtendedAgent]) -> None:
 
 
 @BOTH
-def test_hard_target_update_copies_every_n_learning_steps(cls: type[ExtendedAgent]) -> None:
-    agent = _agent(cls, target_update_every=3)
+def test_hard_target_update_copies_every_n_learning_steps(backprop: str) -> None:
+    agent = _agent(backprop, target_update_every=3)
     batch = [torch.randn(16, 8), torch.randn(16, 8), torch.zeros(16, 1, dtype=torch.int64), torch.ones(16, 1)]
     experiences = main_experiences([*batch, torch.zeros(16, 1)])
     before = [p.clone() for p in agent.target_qnetwork.parameters()]
@@ -232,6 +307,49 @@ def test_prioritized_memory_round_trips_its_priorities() -> None:
     assert np.array_equal(copy.tree.tree, memory.tree.tree) and copy.max_priority == memory.max_priority
 
 
+def _index_event(i: int, done: bool = False) -> tuple:
+    """Observation = index, reward = 1: state i, next state i + 1."""
+    return _state(i), i % 4, 1.0, _state(i + 1), done
+
+
+def test_n_step_memory_by_hand() -> None:
+    """n = 3, gamma = 0.5, reward 1 each step: a full return is 1 + 0.5 + 0.25 = 1.75, bootstrapping from i + 3."""
+    memory = NStepMemory(10, 8, rng=np.random.default_rng(0), n_step=3, discount_factor=0.5)
+    memory.push(_index_event(0))
+    memory.push(_index_event(1))
+    assert len(memory) == 0 and len(memory.pending) == 2  # no return is known yet
+    for i in range(2, 5):
+        memory.push(_index_event(i, done=i == 4))
+    # 0, 1 and 2 have all three rewards; at the terminal step 3 and 4 are stored with what is left.
+    assert memory.states[:5, 0].tolist() == [0, 1, 2, 3, 4]
+    assert memory.rewards[:5, 0].tolist() == [1.75, 1.75, 1.75, 1.5, 1.0]
+    assert memory.next_states[:5, 0].tolist() == [3, 4, 5, 5, 5]
+    assert memory.dones[:5, 0].tolist() == [0, 0, 1, 1, 1]
+    assert not memory.pending
+    for i in (10, 11):  # two steps, then the time limit: nothing half-counted is stored
+        memory.push(_index_event(i))
+    memory.end_episode()
+    assert len(memory) == 5 and not memory.pending
+    state = memory.state_dict()  # the queue is not part of the saved state: it is empty between episodes
+    assert set(state) == {"capacity", "pos", "full", "states", "next_states", "actions", "rewards", "dones"}
+
+
+def test_n_step_memory_over_prioritized_replay() -> None:
+    """Mixed, the n-step queue pushes into the prioritized memory: each stored transition gets a priority."""
+    cfg = main.Config(n_step=2, discount_factor=0.5, prioritized_replay=True, priority_alpha=1.0, replay_buffer_size=8)
+    memory = memory_class(cfg)(8, 8, "cpu", np.random.default_rng(0))
+    assert isinstance(memory, NStepMemory) and isinstance(memory, PrioritizedReplayMemory)
+    for i in range(4):
+        memory.push(_index_event(i))
+    assert len(memory) == 3 and memory.rewards[:3, 0].tolist() == [1.5, 1.5, 1.5]  # 1 + 0.5 * 1
+    assert memory.next_states[:3, 0].tolist() == [2, 3, 4]
+    assert memory.tree.priorities(np.arange(4)).tolist() == [1.0, 1.0, 1.0, 0.0]  # the highest so far, 1
+    memory.update_priorities(np.array([1]), np.array([3.0 - 1e-5]))  # alpha 1: priority = |TD error|
+    assert memory.tree.total() == pytest.approx(5.0)
+    counts = np.bincount(np.concatenate([memory.sample_indices(3) for _ in range(500)]), minlength=3)
+    assert counts[1] > counts[0] and counts[1] > counts[2]
+
+
 # ---------------------------------------------------------------- schedule, agent wiring, preset
 
 
@@ -242,10 +360,10 @@ def test_linear_epsilon_by_hand() -> None:
     assert main.linear_epsilon(10_000, 1.0, 0.01, 100) == pytest.approx(0.01)
 
 
-def _trained_pair(options: dict, plain_cls: type[Agent] = ExtendedAgent) -> tuple[Agent, Agent]:
+def _trained_pair(options: dict) -> tuple[Agent, Agent]:
     """The same agent on the NumPy and the autograd path, fed the same 120 transitions (with episode ends)."""
     options = options | {"minibatch_size": 16}  # small, so that 120 steps learn often
-    agents = (_agent(NumpyAgent, **options), _agent(plain_cls, **options))
+    agents = (_agent("numpy", **options), _agent("autograd", **options))
     rng = np.random.default_rng(1)
     for i in range(120):
         state, next_state, reward = rng.standard_normal(8), rng.standard_normal(8), float(rng.standard_normal())
@@ -280,14 +398,15 @@ def test_numpy_gradient_clipping_by_hand() -> None:
     np.testing.assert_allclose(grad, [0.6, 0.8], rtol=1e-5)
 
 
-def test_with_no_option_on_the_extended_agent_is_the_textbook_agent() -> None:
-    """ExtendedAgent with every option off computes what agent.Agent computes (to float32 rounding)."""
-    (twin, extended), (_, textbook) = _trained_pair({}), _trained_pair({}, Agent)
-    assert type(textbook) is Agent and textbook.learn_steps == extended.learn_steps > 20
+def test_with_no_option_on_the_agent_is_the_textbook_agent() -> None:
+    """Every option off: the composed class is agent.Agent itself (or the twin), and its memory ReplayMemory."""
+    assert agent_class(main.Config()) is Agent and memory_class(main.Config()) is ReplayMemory
+    assert agent_class(main.Config(backprop="numpy")) is NumpyAgent
+    twin, textbook = _trained_pair({})
+    assert type(textbook) is Agent and type(twin) is NumpyAgent and textbook.learn_steps == twin.learn_steps > 20
     for net in ("local_qnetwork", "target_qnetwork"):
-        for a, b, c in zip(*(getattr(x, net).parameters() for x in (extended, textbook, twin)), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5)
+        for a, b in zip(getattr(twin, net).parameters(), getattr(textbook, net).parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_preset_sets_fields_and_flags_override_it() -> None:

@@ -11,8 +11,10 @@ import pytest
 
 import agent
 import main
-from dqnkit.numpy_twin import NumpyAgent
-from dqnkit.options import ExtendedAgent
+from dqnkit.numpy_twin import NumpyAgent, NumpyGradientClipping
+from dqnkit.options import OPTIONS, DoubleDQN
+from dqnkit.settings import apply_preset
+from nnetwork import DuelingNetwork
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import speed  # noqa: E402
@@ -25,8 +27,10 @@ def test_the_agents_are_built_as_named() -> None:
     assert type(speed.build_numpy_agent(0)) is NumpyAgent  # main.Config(backprop="numpy")
     assert type(speed.build_reference_agent(0)) is speed.ReferenceAgent
     assert speed.AGENTS == ("reference", "default", "numpy") and set(speed.BUILDERS) == set(speed.AGENTS)
-    preset = speed.build_config_agent(main.apply_preset(main.Config(), "fast"), 0)
-    assert type(preset) is NumpyAgent and preset.double_dqn and preset.dueling  # --preset fast runs on the twin
+    preset = speed.build_config_agent(apply_preset(main.Config(), "fast"), 0)
+    # --preset fast runs on the twin, with Double DQN and the dueling network among its options.
+    assert isinstance(preset, NumpyAgent) and isinstance(preset, DoubleDQN)
+    assert isinstance(preset.local_qnetwork, DuelingNetwork)
 
 
 def test_the_default_and_the_twin_start_from_the_same_weights() -> None:
@@ -111,7 +115,7 @@ def test_solve_command_runs_main_quietly_without_videos(tmp_path: Path) -> None:
     assert cmd[0] == sys.executable and cmd[1].endswith("main.py")
     weights = str(tmp_path / "w.pth")
     assert cmd[2:] == ["--no-video", "--quiet", "--seed", "2", "--preset", "fast", "--checkpoint", weights]
-    preset = main.apply_preset(main.Config(), "fast")
+    preset = apply_preset(main.Config(), "fast")
     expected = dataclasses.replace(preset, video=False, quiet=True, seed=2, checkpoint=weights)
     assert main.parse_config(cmd[2:]) == expected
 
@@ -162,7 +166,7 @@ def test_breakdown_parts_add_up_and_restore_the_code(
     backprop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    classes = (agent.Agent, ExtendedAgent, NumpyAgent, agent.ReplayMemory)
+    classes = (agent.Agent, *OPTIONS, NumpyAgent, NumpyGradientClipping, agent.ReplayMemory)
     before = [dict(vars(cls)) for cls in classes], (main.play_episode, main.make_env)
     split = speed.breakdown(episodes=3, seed=0, backprop=backprop)
     assert ([dict(vars(cls)) for cls in classes], (main.play_episode, main.make_env)) == before
