@@ -1,7 +1,8 @@
 """Train a Deep Q-Network to land Gymnasium's LunarLander.
 
 Run ``python main.py`` to train with the original hyperparameters, ``python main.py --help``
-for every option. The hyperparameters live in :class:`Config`; the episode loop is :func:`train`.
+for every option. The original hyperparameters live in :class:`Hyperparameters`; the episode loop
+is :func:`train`.
 Everything around the loop (files, videos, logs, the command line) lives in the ``dqnkit`` package.
 """
 
@@ -13,7 +14,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # One BLAS thread: the matrices are tiny, and extra threads only contend with the environment.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -21,19 +22,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from dqnkit import cli  # noqa: E402
-from dqnkit.cli import (  # noqa: E402
-    BEYOND,
-    ORIGINAL,
-    RUN,
-    finite_float,
-    nonnegative_int,
-    open_unit_interval,
-    option,
-    positive_float,
-    positive_int,
-    unit_interval,
-)
-from dqnkit.envs import SOLVED_SCORE, make_env  # noqa: E402
+from dqnkit.cli import ORIGINAL, open_unit_interval, option, positive_float, positive_int, unit_interval  # noqa: E402
+from dqnkit.envs import make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.evaluation import evaluate  # noqa: E402
 from dqnkit.files import load_training_state  # noqa: E402
@@ -41,6 +31,7 @@ from dqnkit.hooks import Episode, Hook, Hooks  # noqa: E402
 from dqnkit.logs import plot_learning_curve  # noqa: E402
 from dqnkit.runfolder import RunFolder, TrainResult, resolve_device  # noqa: E402
 from dqnkit.session import run_hooks  # noqa: E402
+from dqnkit.settings import PRESETS, BeyondOptions, RunOptions  # noqa: E402
 from dqnkit.stages import show_progress as show_progress  # noqa: E402
 from dqnkit.stages import write_progress  # noqa: E402
 
@@ -53,15 +44,9 @@ from dqnkit.videos import show_videos as show_videos  # noqa: E402
 
 
 @dataclass
-class Config:
-    """Every setting of a training run; the defaults are the original DQN's."""
+class Hyperparameters:
+    """The original DQN's hyperparameters: these defaults are the original's."""
 
-    env: str = option(
-        "LunarLander-v3",
-        "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)",
-        metavar="ID",
-        group=RUN,
-    )
     episodes: int = option(2000, "most training episodes", positive_int, group=ORIGINAL)
     max_steps: int = option(
         1000, "most steps per episode; reaching it truncates the episode", positive_int, group=ORIGINAL
@@ -78,162 +63,14 @@ class Config:
     interpolation_parameter: float = option(1e-3, "tau of the soft target update", open_unit_interval, group=ORIGINAL)
     learn_every: int = option(4, "learn once every this many environment steps", positive_int, group=ORIGINAL)
     hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
-    seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", nonnegative_int, group=RUN)
-    target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
-    keep_training: bool = option(False, "go on after reaching the target score", action="store_true", group=RUN)
-    checkpoint: str = option(
-        "checkpoint.pth", "the weights of a run that solves (every run: runs/<run>/last.pth)", metavar="PATH", group=RUN
-    )
-    video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
-    video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
-    log_every: int = option(100, "print a progress line every this many episodes", positive_int, group=RUN)
-    save_every: int = option(50, "save the resumable training state every this many episodes", positive_int, group=RUN)
-    quiet: bool = option(False, "no progress bar and no progress lines", action="store_true", group=RUN)
-    tensorboard: bool = option(
-        False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
-    )
-    device: str = option(
-        "cpu", "auto = cuda when available; the CPU is fastest at this size", choices=("cpu", "cuda", "auto"), group=RUN
-    )
-    backprop: str = option(
-        "autograd",
-        "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
-        "shows) or numpy (the opt-in twin in dqnkit/numpy_twin.py: the same numbers to float32 rounding, "
-        "faster on a CPU; see the README)",
-        choices=("numpy", "autograd"),
-        group=RUN,
-    )
-    # Beyond the original DQN: each is off by default; the NumPy and autograd paths both compute each one.
-    double_dqn: bool = option(
-        False,
-        "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
-        "values it; removes the overestimation of max over noisy Q-values",
-        action="store_true",
-        group=BEYOND,
-    )
-    dueling: bool = option(
-        False,
-        "dueling head (Wang et al., 2016): Q = V(s) + A(s, a) - mean A(s, .); the state value is learnt from "
-        "every sample, whatever the action",
-        action="store_true",
-        group=BEYOND,
-    )
-    n_step: int = option(
-        1,
-        "n-step returns (Sutton, 1988; Hessel et al., 2018 Rainbow): bootstrap after N rewards; rewards "
-        "such as the landing bonus reach earlier states N times faster",
-        positive_int,
-        group=BEYOND,
-    )
-    loss: str = option(
-        "mse",
-        "loss on the TD error: mse, or huber (smooth L1, delta 1; Mnih et al., 2015), linear for big "
-        "errors so a crash's -100 cannot give a huge gradient",
-        choices=("mse", "huber"),
-        group=BEYOND,
-    )
-    grad_clip: float = option(
-        0.0,
-        "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off",
-        float,
-        group=BEYOND,
-    )
-    target_update_every: int = option(
-        0,
-        "copy the local network into the target every N learning steps (Mnih et al., 2015) instead of the "
-        "soft update; 0 = soft update with --interpolation-parameter",
-        nonnegative_int,
-        group=BEYOND,
-    )
-    gradient_steps: int = option(
-        1,
-        "learning steps each time the agent learns, each on its own minibatch: a higher replay ratio "
-        "(Fedus et al., 2020), more learning from every environment step",
-        positive_int,
-        group=BEYOND,
-    )
-    epsilon_decay_steps: int = option(
-        0,
-        "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
-        "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
-        nonnegative_int,
-        group=BEYOND,
-    )
-    lr_decay_steps: int = option(
-        0,
-        "decay the learning rate linearly from --learning-rate to --learning-rate-end over N environment "
-        "steps (decreasing step sizes, Robbins & Monro, 1951): big steps while the Q-values are far off, small "
-        "ones to settle the policy once it lands; 0 = constant",
-        nonnegative_int,
-        group=BEYOND,
-    )
-    learning_rate_end: float = option(
-        1e-4, "the learning rate at the end of --lr-decay-steps", positive_float, group=BEYOND
-    )
-    prioritized_replay: bool = option(
-        False,
-        "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
-        "more often, corrected by importance weights",
-        action="store_true",
-        group=BEYOND,
-    )
-    priority_alpha: float = option(
-        0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float, group=BEYOND
-    )
-    priority_beta: float = option(
-        0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float, group=BEYOND
-    )
-    eval_every: int = option(
-        0,
-        "evaluation during training: every N episodes, --eval-episodes greedy episodes on unseen seeds; "
-        "the mean goes into metrics.csv and the plot, the best weights to runs/<run>/best.pth; 0 = off",
-        nonnegative_int,
-        group=BEYOND,
-    )
-    eval_episodes: int = option(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
-    eval_target: float | None = option(
-        None,
-        "a stopping rule on the greedy policy, not the training average: solved (--checkpoint written; stops unless "
-        "--keep-training) once an evaluation of --eval-every scores this mean with --eval-landed of it landed",
-        finite_float,
-        metavar="SCORE",
-        group=BEYOND,
-    )
-    eval_landed: float = option(
-        0.95,
-        "with --eval-target: the least share of an evaluation's episodes that must land",
-        unit_interval,
-        group=BEYOND,
-    )
 
 
-PRESETS: dict[str, dict[str, Any]] = {  # named sets of options; explicit flags override them
-    "fast": {  # lands fast and sure: the saved agent is one whose greedy evaluation passed (docs/tuning.md)
-        "double_dqn": True,
-        "dueling": True,
-        "n_step": 5,
-        "grad_clip": 10.0,
-        "learning_rate": 1e-3,
-        "lr_decay_steps": 250_000,  # then 5e-5: big steps while the values are far off, small ones to settle
-        "learning_rate_end": 5e-5,
-        "minibatch_size": 128,
-        "hidden_size": 128,
-        "learn_every": 1,
-        "interpolation_parameter": 5e-3,
-        "epsilon_decay_steps": 5_000,
-        "epsilon_end": 0.03,  # a floor of exploration: hovering agents still try landing
-        "eval_every": 20,  # the stopping rule: 100 greedy episodes on unseen seeds every 20 episodes;
-        "eval_episodes": 100,  # fewer let a policy that lands 91% of the time pass on a lucky sample
-        "eval_target": 260.0,  # solved once their mean reaches 260 with at least 98 of the 100 at rest
-        "eval_landed": 0.98,
-        "backprop": "numpy",  # 128 wide, learning every step: the twin's per-step cost pays (docs/speed.md)
-    },
-}
-
-
-def apply_preset(cfg: Config, name: str) -> Config:
-    """``cfg`` with the fields of preset ``name`` (for benchmarks/)."""
-    return cli.apply_preset(cfg, PRESETS[name])
+@dataclass  # a dataclass takes its bases' fields from the last base to the first: the hyperparameters first
+class Config(BeyondOptions, RunOptions, Hyperparameters):
+    """Every setting of a training run: the hyperparameters above first, then where the run goes
+    (:class:`dqnkit.settings.RunOptions`) and the options beyond the original DQN
+    (:class:`dqnkit.settings.BeyondOptions`), each off by default. Each field is a ``--flag``.
+    """
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -383,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("main.py: interrupted; the last saved training state is still complete", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a second Ctrl-C; a training run notes what it kept
+        print(f"main.py: interrupted{getattr(exc, 'note', '')}", file=sys.stderr)
         return 130
     if result.stopped_by is not None:
         return 128 + result.stopped_by

@@ -51,6 +51,7 @@ from dqnkit.checkpoints import average_reached  # noqa: E402
 from dqnkit.envs import SOLVED_SCORE  # noqa: E402
 from dqnkit.files import save_torch  # noqa: E402
 from dqnkit.hooks import Episode, Hook  # noqa: E402
+from dqnkit.settings import apply_preset  # noqa: E402
 from dqnkit.logs import solved_at  # noqa: E402
 from dqnkit.runfolder import BEST_WEIGHTS  # noqa: E402
 # isort: on
@@ -212,7 +213,7 @@ def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[
     """One seed of the original (``default``) or of ``--preset fast``."""
     cfg = main.Config(seed=seed, video=False, episodes=args.max_episodes, quiet=True)
     if method == "preset":
-        cfg = main.apply_preset(cfg, "fast")
+        cfg = apply_preset(cfg, "fast")
     run = train_project(cfg, args.eval_steps, out)
     solved, saved = run["solved"] or {}, run["saved"] or {}
     return {

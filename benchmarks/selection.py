@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import main  # noqa: E402
 from compare import train_aside  # noqa: E402
 from dqnkit.hooks import Episode, Hook  # noqa: E402
+from dqnkit.settings import apply_preset  # noqa: E402
 # isort: on
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     cfg = main.Config(seed=args.seed, episodes=args.episodes, video=False, quiet=True)
     if not args.no_preset:
-        cfg = main.apply_preset(cfg, "fast")
+        cfg = apply_preset(cfg, "fast")
     cfg = dataclasses.replace(cfg, **overrides(args.set, cfg))
     along = EvaluateAlong(args.every, args.selection_episodes, args.test_episodes, cfg.env, cfg.max_steps)
     # Every episode, whatever a stopping rule would say; its own evaluations instead of the run's.

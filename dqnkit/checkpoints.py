@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dqnkit.errors import UserError
 from dqnkit.evaluation import passes
 from dqnkit.files import copy_file, save_torch, save_training_state
 from dqnkit.hooks import Episode, Hook
+from dqnkit.logs import write_metrics
+from dqnkit.runfolder import PREVIOUS_CHECKPOINT, SOLVED_WEIGHTS, RunFolder
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -30,22 +32,14 @@ class SolvedCheckpoint(Hook):
 
     The rule is the original's (:func:`average_reached` at ``target_score``), or with
     ``eval_target`` the greedy evaluation's (:func:`dqnkit.evaluation.passes`: that mean with
-    ``eval_landed`` of its episodes at rest). A run solves once; a checkpoint already there is
-    another run's, and it is kept in this run's folder (``previous``) first.
+    ``eval_landed`` of its episodes at rest). A run solves once. The weights go first to the
+    run's folder (``SOLVED_WEIGHTS``), so a checkpoint that cannot be written loses nothing;
+    a checkpoint already there is another run's, and it is kept in the run's folder first.
     """
 
-    def __init__(
-        self,
-        network: Network,
-        progress: dict[str, Any],
-        cfg: Any,
-        previous: Path,
-        elapsed: Callable[[], float],
-        out: Callable[[str], None],
-    ) -> None:
-        self.network, self.progress, self.cfg, self.previous = network, progress, cfg, previous
+    def __init__(self, run: RunFolder, network: Network, cfg: Any) -> None:
+        self.run, self.network, self.cfg = run, network, cfg
         self.checkpoint = Path(cfg.checkpoint)
-        self.elapsed, self.out = elapsed, out
 
     def solved(self, episode: Episode) -> bool:
         """Whether ``episode`` passes the run's rule."""
@@ -55,13 +49,9 @@ class SolvedCheckpoint(Hook):
         return evaluation is not None and passes(evaluation, self.cfg.eval_target, self.cfg.eval_landed)
 
     def on_episode(self, episode: Episode) -> None:
-        if self.progress["solved_episode"] is not None or not self.solved(episode):
+        if self.run.progress["solved_episode"] is not None or not self.solved(episode):
             return
-        self.progress["solved_episode"], episode.solved = episode.episode, True
-        if self.checkpoint.is_file():
-            copy_file(self.checkpoint, self.previous)  # a copy: the checkpoint stays whole if the save below fails
-            self.out(f"the previous {self.checkpoint} (another run's) is kept as {self.previous}")
-        save_torch(self.network.state_dict(), self.checkpoint)  # the only write to --checkpoint
+        self.run.progress["solved_episode"], episode.solved = episode.episode, True
         if self.cfg.eval_target is None:
             rule = f"100-episode average {episode.average_100:.2f} >= {self.cfg.target_score:g}"
         else:
@@ -70,9 +60,20 @@ class SolvedCheckpoint(Hook):
                 f"greedy evaluation mean {last.mean_score:.2f} >= {self.cfg.eval_target:g}, "
                 f"{last.outcomes.count('landed')} of {len(last.outcomes)} landed"
             )
-        self.out(
+        kept = self.run.dir / SOLVED_WEIGHTS
+        save_torch(self.network.state_dict(), kept)  # first into the run's folder: nothing can lose these
+        if self.checkpoint.is_file():
+            previous = self.run.dir / PREVIOUS_CHECKPOINT
+            copy_file(self.checkpoint, previous)  # a copy: the checkpoint stays whole if the save below fails
+            self.run.out(f"the previous {self.checkpoint} (another run's) is kept as {previous}")
+        try:
+            copy_file(kept, self.checkpoint)  # the only write to --checkpoint
+        except UserError as exc:
+            solved_at = f"the run solved at episode {episode.episode}"
+            raise UserError(f"{solved_at}, but {exc}; its weights are in {kept}") from None
+        self.run.out(
             f"solved: {rule} at episode {episode.episode} "
-            f"({episode.total_steps} steps, {self.elapsed():.1f} s); weights saved to {self.checkpoint}"
+            f"({episode.total_steps} steps, {self.run.elapsed():.1f} s); weights saved to {self.checkpoint}"
         )
         if not self.cfg.keep_training:
             self.stop = "solved"
@@ -81,40 +82,43 @@ class SolvedCheckpoint(Hook):
 class TrainingState(Hook):
     """The resumable training state, every ``every`` episodes and where the run stops; then the last weights.
 
-    ``progress`` is the run's (:meth:`dqnkit.runfolder.RunFolder.open`); this hook keeps its
-    counters current after every episode, so whatever stops the run finds them right.
+    It keeps the run's progress (:meth:`dqnkit.runfolder.RunFolder.open`) current after every
+    episode, so that whatever stops the run finds it right. When an error ends the loop between
+    two episodes (in a hook: a full disk, an unwritable checkpoint), the agent stands at the end
+    of the last one, and the state of that episode is saved; in the middle of an episode, only
+    the last weights are, and the state on disk stays at its last save.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        last_weights: Path,
-        every: int,
-        agent: Agent,
-        env: gym.Env,
-        cfg: Any,
-        progress: dict[str, Any],
-        elapsed: Callable[[], float],
-        resumed: bool = False,
-    ) -> None:
-        self.path, self.last_weights, self.every = path, last_weights, every
-        self.agent, self.env, self.cfg, self.progress, self.elapsed = agent, env, cfg, progress, elapsed
-        self._saved_episode = progress["episode"] if resumed else None  # the episode of the state on disk
+    def __init__(self, run: RunFolder, agent: Agent, env: gym.Env, cfg: Any) -> None:
+        self.run, self.agent, self.env, self.cfg, self.every = run, agent, env, cfg, cfg.save_every
 
     def on_episode(self, episode: Episode) -> None:
         # epsilon is the next episode's: a resumed run starts with it.
-        self.progress.update(episode=episode.episode, total_steps=episode.total_steps, epsilon=episode.next_epsilon)
+        self.run.progress.update(episode=episode.episode, total_steps=episode.total_steps, epsilon=episode.next_epsilon)
         if episode.episode % self.every == 0:
             self.save()
 
     def save(self) -> None:
         """Save the training state as of the last finished episode, unless the one on disk is already that."""
-        if self._saved_episode == self.progress["episode"]:
+        progress = self.run.progress
+        if self.run.saved_episode == progress["episode"]:
             return
-        self.progress["seconds"] = self.elapsed()
-        save_training_state(self.path, self.agent, self.env, self.cfg, self.progress)
-        self._saved_episode = self.progress["episode"]
+        progress["seconds"] = self.run.elapsed()
+        save_training_state(self.run.state_path, self.agent, self.env, self.cfg, progress)
+        self.run.saved_episode = progress["episode"]
 
     def on_end(self) -> None:
         self.save()  # where this run stops, so that --resume can go on from here
-        save_torch(self.agent.local_qnetwork.state_dict(), self.last_weights)
+        save_torch(self.agent.local_qnetwork.state_dict(), self.run.last_weights)
+
+    def on_failure(self, error: BaseException, episode: Episode | None) -> None:
+        try:
+            if episode is not None and not isinstance(error, KeyboardInterrupt):
+                if self.run.progress["episode"] != episode.episode:  # the error came before this hook saw it
+                    self.on_episode(episode)
+                write_metrics(self.run.metrics_path, self.run.progress["rows"])  # the file agrees with the state
+                self.save()
+            # After a second Ctrl-C too: the weights as they are; the state stays at its last save.
+            save_torch(self.agent.local_qnetwork.state_dict(), self.run.last_weights)
+        except UserError as exc:  # the disk is full: the run's error says what happened; this says what is lost
+            self.run.rescue_failed = str(exc)

@@ -84,6 +84,14 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def seed_number(text: str) -> int:
+    """A seed NumPy takes: a whole number from 0 to 2**32 - 1."""
+    value = nonnegative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be less than 2**32 = {2**32} (NumPy's seeds), got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number greater than 0."""
     value = _number(text, float, "a number")
@@ -239,6 +247,8 @@ def parse_command_line(
     chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress") if actions[k] is not None]
     if len(chosen) > 1:
         problem = f"{' and '.join(chosen)} cannot be used together"
+    if preset is not None and actions["resume"] is not None:
+        problem = "--preset goes with a new run: a resumed run goes on with the settings saved in its training state"
     if actions["eval_video"] and actions["evaluate"] is None:
         problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
     if problem:
@@ -262,9 +272,10 @@ def config_problem(cfg: Any) -> str | None:
     """Checks that involve more than one field; returns a message or None."""
     if cfg.epsilon_end > cfg.epsilon_start:
         return f"--epsilon-end ({cfg.epsilon_end}) must not exceed --epsilon-start ({cfg.epsilon_start})"
-    if cfg.replay_buffer_size < cfg.minibatch_size:
+    if cfg.replay_buffer_size <= cfg.minibatch_size:  # learning starts once the memory holds more than one
         return (
-            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be at least --minibatch-size ({cfg.minibatch_size})"
+            f"--replay-buffer-size ({cfg.replay_buffer_size}) must be more than --minibatch-size "
+            f"({cfg.minibatch_size}): learning starts once the memory holds more than one minibatch"
         )
     if not cfg.checkpoint.strip():
         return "--checkpoint must be a file path"
@@ -302,11 +313,22 @@ def run_script(main: Callable[[], int]) -> int:
     /dev/null so that the interpreter's own flush at exit cannot fail again, and exit with
     141 = 128 + SIGPIPE, the status of a process a closed pipe ends (as 130 is Ctrl-C's).
     """
+    status = None
     try:
         status = main()
         sys.stdout.flush()  # here, inside the try: the interpreter's flush at exit would print a traceback
         return status
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stdout_to_devnull()
         return 141
+    except OSError:
+        if status is None:  # main() itself failed: not a stdout problem
+            raise
+        _stdout_to_devnull()  # a full disk under a redirected stdout: the work is done, its last lines are lost
+        return status
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

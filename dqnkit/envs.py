@@ -30,11 +30,25 @@ def make_env(env_id: str, max_steps: int, render_mode: str | None = None) -> gym
     return env
 
 
+GENERIC_OUTCOMES = {"terminated", "timed out", ""}  # what an environment other than LunarLander can say
+
+
+def is_lunar_lander(env: gym.Env) -> bool:
+    """Whether ``env`` is LunarLander, whose lander and pad say how an episode ended."""
+    return hasattr(env.unwrapped, "lander") and hasattr(env.unwrapped, "helipad_x1")
+
+
 def episode_outcome(env: gym.Env, state: np.ndarray, terminated: bool) -> str:
-    """How a LunarLander episode ended, read from the environment as its step() decides it."""
+    """How an episode ended, read from the environment as its step() decides it.
+
+    LunarLander's: landed, crashed, out of bounds or timed out. Any other environment's:
+    terminated, or timed out (cut off by the time limit).
+    """
     lander = env.unwrapped
     if not terminated:
         return "timed out"
+    if not is_lunar_lander(env):
+        return "terminated"
     if not lander.lander.awake:  # the engine checks this last, and its +100 wins
         return "landed"
     if abs(float(state[0])) >= 1.0:
@@ -44,6 +58,8 @@ def episode_outcome(env: gym.Env, state: np.ndarray, terminated: bool) -> str:
 
 def on_pad(env: gym.Env) -> bool:
     """Whether the lander stands between the two flags (the pad); meaningful once it has landed."""
+    if not is_lunar_lander(env):
+        return False
     lander = env.unwrapped
     return bool(lander.helipad_x1 <= lander.lander.position.x <= lander.helipad_x2)
 
@@ -51,13 +67,13 @@ def on_pad(env: gym.Env) -> bool:
 def final_outcome(env: gym.Env, terminated: bool) -> tuple[str, bool]:
     """How the episode that just ended went, and whether it came to rest on the pad.
 
-    Read from the environment before its next reset; ``("", False)`` for an environment that
-    is not LunarLander. The lander's x in the observation is its distance from the centre in
-    half-widths of the screen, so the world position gives the same "out of bounds" test.
+    Read from the environment before its next reset (for another environment than LunarLander:
+    terminated or timed out, never on the pad). The lander's x in the observation is its distance
+    from the centre in half-widths of the screen, so the world position gives the same "out of bounds" test.
     """
-    lander = getattr(env.unwrapped, "lander", None)
-    if lander is None:
-        return "", False
+    if not is_lunar_lander(env):
+        return episode_outcome(env, np.zeros(1), terminated), False
+    lander = env.unwrapped.lander
     centre = (env.unwrapped.helipad_x1 + env.unwrapped.helipad_x2) / 2  # the pad sits in the middle
     x = (lander.position.x - centre) / centre
     outcome = episode_outcome(env, np.array([x]), terminated)

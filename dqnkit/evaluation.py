@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dqnkit.envs import episode_outcome, make_env, on_pad
+from dqnkit.envs import GENERIC_OUTCOMES, episode_outcome, make_env, on_pad
 from dqnkit.files import (
     _shape,
     check_network_fits,
@@ -40,6 +40,16 @@ class EvalResult:
     lengths: list[int]
     outcomes: list[str]  # "landed", "crashed", "out of bounds" or "timed out" per episode
     on_pad: int  # landings that came to rest between the flags
+
+    @classmethod
+    def joined(cls, results: list[EvalResult]) -> EvalResult:
+        """The episodes of several results as one, in order."""
+        return cls(
+            [score for r in results for score in r.scores],
+            [length for r in results for length in r.lengths],
+            [outcome for r in results for outcome in r.outcomes],
+            sum(r.on_pad for r in results),
+        )
 
     @property
     def mean_score(self) -> float:
@@ -87,11 +97,23 @@ def evaluate(
         env.close()
     if video:
         check_writable(VIDEO_DIR, "videos")
-        target = VIDEO_DIR / f"evaluate_{Path(path).stem}_seed{seed}.mp4"
+        target = VIDEO_DIR / evaluation_video_name(path, seed)
         record_video(policy, env_id, max_steps, target, seed=seed)
         out(f"video of the first episode: {target}")
     _report(result, f"{path} ({_shape(weights)})", env_id, seed, out)
     return result
+
+
+def evaluation_video_name(path: str | os.PathLike, seed: int) -> str:
+    """``evaluate_<folder>_<name>_<hash>_seed<seed>.mp4``: two files never share a video, the same file keeps its own.
+
+    Many files have the same name (every run's ``last.pth``); the hash of the file's full path tells them apart.
+    """
+    import hashlib
+
+    full = Path(path).resolve()
+    digest = hashlib.sha1(str(full).encode()).hexdigest()[:8]
+    return f"evaluate_{full.parent.name}_{full.stem}_{digest}_seed{seed}.mp4"
 
 
 def passes(result: EvalResult, target: float, landed_share: float) -> bool:
@@ -173,6 +195,7 @@ class PeriodicEvaluation(Hook):
     """
 
     SEED_BASE = 1_000_000
+    MAX_ENVS = 100
 
     def __init__(
         self,
@@ -184,7 +207,9 @@ class PeriodicEvaluation(Hook):
         network: Network | None = None,
         best_score: float = -math.inf,
     ) -> None:
-        self.envs = [make_env(env_id, max_steps) for _ in range(episodes)]
+        # At most MAX_ENVS environments (about 135 KB each), reused batch after batch: 20,000 episodes
+        # would otherwise hold 2.7 GB for the whole run.
+        self.envs = [make_env(env_id, max_steps) for _ in range(min(episodes, self.MAX_ENVS))]
         self.every, self.episodes, self.best_path = every, episodes, best_path
         self.network, self.best_score = network, best_score
         self.last: EvalResult | None = None
@@ -206,7 +231,9 @@ class PeriodicEvaluation(Hook):
     def run(self, network: Network) -> float:
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""
         seeds = range(self.SEED_BASE, self.SEED_BASE + self.episodes)
-        self.last = play_greedy_together(network, self.envs, seeds)
+        batches = [seeds[i : i + len(self.envs)] for i in range(0, len(seeds), len(self.envs))]
+        results = [play_greedy_together(network, self.envs, batch) for batch in batches]
+        self.last = EvalResult.joined(results)
         mean = self.last.mean_score
         if mean > self.best_score:
             self.best_score = mean
@@ -222,9 +249,11 @@ class PeriodicEvaluation(Hook):
 def _report(result: EvalResult, what: str, env_id: str, seed: int, out: Callable[[str], None]) -> None:
     """The evaluation summary: mean score, the share of each outcome, landings on the pad, episode length."""
     episodes = len(result.scores)
-    counts = {k: result.outcomes.count(k) for k in OUTCOMES}
+    kinds = OUTCOMES if set(result.outcomes) - GENERIC_OUTCOMES else ("terminated", "timed out")
+    counts = {k: result.outcomes.count(k) for k in kinds}
     share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
     out(f"evaluated {what} on {env_id}: {episodes} greedy episodes, seeds {seed}..{seed + episodes - 1}")
     out(f"score: mean {result.mean_score:.2f}, std {np.std(result.scores):.2f}")
-    out(f"outcomes: {share}; {result.on_pad} of {counts['landed']} landings between the flags")
+    pad = f"; {result.on_pad} of {counts['landed']} landings between the flags" if "landed" in counts else ""
+    out(f"outcomes: {share}{pad}")
     out(f"mean episode length: {result.mean_length:.1f} steps")

@@ -170,6 +170,9 @@ def check_writable(folder: Path, what: str) -> None:
     """
     existing = folder
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # exists() follows links: a link to nowhere would fail every write later
+            target = os.readlink(existing)
+            raise UserError(f"cannot write {what} to {folder}/: {existing} is a link to {target}, which leads nowhere")
         existing = existing.parent
     try:
         if not existing.is_dir():
@@ -179,6 +182,33 @@ def check_writable(folder: Path, what: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
+
+
+# The longest name a temporary file of atomic_write adds to a file's: ".<name>.<pid>.<8 characters>.tmp.<ext>".
+TEMP_EXTRA = len(".") + len(".4194304.") + 8 + len(".tmp.webp")
+
+
+def check_file_path(path: Path, what: str) -> None:
+    """Fail before training, not when the file is first written: ``path`` must be a file name that can be written.
+
+    Not a folder; in a folder that can be written (:func:`check_writable`); and short enough
+    that its temporary twin's name (:func:`atomic_write`) fits the file system's limit.
+    """
+    if path.is_dir():
+        raise UserError(f"{what} path {path} is a folder; give a file path, such as {path / 'checkpoint.pth'}")
+    check_writable(path.parent, what)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        most = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no limit to tell
+        return
+    if len(os.fsencode(path.name)) + TEMP_EXTRA > most:
+        raise UserError(
+            f"{what}'s file name ({len(os.fsencode(path.name))} bytes) is too long for this file system: "
+            f"{most} at most, and saving it safely adds up to {TEMP_EXTRA}; give a shorter name"
+        )
 
 
 LOCK_FILE = ".lock"  # in a run's folder, locked while a process trains there

@@ -47,7 +47,8 @@ class Hook:
     (for a caller's hook, which is made before the agent). :meth:`on_episode` after each episode, in list order;
     :meth:`on_step` after each environment step, only where a hook overrides it;
     :meth:`on_end` once the loop is over without an error (in reverse list order, so that
-    the first hooks have the last word); :meth:`close` always, in reverse order. Setting
+    the first hooks have the last word), :meth:`on_failure` instead after an error (in list
+    order); :meth:`close` always, in reverse order. Setting
     :attr:`stop` to a reason asks the loop to stop after the episode.
     """
 
@@ -65,6 +66,13 @@ class Hook:
     def on_end(self) -> None:
         """When the loop has ended (finished, solved or stopped), not after an error."""
 
+    def on_failure(self, error: BaseException, episode: Episode | None) -> None:
+        """When an error ended the loop, before :meth:`close`, in list order: save what can be saved.
+
+        ``episode`` is the last finished episode when the error came between episodes (from a
+        hook), so that the agent stands at its end; None when it came in the middle of one.
+        """
+
     def close(self, error: BaseException | None) -> None:
         """Let go of what the hook holds (files, processes, environments), however the run ended.
 
@@ -77,6 +85,8 @@ class Hooks:
 
     def __init__(self, hooks: Iterable[Hook], agent: Any) -> None:
         self.hooks, self.agent = list(hooks), agent
+        self.last: Episode | None = None  # the last episode handed to the hooks
+        self._between = True  # False while an episode is being played: an error then strikes inside it
         stepping = [h.on_step for h in self.hooks if type(h).on_step is not Hook.on_step]
         # None when no hook wants steps: the loop then calls nothing per step.
         self.on_step: Callable[[int], None] | None = None
@@ -84,9 +94,11 @@ class Hooks:
             self.on_step = lambda total_steps: [call(total_steps) for call in stepping] and None
 
     def on_episode(self, episode: Episode) -> None:
-        """Hand the episode to every hook, in order."""
+        """Hand the episode to every hook, in order; the next episode starts when this returns."""
+        self.last, self._between = episode, True
         for hook in self.hooks:
             hook.on_episode(episode)
+        self._between = False
 
     @property
     def stop(self) -> str | None:
@@ -100,6 +112,7 @@ class Hooks:
         except BaseException as exc:  # the hooks started so far let go of what they hold
             self.__exit__(type(exc), exc, None)
             raise
+        self._between = False
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -107,12 +120,28 @@ class Hooks:
             for hook in self.hooks:
                 closing.callback(lambda hook=hook: hook.close(exc))
             if exc is None:
-                for hook in reversed(self.hooks):
-                    hook.on_end()
+                self._between = True
+                try:
+                    for hook in reversed(self.hooks):
+                        hook.on_end()
+                except BaseException as error:
+                    self._fail(error)
+                    raise
+            else:
+                self._fail(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        """Every hook's :meth:`Hook.on_failure`, in order, with the episode the agent stands at the end of."""
+        episode = self.last if self._between else None
+        for hook in self.hooks:
+            hook.on_failure(error, episode)
 
 
 class StopOnSignal(Hook):
-    """Turn the first SIGINT/SIGTERM into a request to stop after the current episode.
+    """Turn the first SIGINT, SIGTERM or SIGHUP into a request to stop after the current episode.
+
+    SIGHUP is what a closed terminal or ssh session sends: the run saves and stops as on Ctrl-C
+    (its messages then go nowhere, which the console takes in its stride).
 
     The episode is finished (well under a second) so that the saved state sits on an
     episode boundary and a resumed run is exactly the uninterrupted one. A second
@@ -129,7 +158,8 @@ class StopOnSignal(Hook):
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []  # none on Windows
+            for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -53,6 +53,7 @@ class Progress:
         self.log_every = log_every
         self.quiet = quiet
         self._out = out
+        self.muted = False  # True once the terminal stopped taking our lines
         use_bar = out is None and sys.stdout.isatty()
         self._bar = None
         if use_bar and not quiet:
@@ -75,13 +76,28 @@ class Progress:
             )
 
     def write(self, message: str) -> None:
-        """Print one message line."""
+        """Print one message line; a terminal that is gone (closed, full, hung up) is not the run's end."""
         if self._bar is not None:
-            self._bar.write(message)
+            self._quietly(self._bar.write, message)
         elif self._out is not None:
             self._out(message)
         else:
-            print(message, flush=True)
+            self._quietly(print, message, flush=True)
+
+    def _quietly(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``write(*args, **kwargs)`` to the terminal; after its first failure, nothing more is written there.
+
+        Why: a full disk under a redirected stdout, a closed pipe or a hung-up terminal makes
+        every write fail, and the training itself is fine: it goes on, silent, and its files say the rest.
+        """
+        if self.muted:
+            return
+        try:
+            write(*args, **kwargs)
+        except OSError:  # BrokenPipeError, ENOSPC, EIO after a hang-up
+            self.muted = True
+            if self._bar is not None:
+                self._bar.disable = True  # tqdm writes on close too
 
     def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
         """Report one finished episode."""
@@ -89,7 +105,7 @@ class Progress:
             self._bar.set_postfix_str(
                 f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s", refresh=False
             )
-            self._bar.update(1)
+            self._quietly(self._bar.update, 1)
         elif not self.quiet and episode % self.log_every == 0:
             self.write(
                 f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
@@ -99,7 +115,7 @@ class Progress:
     def close(self) -> None:
         """End the bar, if there is one."""
         if self._bar is not None:
-            self._bar.close()
+            self._quietly(self._bar.close)
 
 
 # ---------------------------------------------------------------- the hooks of a run
@@ -132,9 +148,16 @@ class MetricsLog(Hook):
             self.tensorboard = TensorBoard(self.tensorboard_dir)
 
     def on_episode(self, episode: Episode) -> None:
-        # Read before the next reset: how the episode ended, from what env.step said.
+        row = self.row(episode)
+        self.rows.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.log(row, self.agent.last_loss)
+        append_metrics(self.path, row)  # every episode: a crashed run's metrics are never stale
+
+    def row(self, episode: Episode) -> dict[str, Any]:
+        """The metrics row of ``episode``; read before the next reset (how it ended, from what env.step said)."""
         outcome, landed_on_pad = final_outcome(self.env, episode.terminated)
-        row = {
+        return {
             "episode": episode.episode,
             "total_steps": episode.total_steps,
             "score": episode.score,  # full precision: a resumed run rebuilds its window from these
@@ -146,10 +169,11 @@ class MetricsLog(Hook):
             "on_pad": int(landed_on_pad),
             "eval_score": "" if episode.evaluation is None else episode.evaluation.mean_score,
         }
-        self.rows.append(row)
-        if self.tensorboard is not None:
-            self.tensorboard.log(row, self.agent.last_loss)
-        append_metrics(self.path, row)  # every episode: a crashed run's metrics are never stale
+
+    def on_failure(self, error: BaseException, episode: Episode | None) -> None:
+        # An error between episodes before this hook saw the last one: its row still belongs to the run.
+        if episode is not None and (not self.rows or self.rows[-1]["episode"] != episode.episode):
+            self.rows.append(self.row(episode))
 
     def on_end(self) -> None:
         if self.rows:

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dqnkit.errors import UserError
+from dqnkit.errors import UserError, first_line
 from dqnkit.files import (
     RUNS_DIR,
     STATE_FILE,
     RunLock,
+    check_file_path,
     check_writable,
     load_training_state,
     new_run_dir,
     remove_stale_temp_files,
     restore_training_state,
     run_name,
-    save_torch,
     write_text,
 )
 from dqnkit.logs import Progress, write_metrics
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 LAST_WEIGHTS = "last.pth"  # in the run's folder: the network a run ended with
 BEST_WEIGHTS = "best.pth"  # in the run's folder: the network that scored best in --eval-every's evaluations
 PREVIOUS_CHECKPOINT = "previous-checkpoint.pth"  # in the run's folder: the checkpoint its solving replaced
+SOLVED_WEIGHTS = "solved.pth"  # in the run's folder: the network that solved, whatever became of --checkpoint
 
 
 @dataclass
@@ -91,16 +92,18 @@ class RunFolder:
 
     def __init__(self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None):
         self.cfg = cfg
-        self.saved = load_training_state(resume, type(cfg)) if resume is not None else None
+        self.resume, self.saved = resume, load_training_state(resume, type(cfg)) if resume is not None else None
         self.checkpoint = Path(cfg.checkpoint)
         if cfg.video:
             check_writable(VIDEO_DIR, "videos")
-        check_writable(self.checkpoint.parent, "the checkpoint")
+        check_file_path(self.checkpoint, "the checkpoint")
         # A new run's folder is made by open(), once the environment exists: a mistyped --env leaves none.
         self.dir: Path | None = Path(resume).parent if resume is not None else None
         check_writable(self.dir or RUNS_DIR, "the run's files")
         self._out = out
         self.stopped_by: int | None = None  # the signal that stopped the run, once one did
+        self.saved_episode: int | None = None  # the episode of the training state on disk, once there is one
+        self.rescue_failed: str | None = None  # why the state could not be saved after an error
 
     def open(self, agent: Agent, env: gym.Env, device: torch.device) -> dict[str, Any]:
         """Make (or take) the folder, lock it, restore a resumed run into ``agent`` and ``env``; return the progress.
@@ -118,10 +121,11 @@ class RunFolder:
         self._lock.acquire()  # before any write: a second process resuming this run stops here, in one line
         try:
             if self.saved is not None:
-                self.progress = restore_training_state(self.saved, agent, env)
+                self.progress = self._restore(agent, env)
             else:
                 self.progress = fresh_progress(self.cfg.epsilon_start)
             self.done_before = self._nothing_to_do()
+            self.saved_episode = self.progress["episode"] if self.saved is not None else None
             config = dataclasses.asdict(self.cfg)
             write_text(self.dir / "config.json", json.dumps(config, indent=2) + "\n")
             # Exactly the saved rows: a crash after the last save may have appended some that resuming replays.
@@ -132,13 +136,26 @@ class RunFolder:
             episode, cfg = self.progress["episode"], self.cfg
             self.display = Progress(total, episode, cfg.log_every, cfg.quiet, self._out, most=cfg.episodes)
             self.out = self.display.write
-            self._announce(device, config)
+            announce(self, device, config)
         except BaseException:  # a run that cannot begin holds nothing
             self._lock.release()
             raise
         self._seconds_before: float = self.progress["seconds"]
         self._loop_start = time.perf_counter()
         return self.progress
+
+    def _restore(self, agent: Agent, env: gym.Env) -> dict[str, Any]:
+        """The saved run put back into ``agent`` and ``env``; one line if the file does not fit them."""
+        try:
+            progress = restore_training_state(self.saved, agent, env)
+            for key in ("episode", "total_steps", "epsilon", "solved_episode", "seconds", "rows"):
+                progress[key]  # noqa: B018 - presence check
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:  # another network, a missing entry
+            raise UserError(
+                f"{self.resume} does not fit the run it describes ({type(exc).__name__}: "
+                f"{first_line(exc)[:200]}); it is not a training state this version wrote whole"
+            ) from None
+        return progress
 
     def _nothing_to_do(self) -> str | None:
         """Why a resumed run has no episode left to play, or None."""
@@ -147,25 +164,6 @@ class RunFolder:
         if self.progress["episode"] >= self.cfg.episodes:
             return f"this run already played its {self.progress['episode']} episodes; raise --episodes to go on"
         return None
-
-    def _announce(self, device: torch.device, config: dict[str, Any]) -> None:
-        """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
-        if self.done_before:
-            self.out(self.done_before)
-        else:
-            verb = f"resuming at episode {self.progress['episode'] + 1}" if self.saved is not None else "run"
-            self.out(
-                f"{verb} {self.dir.name} on {device}; metrics: {self.metrics_path}; training state: {self.state_path}"
-            )
-        removed = remove_stale_temp_files(self.checkpoint.parent, self.checkpoint.name)
-        if self.saved is not None:
-            removed += remove_stale_temp_files(self.dir) + remove_stale_temp_files(VIDEO_DIR / self.dir.name)
-        if removed:
-            plural = "s" if len(removed) > 1 else ""
-            listed = ", ".join(str(path) for path in removed)
-            self.out(f"removed {len(removed)} temporary file{plural} left by an interrupted save: {listed}")
-        if not self.cfg.quiet and not self.done_before:
-            self.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
 
     def episodes(self) -> Iterator[int]:
         """The numbers of the episodes to play; none if a resumed run has none left (open() said why)."""
@@ -188,14 +186,8 @@ class RunFolder:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._errstate.__exit__(None, None, None)
         try:
-            if isinstance(exc, FloatingPointError):
-                # Into the run's folder: the checkpoint may hold a solved agent, and these weights did not solve.
-                save_torch(self.agent.local_qnetwork.state_dict(), self.last_weights)
-                last = f"; the last saved training state is {self.state_path}" if self.state_path.exists() else ""
-                raise UserError(
-                    f"training stopped in episode {self.playing}: {exc}; try a smaller --learning-rate. "
-                    f"The last good weights are in {self.last_weights}{last}"
-                ) from None
+            if exc is not None:
+                explain_failure(self, exc)
         finally:
             self._lock.release()  # the run's files are complete (or the run failed): another process may have it
             self.display.close()
@@ -227,3 +219,51 @@ class RunFolder:
             self.stopped_by,
             self.last_weights,
         )
+
+
+# ---------------------------------------------------------------- what the run says
+
+
+def announce(run: RunFolder, device: torch.device, config: dict[str, Any]) -> None:
+    """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
+    if run.done_before:
+        run.out(run.done_before)
+    else:
+        verb = f"resuming at episode {run.progress['episode'] + 1}" if run.saved is not None else "run"
+        run.out(
+            f"{verb} {run.dir.name} on {device}; metrics: {run.metrics_path}; training state: {run.state_path}"
+        )
+    removed = remove_stale_temp_files(run.checkpoint.parent, run.checkpoint.name)
+    if run.saved is not None:
+        removed += remove_stale_temp_files(run.dir) + remove_stale_temp_files(VIDEO_DIR / run.dir.name)
+    if removed:
+        plural = "s" if len(removed) > 1 else ""
+        listed = ", ".join(str(path) for path in removed)
+        run.out(f"removed {len(removed)} temporary file{plural} left by an interrupted save: {listed}")
+    if not run.cfg.quiet and not run.done_before:
+        run.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+
+
+def explain_failure(run: RunFolder, exc: BaseException) -> None:
+    """Say in one line what ended the run and what is kept (the hooks have saved what they could)."""
+    resume = f"python main.py --resume {run.state_path}"
+    if run.saved_episode is None:
+        kept = "; no training state was saved yet"
+    elif run.rescue_failed is not None:  # the disk is still full, say: the one saved before stands
+        kept = f"; the training state on disk is episode {run.saved_episode}'s: {resume}"
+    else:
+        kept = f"; the training state of episode {run.saved_episode} is saved: {resume}"
+    if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: main.py says it, with this note
+        complete = "; the last saved training state is still complete"
+        exc.note = complete if run.saved_episode is not None else "; no training state was saved yet"
+    elif isinstance(exc, FloatingPointError):
+        last = f"; the last saved training state is {run.state_path}" if run.saved_episode is not None else ""
+        raise UserError(
+            f"training stopped in episode {run.playing}: {exc}; try a smaller --learning-rate. "
+            f"The last good weights are in {run.last_weights}{last}"
+        ) from None
+    elif isinstance(exc, UserError | OSError):  # a full disk, an unwritable file: the user can mend it
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        raise UserError(f"training stopped: {what}{kept}") from None
+    else:  # a bug of ours: the traceback follows, and the run is saved anyway
+        run.out(f"training stopped by an unexpected error ({type(exc).__name__}: {first_line(exc)}){kept}")

@@ -13,7 +13,7 @@ from dqnkit.checkpoints import SolvedCheckpoint, TrainingState
 from dqnkit.evaluation import PeriodicEvaluation
 from dqnkit.hooks import Hook, StopOnSignal
 from dqnkit.logs import MetricsLog, ProgressDisplay
-from dqnkit.runfolder import BEST_WEIGHTS, PREVIOUS_CHECKPOINT, RunFolder
+from dqnkit.runfolder import BEST_WEIGHTS, RunFolder
 from dqnkit.stages import ProgressTable
 from dqnkit.videos import VIDEO_DIR, PeriodicVideos
 
@@ -58,9 +58,7 @@ def run_hooks(cfg: Any, run: RunFolder, agent: Agent, env: gym.Env) -> list[Hook
     hooks += [
         MetricsLog(run.metrics_path, progress["rows"], env, agent, elapsed, out, cfg.target_score, tensorboard),
         ProgressDisplay(run.display, elapsed),
-        SolvedCheckpoint(network, progress, cfg, run.dir / PREVIOUS_CHECKPOINT, elapsed, out),
-        TrainingState(
-            run.state_path, run.last_weights, cfg.save_every, agent, env, cfg, progress, elapsed, run.saved is not None
-        ),
+        SolvedCheckpoint(run, network, cfg),
+        TrainingState(run, agent, env, cfg),
     ]
     return hooks

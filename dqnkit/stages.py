@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dqnkit.envs import GENERIC_OUTCOMES
 from dqnkit.errors import UserError, first_line
 from dqnkit.files import RUNS_DIR, write_text
 from dqnkit.hooks import Hook
@@ -40,17 +41,26 @@ class Stage:
     mean_length: float
     video: Path
     thumbnail: Path | None = None
+    lander: bool = True  # LunarLander's outcomes; False for another environment (terminated or timed out)
 
     @property
     def words(self) -> str:
         """What the agent does at this stage, from the measurements."""
-        return describe(self.landed, self.on_pad, self.timed_out, self.mean_length, self.greedy)
+        return describe(self.landed, self.on_pad, self.timed_out, self.mean_length, self.greedy, self.lander)
 
 
-def describe(landed: float, on_pad: float, timed_out: float, mean_length: float, greedy: dict | None) -> str:
-    """A sentence for a stage: crashes, hovers, lands slowly, or lands fast on the pad, with its figures."""
+def describe(
+    landed: float, on_pad: float, timed_out: float, mean_length: float, greedy: dict | None, lander: bool = True
+) -> str:
+    """A sentence for a stage: crashes, hovers, lands slowly, or lands fast on the pad, with its figures.
+
+    For an environment other than LunarLander (``lander`` False) only what every environment
+    says: how many episodes ended before the time limit, and their length.
+    """
     share = f"lands in {landed:.0%} of its training episodes ({on_pad:.0%} on the pad)"
-    if timed_out >= 0.3:
+    if not lander:
+        text = f"{1 - timed_out:.0%} of its training episodes end before the time limit (mean {mean_length:.0f} steps)"
+    elif timed_out >= 0.3:
         text = f"hovers: {timed_out:.0%} of its episodes reach the time limit; {share}"
     elif landed < 0.2:
         text = f"crashes or flies off: it is still mostly exploring; {share}"
@@ -90,11 +100,22 @@ def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None =
         average = float(m["average_100"][m["episode"] == last][0]) if (m["episode"] == last).any() else float("nan")
         video = videos / f"episode_{last:04d}.mp4"
         sidecar = video.with_suffix(".json")
-        greedy = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+        greedy = _summary(sidecar)
         length = float(np.mean(m["length"][window]))
-        stages.append(Stage(first, last, average, greedy, landed, on_pad, timed_out, length, video))
+        lander = not set(m["outcome"]) <= GENERIC_OUTCOMES
+        stages.append(Stage(first, last, average, greedy, landed, on_pad, timed_out, length, video, lander=lander))
         first = last + 1
     return stages
+
+
+def _summary(sidecar: Path) -> dict | None:
+    """What a video's ``.json`` says of its episode, or None if it is missing or not what a video worker writes."""
+    try:
+        summary = json.loads(sidecar.read_text())
+        float(summary["score"]), int(summary["length"]), str(summary["outcome"])  # noqa: B018 - shape check
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):  # a half-written or foreign file
+        return None
+    return summary
 
 
 def write_thumbnail(video: str | os.PathLike, thumbnail: str | os.PathLike) -> Path:
@@ -112,8 +133,11 @@ def add_thumbnails(stages: list[Stage]) -> None:
     """Give each stage the WebP beside its video, made once (and again only if the video is newer)."""
     for stage in stages:
         thumbnail = stage.video.with_suffix(".webp")
-        if not thumbnail.is_file() or thumbnail.stat().st_mtime < stage.video.stat().st_mtime:
-            write_thumbnail(stage.video, thumbnail)
+        try:
+            if not thumbnail.is_file() or thumbnail.stat().st_mtime < stage.video.stat().st_mtime:
+                write_thumbnail(stage.video, thumbnail)
+        except Exception:  # an empty or damaged video (imageio raises many kinds): its row links it, no picture
+            continue
         stage.thumbnail = thumbnail
 
 

@@ -124,6 +124,8 @@ def _worker_signals() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: the training process saves, then waits for these videos
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop)
 
 

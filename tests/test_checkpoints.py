@@ -23,7 +23,7 @@ import torch
 import main
 from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
-from dqnkit.evaluation import evaluate
+from dqnkit.evaluation import evaluate, evaluation_video_name
 from dqnkit.files import load_file, load_training_state
 from nnetwork import Network
 
@@ -305,7 +305,9 @@ def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytes
     assert 0 <= result.on_pad <= result.outcomes.count("landed")
     text = "\n".join(lines)
     assert f"mean {np.mean(result.scores):.2f}" in text and "landings between the flags" in text
-    assert (tmp_path / "videos" / "evaluate_last_seed3.mp4").is_file()
+    (video,) = (tmp_path / "videos").glob("evaluate_*_last_*_seed3.mp4")  # named after the run and the file
+    assert video.name == evaluation_video_name(run.last_weights, 3)
+    assert video.name.startswith(f"evaluate_{run.run_dir.name}_last_")
     # A training state evaluates the same network as the weights file saved beside it.
     again = evaluate(run.state_path, episodes=5, seed=3, out=_quiet)
     assert again.scores == result.scores

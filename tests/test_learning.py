@@ -11,6 +11,7 @@ import torch
 import main
 from agent import Agent
 from dqnkit.envs import make_env
+from dqnkit.settings import apply_preset
 
 
 @pytest.mark.slow
@@ -44,7 +45,7 @@ def test_preset_saves_an_agent_that_lands_fast_and_sure(tmp_path: Path, monkeypa
     from dqnkit.evaluation import evaluate
 
     monkeypatch.chdir(tmp_path)
-    cfg = main.apply_preset(main.Config(seed=3, video=False, checkpoint=str(tmp_path / "checkpoint.pth")), "fast")
+    cfg = apply_preset(main.Config(seed=3, video=False, checkpoint=str(tmp_path / "checkpoint.pth")), "fast")
     result = main.train(cfg, out=lambda _: None)
     assert result.solved_episode is not None, "the stopping rule never passed"
     unseen = evaluate(cfg.checkpoint, episodes=100, seed=2_000_000, out=lambda _: None)

@@ -266,7 +266,8 @@ def test_main_subprocess_tiny_run_writes_videos_and_last_weights(root: Path, tmp
         (["--discount-factor", "abc"], "--discount-factor: expected a number, got 'abc'"),
         (["--device", "tpu"], "--device: invalid choice"),
         (["--epsilon-start", "0.1", "--epsilon-end", "0.5"], "must not exceed --epsilon-start"),
-        (["--minibatch-size", "200", "--replay-buffer-size", "100"], "must be at least --minibatch-size"),
+        (["--minibatch-size", "200", "--replay-buffer-size", "100"], "must be more than --minibatch-size"),
+        (["--minibatch-size", "100", "--replay-buffer-size", "100"], "learning starts once the memory holds more"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--episode", "3"], "unrecognized arguments: --episode 3"),  # no abbreviations: a typo is not --episodes
         (["--evaluat", "x.pth"], "unrecognized arguments: --evaluat"),

@@ -194,12 +194,13 @@ def test_a_full_disk_during_training_ends_with_one_line_and_the_state_whole(
     failed = _fill_disk(monkeypatch, room=5000, buffered=True, when=second_state_save)
     status = main.main(["--episodes", "6", "--save-every", "2", *TINY])
     out, err = capsys.readouterr()
-    assert status == 1 and len(failed) == 1
+    assert status == 1 and len(failed) == 2  # the periodic save at episode 4, and the save after the error
     (run_dir,) = tmp_path.glob("runs/*")
     state = run_dir / "training_state.pth"
     assert err.splitlines() == [
-        f"main.py: error: cannot save {state.relative_to(tmp_path)}: No space left on device; "
-        "the previous training_state.pth is unchanged"
+        f"main.py: error: training stopped: cannot save {state.relative_to(tmp_path)}: No space left on device; "
+        f"the previous training_state.pth is unchanged; the training state on disk is episode 2's: "
+        f"python main.py --resume {state.relative_to(tmp_path)}"
     ]
     assert state.read_bytes() == snapshot["state"]
     assert load_training_state(state, main.Config)["progress"]["episode"] == 2
@@ -260,8 +261,9 @@ def test_a_really_full_disk(root: Path, tmp_path: Path) -> None:
     status_line, result_line = report.strip().splitlines()[-2:]
     assert status_line == "status 1", report
     (line,) = (tmp_path / "stderr.txt").read_text().splitlines()
-    assert line.startswith("main.py: error: cannot ") and "No space left on device" in line
+    assert line.startswith("main.py: error: training stopped: cannot ") and "No space left on device" in line
     result = json.loads(result_line)
+    assert f"; the training state on disk is episode {result['saved_episode']}'s: python main.py --resume " in line
     assert not [name for name in result["files"] if ".tmp" in name], result["files"]
     assert result["saved_episode"] > 10  # it did fill up; the last complete state loads
     assert result["metrics_rows"] >= result["saved_episode"]

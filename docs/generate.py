@@ -1,0 +1,24 @@
+"""Rewrite the generated parts of the documentation: the README's line links to code, and docs/flags.md.
+
+    python docs/generate.py
+
+Run it after moving code or changing a flag; tests/test_readme.py fails until it has run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import main  # noqa: E402
+from dqnkit.cli import markdown_flags  # noqa: E402
+from dqnkit.docs import relink  # noqa: E402
+
+if __name__ == "__main__":
+    readme = ROOT / "README.md"
+    readme.write_text(relink(readme.read_text(), ROOT))
+    (ROOT / "docs" / "flags.md").write_text(markdown_flags(main.Config, main.PRESETS))
+    print("rewrote the line links of README.md, and docs/flags.md")
