@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,10 +118,10 @@ def record_greedy_video(weights: dict, env_id: str, max_steps: int, path: str | 
 def _worker_signals() -> None:
     """In the video worker: Ctrl-C is for the training process; SIGTERM ends the video in hand.
 
-    SIGTERM, which the training process sends to stop the worker at once, raises SystemExit:
-    imageio then kills its ffmpeg and :func:`~dqnkit.files.atomic_write` removes the temporary file.
+    SIGTERM (from outside: the training process stops its worker with SIGKILL, see
+    :meth:`BackgroundVideos._stop_worker`) raises SystemExit: imageio then kills its ffmpeg and
+    :func:`~dqnkit.files.atomic_write` removes the temporary file.
     """
-    import signal
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -129,10 +132,70 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def _record_in_worker(weights: dict, env_id: str, max_steps: int, path: str, seed: int) -> float:
-    """:func:`record_greedy_video` in the worker process, which SIGTERM ends once the video in hand is cleaned up."""
+def _worker_setup() -> None:
+    """In the video worker, first: a process group of its own, which its ffmpeg joins; then :func:`_worker_signals`.
+
+    imageio-ffmpeg starts each ffmpeg in a group of its own, so that the terminal's Ctrl-C cannot
+    reach it; but then nothing ends it with the worker, and an ffmpeg that outlives a stopped
+    worker can create a video's temporary file after it was removed. In the worker's group it is
+    still out of the terminal's reach, and one signal to the group ends both.
+    """
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+        os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"  # imageio-ffmpeg: no group of its own for ffmpeg
+    _worker_signals()
+
+
+def _kill_process_group(process: Any, timeout: float = 1.0) -> None:
+    """SIGKILL ``process`` (a :mod:`multiprocessing` process that leads its group) and every process of its
+    group, then wait, at most ``timeout`` seconds, until none of them runs any more.
+
+    A process that has ended but not yet been reaped (a zombie) holds no files and runs nothing.
+    """
+    group = process.pid
+    deadline = time.monotonic() + timeout
+    _kill_group(group)  # all at once: no process of the group can fork its way out
+    process.kill()  # where it has no group (yet; no killpg on Windows); nothing if it has ended
+    process.join(timeout)
+    while _group_runs(group) and time.monotonic() < deadline:
+        _kill_group(group)
+        time.sleep(0.005)
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL every process of process group ``group``, if there is one."""
+    with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def _group_runs(group: int) -> bool:
+    """Whether a process of process group ``group`` still runs (a zombie has ended)."""
     try:
-        return record_greedy_video(weights, env_id, max_steps, path, seed)
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():  # no /proc to tell a zombie from a live process: alive while it exists
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == group and state not in ("Z", "X"):
+                return True
+    return False
+
+
+def _record_in_worker(weights: dict[str, np.ndarray], env_id: str, max_steps: int, path: str, seed: int) -> float:
+    """:func:`record_greedy_video` in the worker process, of weights sent as NumPy arrays.
+
+    SIGTERM ends it once the video in hand is cleaned up.
+    """
+    import torch
+
+    try:
+        tensors = {name: torch.from_numpy(array) for name, array in weights.items()}
+        return record_greedy_video(tensors, env_id, max_steps, path, seed)
     except SystemExit as stop:
         # The pool would report the SystemExit and take the next queued video; the process must end instead.
         os._exit(int(stop.code or 1))
@@ -177,7 +240,11 @@ class BackgroundVideos:
                 self._warn(episode, exc)
             return
         try:
-            future = self._pool.submit(_record_in_worker, weights, env_id, max_steps, str(path), seed)
+            # As NumPy arrays, which pickle by value: torch sends a tensor to another process as a file
+            # descriptor that the worker fetches from a thread of this one, and a worker stopped while
+            # fetching it makes that thread print a traceback.
+            arrays = {name: tensor.numpy() for name, tensor in weights.items()}
+            future = self._pool.submit(_record_in_worker, arrays, env_id, max_steps, str(path), seed)
         except BrokenExecutor as exc:  # the worker died (killed, out of memory): the next video starts a new one
             self._warn(episode, exc)
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -200,7 +267,7 @@ class BackgroundVideos:
         try:
             # spawn, not fork: a forked copy of a process that runs torch threads can deadlock.
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_signals)
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_setup)
         except (OSError, NotImplementedError, ValueError) as exc:  # e.g. no semaphores in a sandbox
             self._out(f"warning: no video worker ({first_line(exc)}); videos are recorded between episodes")
             self._inline = True
@@ -224,8 +291,8 @@ class BackgroundVideos:
     def close(self, wait: bool = True) -> None:
         """Wait for the videos still being made; with ``wait=False``, or at a Ctrl-C while waiting, stop at once.
 
-        Stopping ends the worker (it ignores Ctrl-C, so it is sent SIGTERM) and removes the
-        temporary files of the videos it was making; those videos are lost, nothing else.
+        Stopping ends the worker and its ffmpeg (:meth:`_stop_worker`) and removes the temporary
+        files of the videos it was making; those videos are lost, nothing else.
         """
         if self._pool is None:
             return
@@ -245,20 +312,22 @@ class BackgroundVideos:
         self._stop_worker()
 
     def _stop_worker(self) -> None:
-        """End the worker process now and remove the temporary files of its unfinished videos."""
+        """End the worker process and its ffmpeg now, then remove the temporary files of its unfinished videos.
+
+        One SIGKILL to the worker's process group (:func:`_worker_setup`) ends both at once, and
+        the files are removed only once neither runs, so nothing can write one again afterwards.
+        Not SIGTERM, which the worker turns into SystemExit: one that lands inside the start of an
+        ffmpeg leaves that ffmpeg running on, unseen, and one that lands in a callback that ignores
+        exceptions (an at-fork handler) is lost, and the worker goes on.
+        """
         pool, self._pool = self._pool, None
         # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
         workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.join(timeout=1.0)
-            if worker.is_alive():  # stuck where SIGTERM cannot reach Python code
-                worker.kill()
-                worker.join(timeout=1.0)
+            _kill_process_group(worker)
         for folder in {path.parent for _, _, path in self._pending}:
-            remove_stale_temp_files(folder)  # the worker's own cleanup is the rule; this is for a killed one
+            remove_stale_temp_files(folder)  # the worker's own, whose process has ended
         self._pending = []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -25,6 +26,7 @@ from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
 from dqnkit.evaluation import evaluate, evaluation_video_name
 from dqnkit.files import load_file, load_training_state
+from dqnkit.videos import BackgroundVideos
 from nnetwork import Network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,11 +200,46 @@ def test_a_second_sigint_stops_within_two_seconds(root: Path, tmp_path: Path, mo
     assert err.splitlines() == ["main.py: interrupted; the last saved training state is still complete"]
     (state,) = tmp_path.glob("runs/*/training_state.pth")
     assert load_training_state(state, main.Config)["progress"]["episode"] >= 1  # whole, and it loads
-    deadline = time.monotonic() + 2
-    while _processes_in(tmp_path) and time.monotonic() < deadline:  # ffmpeg may take a moment to die
-        time.sleep(0.05)
+    # The run waits until its video worker and that worker's ffmpeg have ended: none may outlive it,
+    # nor write a temporary file after the run removed it (as an ffmpeg that outlived it once did).
     assert not _processes_in(tmp_path), "the video worker or its ffmpeg outlived the run"
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_stopping_the_video_worker_ends_what_it_started_at_once(tmp_path: Path) -> None:
+    """A second Ctrl-C stops the video worker and the processes it started (its ffmpeg) within two seconds.
+
+    The stand-in for the video in hand: a process the worker waits for inside C code (``os.system``),
+    where no Python signal handler runs, and a temporary file of the worker's, as an ffmpeg leaves one.
+    """
+    videos = BackgroundVideos(_quiet)
+    videos._start_worker()
+    started = tmp_path / "started"
+    command = "touch .episode_0001.mp4.$PPID.x1y2z3w4.tmp.mp4 && echo $$ > started.part && mv started.part started"
+    future = videos._pool.submit(os.system, f"cd {tmp_path} && {command} && exec sleep 60")
+    videos._pending.append((1, future, tmp_path / "episode_0001.mp4"))
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:  # the worker has started its "ffmpeg"
+        time.sleep(0.01)
+    child = int(started.read_text())
+    try:
+        began = time.monotonic()
+        videos.close(wait=False)
+        assert time.monotonic() - began < 2.0
+        assert not _running(child), "a process the video worker started outlived it"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]  # the temporary file is gone
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def _train_in_child(cwd: str, argv: list[str]) -> None:
