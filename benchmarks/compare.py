@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 import main  # noqa: E402
 import numpy as np  # noqa: E402
 from dqnkit.checkpoints import average_reached  # noqa: E402
+from dqnkit.cli import positive_int, seed_number  # noqa: E402
 from dqnkit.envs import SOLVED_SCORE  # noqa: E402
 from dqnkit.files import save_torch  # noqa: E402
 from dqnkit.hooks import Episode, Hook  # noqa: E402
@@ -386,21 +387,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per method and seed")
+    # Every number checked here, before minutes of training: a bad one is one line, not a late traceback.
+    seeds_help = "one run per method and seed"
+    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2, 3, 4], help=seeds_help)
     parser.add_argument("--which", default="default,preset,sb3", help="comma-separated subset of " + ",".join(METHODS))
-    parser.add_argument("--eval-steps", type=int, default=EVAL_STEPS, help="score the greedy policy at these env steps")
-    parser.add_argument("--eval-episodes", type=int, default=100, help="greedy evaluation episodes")
-    parser.add_argument("--max-episodes", type=int, default=2000, help="most episodes of this project's runs")
+    steps_help = "score the greedy policy at these env steps"
+    parser.add_argument("--eval-steps", type=positive_int, default=EVAL_STEPS, help=steps_help)
+    parser.add_argument("--eval-episodes", type=positive_int, default=100, help="greedy evaluation episodes")
+    parser.add_argument("--max-episodes", type=positive_int, default=2000, help="most episodes of this project's runs")
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=1,
         help="runs at once, one process each (2 on 2 cores halves the wait; "
         "seconds then count a shared machine, while episodes and scores stay the same)",
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
     args.which = [w.strip() for w in args.which.split(",") if w.strip()]
     if unknown := set(args.which) - set(METHODS):
         parser.error(f"--which: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")

@@ -61,6 +61,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from dqnkit.agents import agent_class  # noqa: E402
+from dqnkit.cli import seed_number  # noqa: E402
+from dqnkit.errors import UserError  # noqa: E402
+from dqnkit.files import check_file_path  # noqa: E402
 from dqnkit.logs import read_metrics  # noqa: E402
 from nnetwork import Network  # noqa: E402
 # isort: on
@@ -724,9 +727,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", "--repeats", type=int, default=5, help="throughput rounds, each: reference, default, numpy"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the throughput workload and the calibration")
+    seed_help = "seed of the throughput workload and the calibration"
+    parser.add_argument("--seed", type=seed_number, default=0, help=seed_help)
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="solve runs: main.py and main.py --preset fast per seed"
+        "--seeds",
+        type=seed_number,
+        nargs="+",
+        default=[0, 1, 2],
+        help="solve runs: main.py and main.py --preset fast per seed",
     )
     parser.add_argument("--no-solve", action="store_true", help="skip the time-to-solve runs")
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput comparison")
@@ -741,8 +749,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.breakdown < 0:
         parser.error("--steps and --rounds must be at least 1, --breakdown at least 0")
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        parser.error(f"--seeds must be distinct and not negative, got {args.seeds}")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    if args.append is not None:  # before minutes of measuring, not after
+        try:
+            check_file_path(Path(args.append), "--append")
+        except UserError as exc:
+            parser.error(str(exc))
     return args
 
 

@@ -20,6 +20,7 @@ import torch
 from agent import Agent, ReplayMemory
 from dqnkit.errors import UserError, first_line
 from dqnkit.options import OPTIONS, Option
+from dqnkit.settings import check_memory
 
 # The Config fields that agent.Agent takes, and those only the options read.
 CORE_FIELDS = (
@@ -80,9 +81,11 @@ def make_agent(cfg: Any, state_size: int, action_size: int, device: torch.device
 
 
 def build_agent(cfg: Any, env, device: torch.device, rng: np.random.Generator) -> Agent:
-    """The agent that ``cfg`` (a ``main.Config``) describes, sized for ``env``."""
+    """The agent that ``cfg`` (a ``main.Config``) describes, sized for ``env``; one line if it cannot fit in memory."""
+    state_size, action_size = env.observation_space.shape[0], int(env.action_space.n)
+    check_memory(cfg, state_size, action_size)  # before allocating: NumPy's error is a traceback, the OOM killer silent
     try:
-        return make_agent(cfg, env.observation_space.shape[0], int(env.action_space.n), device, rng)
+        return make_agent(cfg, state_size, action_size, device, rng)
     except ValueError as exc:  # a network the NumPy twin cannot differentiate, a bad option
         raise UserError(first_line(exc)) from None
 

