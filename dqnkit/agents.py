@@ -66,11 +66,15 @@ def agent_class(cfg: Any) -> type[Agent]:
 
 def memory_class(cfg: Any) -> Callable[..., ReplayMemory]:
     """The replay memory: :class:`agent.ReplayMemory`, or the memory classes of the options on, mixed."""
-    options = [option for option in option_classes(cfg) if option.memory is not None]
-    if not options:
+    memories = [option.memory for option in option_classes(cfg) if option.memory is not None]
+    if cfg.backprop == "numpy":  # the twin takes its minibatches as arrays
+        from dqnkit.numpy_twin import ArrayBatches
+
+        memories.append(ArrayBatches)
+    if not memories:
         return ReplayMemory
-    fields = {arg: getattr(cfg, name) for option in options for arg, name in option.memory_fields.items()}
-    return functools.partial(compose(*(option.memory for option in options)), **fields)
+    fields = {arg: getattr(cfg, name) for option in option_classes(cfg) for arg, name in option.memory_fields.items()}
+    return functools.partial(compose(*memories), **fields)
 
 
 def make_agent(cfg: Any, state_size: int, action_size: int, device: torch.device | str, rng: np.random.Generator):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent import Agent, Experiences, bellman_target, checked_loss
+from agent import Agent, Experiences, ReplayMemory, bellman_target, checked_loss
 from dqnkit.options import DoubleDQN, GradientClipping, Huber, NStepReturns, PrioritizedReplay
 from nnetwork import DuelingNetwork, Network, dueling_q_values
 
@@ -498,3 +498,14 @@ class NumpyGradientClipping(GradientClipping):
 
 # The option classes whose arithmetic the twin does its own way, and the class it uses instead.
 NUMPY_OPTIONS = {GradientClipping: NumpyGradientClipping}
+
+
+class ArrayBatches(ReplayMemory):
+    """A replay memory whose minibatches are NumPy arrays (``sample_arrays``): the twin makes no tensors.
+
+    Mixed under the options' memories by ``dqnkit.agents.memory_class`` for ``--backprop numpy``;
+    the same rows, drawn by the same generator, as the textbook's ``sample``.
+    """
+
+    def sample(self, batch_size: int) -> Experiences:
+        return self.sample_arrays(batch_size)

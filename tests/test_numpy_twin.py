@@ -16,7 +16,7 @@ from torch import nn
 import agent as agent_module
 import main
 import nnetwork
-from agent import Agent
+from agent import Agent, Experiences
 from dqnkit import numpy_twin
 from dqnkit.agents import build_agent, make_agent
 from dqnkit.errors import UserError
@@ -106,10 +106,15 @@ def test_numpy_backprop_equals_autograd() -> None:
     for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
         assert torch.equal(a, b)  # same start
     for _ in range(20):
-        batch = fast.memory.sample(32)
-        plain.memory.rng.bit_generator.state = fast.memory.rng.bit_generator.state  # keep draws in step
+        state = fast.memory.rng.bit_generator.state
+        batch = fast.memory.sample(32)  # NumPy arrays: the twin's memory makes no tensors
+        plain.memory.rng.bit_generator.state = state
+        tensors = plain.memory.sample(32)  # the same rows, drawn by the same generator, as tensors
+        assert isinstance(batch.states, np.ndarray) and all(
+            np.array_equal(a, t.numpy()) for a, t in zip(batch, tensors, strict=True)
+        )
         loss_fast = fast.learn(batch, 0.99)
-        loss_plain = plain.learn(batch, 0.99)
+        loss_plain = plain.learn(tensors, 0.99)
         assert loss_fast == pytest.approx(loss_plain, rel=1e-5)
         for a, b in zip(fast.local_qnetwork.parameters(), plain.local_qnetwork.parameters(), strict=True):
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
@@ -142,8 +147,9 @@ def test_optimizer_states_move_between_numpy_adam_and_torch_adam() -> None:
             assert torch.equal(plain.optimizer.state_dict()["state"][i][key], entry[key])
             assert torch.equal(back.optimizer.state_dict()["state"][i][key], entry[key])
     batch = fast.memory.sample(32)
-    for agent in (fast, plain, back):
-        agent.learn(batch, 0.99)
+    tensors = Experiences(*(torch.from_numpy(a) for a in batch))  # the textbook agent learns from tensors
+    for agent, experiences in ((fast, batch), (plain, tensors), (back, batch)):
+        agent.learn(experiences, 0.99)
     for a, b, c in zip(*(x.local_qnetwork.parameters() for x in (fast, plain, back)), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert torch.equal(a, c)  # NumPy to NumPy through torch's format: exactly the same
