@@ -379,3 +379,23 @@ def test_damaged_videos_and_summaries_do_not_stop_the_progress_table(
     table = (result.run_dir / "progress.md").read_text()
     assert "[episode 1](" in table and "[episode 2](" in table  # linked, without a picture
     assert "episode_0004.webp" in table
+
+
+@pytest.mark.parametrize("when", ["evaluate", "start-up"])
+def test_ctrl_c_before_any_state_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """Only a run that saved a training state says it is complete."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if when == "evaluate":
+        monkeypatch.setattr(main, "evaluate", interrupted)
+        args = ["--evaluate", "x.pth"]
+    else:
+        monkeypatch.setattr(main, "make_env", interrupted)
+        args = ["--episodes", "1", *TINY]
+    assert main.main(args) == 130
+    assert capsys.readouterr().err == "main.py: interrupted\n"
