@@ -190,7 +190,7 @@ def train(
             epsilon = decayed
             if every.stop:  # solved (unless --keep-training), Ctrl-C, or a caller's hook
                 break
-    return run.result()  # the hooks have saved the state, the last weights, the learning curve and the videos
+    return run.result(every.stop)  # the hooks have saved the state, the last weights, the curve and the videos
 
 
 # ---------------------------------------------------------------- command line

@@ -192,15 +192,16 @@ class RunFolder:
             self._lock.release()  # the run's files are complete (or the run failed): another process may have it
             self.display.close()
 
-    def result(self) -> TrainResult:
-        """What the run produced; with a closing line that says where to find it."""
+    def result(self, stop: str | None = None) -> TrainResult:
+        """What the run produced; with a closing line that says where to find it. ``stop``: why the loop stopped."""
         scores = [float(r["score"]) for r in self.progress["rows"]]
         solved = self.progress["solved_episode"]
         if self.done_before:
             pass  # a resumed run with nothing left to play: open() said so, all is as it was
-        elif self.stopped_by is not None:
+        elif self.stopped_by is not None or (stop is not None and stop != "solved"):  # a signal, a caller's hook
+            why = "" if self.stopped_by is not None else f" ({stop})"
             self.out(
-                f"stopped at episode {self.progress['episode']}; last weights saved to {self.last_weights}; "
+                f"stopped at episode {self.progress['episode']}{why}; last weights saved to {self.last_weights}; "
                 f"continue with: python main.py --resume {self.state_path}"
             )
         elif solved is None:

@@ -107,8 +107,9 @@ def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(
         def close(self, error: BaseException | None) -> None:
             calls.append(f"close {error}")
 
-    hook = StopAtThree()
-    result = main.train(_cfg(tmp_path, episodes=10, max_steps=40), out=lambda _: None, hooks=[hook])
+    hook, lines = StopAtThree(), []
+    result = main.train(_cfg(tmp_path, episodes=10, max_steps=40), out=lines.append, hooks=[hook])
+    assert lines[-1].startswith("stopped at episode 3 (enough); last weights saved to ")
     assert calls == ["episode 1", "episode 2", "episode 3", "end", "close None"]
     assert len(result.scores) == 3 and hook.steps == list(range(1, result.total_steps + 1))
     rows = _rows(result.run_dir)
