@@ -91,7 +91,12 @@ class Hooks:
         # None when no hook wants steps: the loop then calls nothing per step.
         self.on_step: Callable[[int], None] | None = None
         if stepping:
-            self.on_step = lambda total_steps: [call(total_steps) for call in stepping] and None
+
+            def on_step(total_steps: int) -> None:
+                for call in stepping:
+                    call(total_steps)
+
+            self.on_step = on_step
 
     def on_episode(self, episode: Episode) -> None:
         """Hand the episode to every hook, in order; the next episode starts when this returns."""
@@ -116,25 +121,30 @@ class Hooks:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        with contextlib.ExitStack() as closing:  # every close() runs, the last hook's first
-            for hook in self.hooks:
-                closing.callback(lambda hook=hook: hook.close(exc))
+        error = exc
+        try:
             if exc is None:
                 self._between = True
                 try:
                     for hook in reversed(self.hooks):
                         hook.on_end()
-                except BaseException as error:
-                    self._fail(error)
+                except BaseException as failure:  # a Ctrl-C while the videos finish, a full disk
+                    error = failure
                     raise
-            else:
-                self._fail(exc)
+        finally:
+            if error is not None:
+                self._fail(error)
+            with contextlib.ExitStack() as closing:  # every close() runs, the last hook's first
+                for hook in self.hooks:
+                    closing.callback(hook.close, error)
 
     def _fail(self, error: BaseException) -> None:
         """Every hook's :meth:`Hook.on_failure`, in order, with the episode the agent stands at the end of."""
         episode = self.last if self._between else None
         for hook in self.hooks:
-            hook.on_failure(error, episode)
+            # One hook's failed rescue must not keep the next from saving; the first error is what is reported.
+            with contextlib.suppress(Exception):
+                hook.on_failure(error, episode)
 
 
 class StopOnSignal(Hook):
