@@ -7,7 +7,9 @@ must appear at the very episode that solves and never before.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,21 +85,24 @@ def test_passes_at_its_boundary(scores: list[float], landed: int, solved: bool) 
 
 
 class ScriptedScores(gym.Env):
-    """One-step episodes that score ``scores[0]``, ``scores[1]``, ... in turn (episode i scores ``scores[i - 1]``)."""
+    """One-step episodes that score the numbers of ``scores`` in turn.
+
+    Given a list, each environment starts from its first number; given an iterator, environments
+    made one after the other (a run and its resumed part) go on where the last one stopped.
+    """
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
     action_space = gym.spaces.Discrete(4)
 
-    def __init__(self, scores: list[float]) -> None:
-        self.scores, self.played = scores, 0
+    def __init__(self, scores: Iterable[float]) -> None:
+        self.scores = iter(scores)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         return np.zeros(8, dtype=np.float32), {}
 
     def step(self, action: int):
-        self.played += 1
-        return np.ones(8, dtype=np.float32), self.scores[self.played - 1], True, False, {}
+        return np.ones(8, dtype=np.float32), next(self.scores), True, False, {}
 
 
 class Lander(gym.Env):
@@ -173,6 +178,23 @@ def test_train_solves_at_the_episode_whose_average_reaches_the_target(
     assert all(torch.equal(saved[k], v) for k, v in watch.weights_when_solved.items())
     last = torch.load(result.run_dir / "last.pth", weights_only=True)
     assert not all(torch.equal(saved[k], v) for k, v in last.items())  # it learned on after 150; the checkpoint stayed
+
+
+def test_a_resumed_run_solves_at_the_same_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after episode 120 and resumed: the last 100 scores come back with the run (80 ones, 20 twos),
+    so it solves at 150 as the uninterrupted run does, not at 121 on the scores since the resume alone."""
+    monkeypatch.chdir(tmp_path)
+    scores = iter([1.0] * 100 + [2.0] * 60)  # one stream for both parts of the run
+    monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(ScriptedScores(scores), max_steps))
+    cfg = _cfg(tmp_path, episodes=120, target_score=1.5)
+    first = main.train(cfg, out=lambda _: None)
+    assert first.solved_episode is None and not Path(cfg.checkpoint).exists()
+    watch = WatchCheckpoint(Path(cfg.checkpoint))
+    resumed = main.train(
+        dataclasses.replace(cfg, episodes=160), out=lambda _: None, resume=first.state_path, hooks=[watch]
+    )
+    assert resumed.solved_episode == 150 and len(resumed.scores) == 150
+    assert [e for e, solved, _ in watch.seen if solved] == [150]
 
 
 def test_train_never_solves_before_the_100th_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,15 @@
-"""What the episode loop stores: a time-limit cut-off is never a terminal transition.
+"""What the episode loop stores and hands the agent: a time-limit cut-off is never a terminal transition.
 
 ``main.play_episode`` drives a real agent (built as ``main.train`` builds it: the textbook agent,
 the options' memories, the NumPy twin) through a stub environment whose observation is the step
-count, so every stored row says which step it came from; the test reads the replay memory.
+count, so every stored row says which step it came from; the test reads the replay memory. Then
+the epsilon each step acts with, and how ``main.train`` seeds: once, as the docstrings say.
 """
 
 from __future__ import annotations
+
+import random
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +19,7 @@ from gymnasium.wrappers import TimeLimit
 
 import main
 from dqnkit.agents import build_agent
+from dqnkit.hooks import Episode, Hook
 
 MAX_STEPS = 5
 
@@ -27,9 +32,11 @@ class Countdown(gym.Env):
 
     def __init__(self, terminate_at: int | None) -> None:
         self.terminate_at = terminate_at
+        self.reset_seeds: list[int | None] = []
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self.reset_seeds.append(seed)
         self.t = 0
         return np.zeros(8, dtype=np.float32), {}
 
@@ -113,3 +120,91 @@ def test_play_episode_stores_terminated_never_truncated(agent_name: str, episode
         assert result == (float(length), length, terminated, truncated, 1.0)
     expected = (THREE_STEP if cfg.n_step == 3 else ONE_STEP)[episode_name]
     assert stored_rows(agent.memory) == expected * 2
+
+
+# ---------------------------------------------------------------- what the loop hands the agent
+
+
+@pytest.mark.parametrize(
+    ("decay_steps", "expected"),
+    [(0, [0.3] * 5), (10, [0.505, 0.406, 0.307, 0.208, 0.109])],
+    ids=["fixed epsilon", "linear schedule, from step 5 of 10"],
+)
+def test_play_episode_acts_with_the_epsilon_of_each_step(decay_steps: int, expected: list[float]) -> None:
+    """Epsilon 0.3 at every step; or the linear schedule (1.0 to 0.01 over 10 steps) at the run's steps 5 to 9."""
+    cfg = main.Config(max_steps=MAX_STEPS, epsilon_decay_steps=decay_steps)
+    env = TimeLimit(Countdown(None), MAX_STEPS)
+    agent = build_agent(cfg, env, torch.device("cpu"), np.random.default_rng(0))
+    seen: list[float] = []
+    act = agent.act
+
+    def spy(state: np.ndarray, epsilon: float = 0.0) -> int:
+        """The agent's act, recording the epsilon it is given."""
+        seen.append(epsilon)
+        return act(state, epsilon)
+
+    agent.act = spy
+    *_, last_epsilon = main.play_episode(env, agent, cfg, 0.3, 5, 0)
+    assert seen == pytest.approx(expected) and last_epsilon == pytest.approx(expected[-1])
+
+
+class Epsilons(Hook):
+    """Keeps each episode's epsilon, then the next episode's, in one list."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_episode(self, episode: Episode) -> None:
+        self.seen += [episode.epsilon, episode.next_epsilon]
+
+
+@pytest.mark.parametrize(
+    ("decay_steps", "expected"),
+    [
+        (0, [1.0, 0.995, 0.995, 0.990025, 0.990025, 0.985074875]),
+        (10, [0.802, 0.802, 0.505, 0.505, 0.208, 0.208]),
+    ],
+    ids=["per episode: times 0.995", "linear over 10 steps: no decay on top"],
+)
+def test_train_seeds_the_environment_once_and_decays_epsilon_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decay_steps: int, expected: list[float]
+) -> None:
+    """Three episodes cut off at 3 steps, seed 7: reset seeds 7, None, None; epsilon by its one schedule."""
+    monkeypatch.chdir(tmp_path)
+    made: list[Countdown] = []
+
+    def make_env(env_id: str, max_steps: int) -> gym.Env:
+        """A Countdown that never terminates, cut off at ``max_steps`` as make_env does; kept in ``made``."""
+        made.append(Countdown(None))
+        return TimeLimit(made[-1], max_steps)
+
+    monkeypatch.setattr(main, "make_env", make_env)
+    cfg = main.Config(
+        episodes=3,
+        max_steps=3,
+        seed=7,
+        epsilon_decay_steps=decay_steps,
+        video=False,
+        quiet=True,
+        minibatch_size=4,
+        replay_buffer_size=100,
+        checkpoint=str(tmp_path / "c.pth"),
+    )
+    epsilons = Epsilons()
+    main.train(cfg, out=lambda _: None, hooks=[epsilons])
+    assert [env.reset_seeds for env in made] == [[7, None, None]]  # one world stream, seeded once
+    assert epsilons.seen == pytest.approx(expected)
+
+
+def test_seed_everything_seeds_python_numpy_and_torch_and_returns_the_agents_generator() -> None:
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        rng = main.seed_everything(7)
+        assert random.random() == random.Random(7).random()
+        assert np.random.random() == np.random.RandomState(7).random_sample()
+        assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))
+        assert rng.random() == np.random.default_rng(7).random()
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
