@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError
@@ -130,7 +132,9 @@ def option(default: Any, help: str, check: Callable[[str], Any] | None = None, *
     return dataclasses.field(default=default, metadata={"help": help, "type": check, "group": group, **extra})
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each flag's default, except where it says nothing (switches, None)."""
+
     def _get_help_string(self, action: argparse.Action) -> str:
         # On/off switches: "(default: True)" would only confuse; and "(default: None)" says nothing.
         if action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS:
@@ -138,7 +142,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: "prog: error: message (see --help)"."""
+
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -151,10 +157,10 @@ def build_parser(
     With ``suppress_defaults``, flags the user did not type are absent from the result.
     Abbreviations are refused: ``--episode 3`` is a mistake, not ``--episodes 3``.
     """
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description=DESCRIPTION,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
         allow_abbrev=False,
         add_help=False,
@@ -162,18 +168,7 @@ def build_parser(
     groups = {title: parser.add_argument_group(title, text) for title, text in GROUP_DESCRIPTIONS.items()}
     groups[ACTIONS].add_argument("-h", "--help", action="help", help="show this help message and exit")
     for f in dataclasses.fields(config_cls):
-        meta = dict(f.metadata)
-        group = groups[meta.pop("group")]
-        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
-        if not suppress_defaults:
-            kwargs["default"] = f.default
-        check = meta.pop("type")
-        if check is not None:
-            kwargs["type"] = check
-            kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
-        kwargs.update(meta)
-        group.add_argument(flag, **kwargs)
+        add_field_flag(groups[f.metadata["group"]], f, None if suppress_defaults else f.default)
     if presets:
         listed = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for name, p in presets.items())
         groups[BEYOND].add_argument(
@@ -185,8 +180,32 @@ def build_parser(
     return parser
 
 
+def add_field_flag(group: Any, f: dataclasses.Field, default: Any) -> None:
+    """Add the ``--flag`` of configuration field ``f`` to ``group`` (a parser or a group), with ``default``.
+
+    ``default`` None leaves the flag out of the result when not given (``argument_default``).
+    """
+    meta = {k: v for k, v in f.metadata.items() if k != "group"}
+    flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+    kwargs: dict[str, Any] = {"dest": f.name, "help": meta.pop("help")}
+    if default is not None:
+        kwargs["default"] = default
+    check = meta.pop("type")
+    if check is not None:
+        kwargs["type"] = check
+        kwargs["metavar"] = {int: "N", float: "X"}.get(type(f.default), "VALUE")
+    kwargs.update(meta)
+    group.add_argument(flag, **kwargs)
+
+
 def _add_actions(actions: argparse._ArgumentGroup) -> None:
     """The flags that do something other than train from scratch."""
+    actions.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings in a JSON file (tune.py's best_config.json, or a run's config.json to "
+        "repeat that run); flags given as well override them",
+    )
     actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
     actions.add_argument(
         "--evaluate",
@@ -236,31 +255,89 @@ def parse_command_line(
 ) -> tuple[Any, dict[str, Any], set[str]]:
     """Parse the command line: the validated configuration, the actions, and which fields were given.
 
+    The settings come from the defaults, then ``--config FILE`` or ``--preset``, then the flags typed.
     Bad input exits with one line and status 2.
     """
     parser = build_parser(config_cls, presets)
     args = vars(parser.parse_args(argv))
     actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot", "progress")}
-    preset = args.pop("preset", None)
-    cfg = config_cls(**args)
-    problem = config_problem(cfg)
-    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress") if actions[k] is not None]
-    if len(chosen) > 1:
-        problem = f"{' and '.join(chosen)} cannot be used together"
-    if preset is not None and actions["resume"] is not None:
-        problem = "--preset goes with a new run: a resumed run goes on with the settings saved in its training state"
-    if actions["eval_video"] and actions["evaluate"] is None:
-        problem = "--video goes with --evaluate (training films every --video-every episodes by itself)"
-    if problem:
+    preset, config_file = args.pop("preset", None), args.pop("config", None)
+    if problem := _actions_problem(actions, preset, config_file):
         parser.error(problem)
     given = set(vars(build_parser(config_cls, presets, suppress_defaults=True).parse_args(argv))) & {
         f.name for f in dataclasses.fields(config_cls)
     }
+    cfg = config_cls(**args)
+    if config_file is not None:
+        try:
+            cfg = apply_preset(cfg, read_config_file(config_file, config_cls), given)
+        except UserError as exc:
+            parser.error(str(exc))
+    if problem := config_problem(cfg):
+        parser.error(problem)
     if preset is not None:
         cfg = apply_preset(cfg, presets[preset], given)
         if problem := config_problem(cfg):
             parser.error(problem)
     return cfg, actions, given
+
+
+def _actions_problem(actions: dict[str, Any], preset: str | None, config_file: str | None) -> str | None:
+    """Flags that cannot go together; a message or None."""
+    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress") if actions[k] is not None]
+    if len(chosen) > 1:
+        return f"{' and '.join(chosen)} cannot be used together"
+    if actions["resume"] is not None and (preset is not None or config_file is not None):
+        flag = "--preset" if preset is not None else "--config"
+        return f"{flag} goes with a new run: a resumed run goes on with the settings saved in its training state"
+    if config_file is not None and (preset is not None or chosen):
+        other = "--preset" if preset is not None else chosen[0]
+        return f"--config and {other} cannot be used together: --config gives every setting of a new run"
+    if actions["eval_video"] and actions["evaluate"] is None:
+        return "--video goes with --evaluate (training films every --video-every episodes by itself)"
+    return None
+
+
+def read_config_file(path: str | os.PathLike, config_cls: type) -> dict[str, Any]:
+    """The settings of a JSON config file (``config.json``, ``best_config.json``), each checked as its flag is.
+
+    Every way the file can be unusable is a one-line :class:`UserError`: unreadable, not JSON, not
+    one object, a name that is no setting, or a value its flag would refuse.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"--config {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"--config {path} is not JSON ({getattr(exc, 'msg', exc)}{where})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} must hold one JSON object of settings, not {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if unknown := sorted(set(data) - set(fields)):
+        raise UserError(f"--config {path} names settings this version does not have: {', '.join(unknown)}")
+    return {name: _checked_value(fields[name], value, path) for name, value in data.items()}
+
+
+def _checked_value(f: dataclasses.Field, value: Any, path: str | os.PathLike) -> Any:
+    """``value`` for field ``f`` if its flag would take it, else a one-line :class:`UserError`."""
+    flag, check, choices = "--" + f.name.replace("_", "-"), f.metadata.get("type"), f.metadata.get("choices")
+    wanted = bool if isinstance(f.default, bool) else type(f.default)
+    if value is None and f.default is None:
+        return None
+    if f.default is None:  # a number that may be left out (--eval-target)
+        wanted = float
+    kinds = (int, float) if wanted is float else (wanted,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and wanted is not bool):
+        raise UserError(f"--config {path}: {f.name} must be {wanted.__name__}, got {value!r}")
+    if choices is not None and value not in choices:
+        raise UserError(f"--config {path}: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+    if check is not None:
+        try:
+            value = check(repr(value) if isinstance(value, float) else str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"--config {path}: {f.name} ({flag}) {exc}") from None
+    return float(value) if wanted is float else value
 
 
 def apply_preset(cfg: Any, preset: Mapping[str, Any], given: Collection[str] = frozenset()) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -68,12 +69,13 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
     beyond = sections["beyond the original"]
     assert beyond[0] == "--double-dqn"
     assert beyond[-4:] == ["--eval-episodes", "--eval-target", "--eval-landed", "--preset"]
-    assert sections["actions"] == ["--help", "--resume", "--evaluate", "--video", "--plot", "--progress"]
+    assert sections["actions"] == ["--help", "--config", "--resume", "--evaluate", "--video", "--plot", "--progress"]
     every_field = {
         "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-") for f in dataclasses.fields(main.Config)
     }
     assert every_field == {flag for flags in sections.values() for flag in flags} - {
         "--help",
+        "--config",
         "--preset",
         "--resume",
         "--evaluate",
@@ -140,3 +142,81 @@ def test_resumed_config_takes_only_what_may_change() -> None:
     assert cfg == dataclasses.replace(saved, episodes=300)  # quiet was not given: the saved value stays
     with pytest.raises(UserError, match=r"^--learning-rate, --seed cannot change when resuming: .* state\.pth$"):
         cli.resumed_config(main.Config(learning_rate=0.1, seed=3), {"learning_rate", "seed"}, saved, "state.pth")
+
+
+# ---------------------------------------------------------------- --config FILE
+
+
+def _parse(argv: list[str]) -> main.Config:
+    return cli.parse_command_line(argv, main.Config, main.PRESETS)[0]
+
+
+def test_config_file_gives_the_settings_and_typed_flags_override_them(tmp_path: Path) -> None:
+    path = tmp_path / "best_config.json"
+    path.write_text(json.dumps({"learning_rate": 1e-3, "n_step": 3, "double_dqn": True, "eval_target": None}))
+    cfg = _parse(["--config", str(path), "--n-step", "5"])
+    assert (cfg.learning_rate, cfg.n_step, cfg.double_dqn) == (1e-3, 5, True)
+    assert cfg.episodes == main.Config().episodes  # not in the file, not typed: the default
+    run_config = dataclasses.asdict(main.Config(seed=7, learning_rate=2e-4, eval_every=10, eval_target=150.0))
+    path.write_text(json.dumps(run_config))  # a run's config.json names every setting
+    assert _parse(["--config", str(path)]) == main.Config(**run_config)
+    path.write_text(json.dumps({"learning_rate": 1}))  # JSON has no 1.0: a whole number is a number
+    assert _parse(["--config", str(path)]).learning_rate == 1.0
+
+
+BAD_CONFIGS = [
+    ("not JSON", "episodes = 3", [], "is not JSON (Expecting value at line 1)"),
+    ("not an object", "[1, 2]", [], "must hold one JSON object of settings, not list"),
+    ("unknown names", '{"episods": 3, "x": 1}', [], "names settings this version does not have: episods, x"),
+    ("a string for a number", '{"learning_rate": "fast"}', [], "learning_rate must be float, got 'fast'"),
+    ("a number for a switch", '{"double_dqn": 1}', [], "double_dqn must be bool, got 1"),
+    ("a float for a count", '{"episodes": 3.5}', [], "episodes must be int, got 3.5"),
+    ("a value the flag refuses", '{"episodes": 0}', [], "episodes (--episodes) must be at least 1, got 0"),
+    ("an unknown choice", '{"loss": "l1"}', [], "loss must be one of mse, huber, got 'l1'"),
+    ("settings that do not fit", '{"minibatch_size": 512, "replay_buffer_size": 100}', [], "must be more than"),
+    ("with --resume", "{}", ["--resume", "x.pth"], "--config goes with a new run"),
+    ("with --preset", "{}", ["--preset", "fast"], "--config and --preset cannot be used together"),
+    ("with --evaluate", "{}", ["--evaluate", "x.pth"], "--config and --evaluate cannot be used together"),
+]
+
+
+@pytest.mark.parametrize("case, text, extra, message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_a_bad_config_file_is_one_line(case: str, text: str, extra: list[str], message: str, tmp_path: Path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        _parse(["--config", str(path), *extra])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith("main.py: error: ") and err.rstrip().endswith("(see --help)")
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        _parse(["--config", str(tmp_path / "nope.json")])
+    assert (
+        capsys.readouterr().err
+        == f"main.py: error: --config {tmp_path / 'nope.json'}: No such file or directory (see --help)\n"
+    )
+
+
+def test_config_of_a_run_repeats_its_first_60_episodes_exactly(root: Path, tmp_path: Path) -> None:
+    """Acceptance: ``python main.py --config runs/<run>/config.json`` repeats that run: metrics.csv columns 1-6."""
+    first = ["--episodes", "60", "--max-steps", "60", "--no-video", "--seed", "1", "--quiet"]
+    first += ["--learning-rate", "1e-3", "--n-step", "3", "--minibatch-size", "32", "--eval-every", "20"]
+    for argv in (first, None):
+        if argv is None:
+            (run,) = (tmp_path / "runs").iterdir()
+            argv = ["--config", str(run / "config.json")]
+        done = subprocess.run(
+            [sys.executable, str(root / "main.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+
+    def columns(run: Path) -> list[list[str]]:
+        return [line.split(",")[:6] for line in (run / "metrics.csv").read_text().splitlines()]
+
+    assert columns(runs[0])[0] == ["episode", "total_steps", "score", "length", "epsilon", "average_100"]
+    assert len(columns(runs[0])) == 61 and columns(runs[0]) == columns(runs[1])
