@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 from dqnkit.checkpoints import average_reached  # noqa: E402
 from dqnkit.cli import positive_int, seed_number  # noqa: E402
 from dqnkit.envs import SOLVED_SCORE  # noqa: E402
+from dqnkit.evaluation import UNSEEN_SEED_BASE  # noqa: E402
 from dqnkit.files import save_torch  # noqa: E402
 from dqnkit.hooks import Episode, Hook  # noqa: E402
 from dqnkit.settings import apply_preset  # noqa: E402
@@ -65,7 +66,7 @@ ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
 # Reset seeds of every greedy evaluation here: disjoint from training (--seed), the videos (--seed +
 # episode) and the evaluation during training that picks the preset's agent (1,000,000 and up).
-EVAL_SEED = 2_000_000
+EVAL_SEED = UNSEEN_SEED_BASE  # 2,000,000, as tune.py --confirm
 METHODS = ("default", "preset", "sb3")
 
 # rl-baselines3-zoo, hyperparams/dqn.yml, LunarLander-v2 (the v3 task is the same).

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from nnetwork import Network
 
 OUTCOMES = ("landed", "crashed", "out of bounds", "timed out")
+# The first reset seed of the greedy evaluations quoted as results (benchmarks/compare.py, tune.py --confirm):
+# no run trains (--seed), films (--seed + episode) or selects (PeriodicEvaluation.SEED_BASE) on seeds from here.
+UNSEEN_SEED_BASE = 2_000_000
 
 
 @dataclass

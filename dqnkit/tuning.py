@@ -1,0 +1,314 @@
+"""``tune.py``: an Optuna study over the settings of ``main.Config``, run by worker processes.
+
+    python tune.py --study lander --trials 20 --jobs 2            # one machine: a journal file
+    python tune.py --study lander --storage postgresql://...      # several machines: the same command on each
+
+Each trial is a real run, ``main.train`` with one more hook (:mod:`dqnkit.tuning_trial`); the search
+space is :mod:`dqnkit.tuning_space`, the storage, sampler and pruner :mod:`dqnkit.tuning_study`, what
+the user gets :mod:`dqnkit.tuning_report`, and ``--confirm`` :mod:`dqnkit.tuning_confirm`. The package
+never imports ``main.py``: the command hands in ``main.Config`` and ``main.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dqnkit import workers
+from dqnkit.cli import (
+    HelpFormatter,
+    OneLineParser,
+    add_field_flag,
+    config_problem,
+    nonnegative_int,
+    positive_int,
+    seed_number,
+)
+from dqnkit.errors import UserError
+from dqnkit.tuning_confirm import confirm
+from dqnkit.tuning_report import TRIAL_RUN_OPTIONS, summary_lines, trial_line, write_report
+from dqnkit.tuning_space import SPACES
+from dqnkit.tuning_study import (
+    TUNE_DIR,
+    StudySpec,
+    fail_orphaned_trials,
+    hide_password,
+    load_study,
+    make_sampler,
+    open_storage,
+    open_study,
+    requeue_unfinished,
+    storage_location,
+    worker_seed,
+)
+from dqnkit.tuning_trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, worker_name
+
+PROG = "tune.py"
+DESCRIPTION = "Tune the DQN's settings with an Optuna study; every trial is a run of main.py (docs/tuner.md)."
+# Each trial's budget and stopping rule: main.py's flags, with these defaults (--preset fast's rule).
+BUDGET = {
+    "env": "LunarLander-v3",
+    "episodes": 1000,
+    "max_steps": 1000,
+    "eval_every": 20,
+    "eval_episodes": 100,
+    "eval_target": 260.0,
+    "eval_landed": 0.98,
+    "backprop": "autograd",
+}
+CONFIRM_SEEDS = (100, 101, 102, 103, 104)  # no trial's (the study seed's default is 1000) and no benchmark's
+LEAST_CONFIRM_SEEDS = 5
+STARTED = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")  # states of trials that have started (WAITING ones have not)
+FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing stops: the same error would fail every trial
+
+OBJECTIVE_HELP = (
+    "what the sampler optimizes: quality (the greedy mean of the agent a run saves; pruned), time (CPU "
+    "seconds to an agent that passes the stopping rule) or both (a Pareto front); both are recorded always"
+)
+CONFIRM_HELP = (
+    "retrain the K best settings on each of --confirm-seeds and play each saved agent greedily for "
+    "--confirm-episodes episodes on seeds no run used (2,000,000 and up): the figures to quote"
+)
+
+
+def build_parser(config_cls: type) -> argparse.ArgumentParser:
+    """The command line of tune.py: the study, each trial's budget, and the confirmation."""
+    parser = OneLineParser(prog=PROG, description=DESCRIPTION, formatter_class=HelpFormatter, allow_abbrev=False)
+    study = parser.add_argument_group("the study")
+    study.add_argument("--study", required=True, metavar="NAME", help="the study's name: letters, digits, . _ -")
+    study.add_argument(
+        "--trials", type=nonnegative_int, default=20, metavar="N", help="trials this command runs, over its workers"
+    )
+    study.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine")
+    study.add_argument(
+        "--max-total-trials", type=positive_int, metavar="N", help="stop once the study holds N trials, every worker's"
+    )
+    study.add_argument("--objective", choices=tuple(OBJECTIVES), default="quality", help=OBJECTIVE_HELP)
+    study.add_argument("--space", choices=tuple(SPACES), default="all", help="all settings, or the original's only")
+    study.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
+    study.add_argument(
+        "--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality"
+    )
+    study.add_argument("--seed", type=seed_number, default=1000, help="trial N trains with seed SEED + N")
+    study.add_argument("--storage", metavar="URL", help=f"default: {TUNE_DIR}/<study>.log; or postgresql://...")
+    study.add_argument(
+        "--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats"
+    )
+    study.add_argument(
+        "--grace-period",
+        type=positive_int,
+        default=120,
+        metavar="S",
+        help="database: a trial silent this long has failed",
+    )
+    budget = parser.add_argument_group("each trial's budget and stopping rule (as in main.py)")
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for name, default in BUDGET.items():
+        add_field_flag(budget, fields[name], default)
+    confirm = parser.add_argument_group("confirmation")
+    confirm.add_argument("--confirm", type=nonnegative_int, default=0, metavar="K", help=CONFIRM_HELP)
+    confirm.add_argument(
+        "--confirm-seeds", type=seed_number, nargs="+", default=list(CONFIRM_SEEDS), metavar="SEED", help="5 or more"
+    )
+    confirm.add_argument(
+        "--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent"
+    )
+    return parser
+
+
+def parse_arguments(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) -> tuple[StudySpec, Any]:
+    """The study the command line names and the command's other options; bad input exits with one line."""
+    parser = build_parser(config_cls)
+    args = parser.parse_args(argv)
+    if problem := arguments_problem(args):
+        parser.error(problem)
+    budget = {name: getattr(args, name) for name in BUDGET}
+    base = config_cls(**budget, **TRIAL_RUN_OPTIONS)
+    if problem := config_problem(base):
+        parser.error(problem)
+    try:
+        storage = storage_location(args.storage, args.study)
+    except UserError as exc:
+        parser.error(str(exc))
+    folder = (TUNE_DIR / args.study).resolve()
+    plan = TrialPlan(base, args.space, args.objective, args.seed, folder, train)
+    pruner = args.pruner or ("median" if args.objective == "quality" else "none")
+    spec = StudySpec(args.study, storage, plan, args.sampler, pruner, args.heartbeat_interval, args.grace_period)
+    return spec, args
+
+
+def arguments_problem(args: argparse.Namespace) -> str | None:
+    """Combinations the flags alone cannot refuse; a message or None."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.study):
+        return f"--study {args.study!r}: use letters, digits, '.', '_' and '-' (it names a file and a folder)"
+    if args.pruner not in (None, "none") and args.objective != "quality":
+        return f"--pruner {args.pruner} goes with --objective quality: only its evaluations are reported to prune on"
+    if args.eval_every < 1 or args.episodes < args.eval_every:
+        return f"each trial must evaluate: --eval-every ({args.eval_every}) from 1 to --episodes ({args.episodes})"
+    if args.grace_period <= args.heartbeat_interval:
+        return f"--grace-period ({args.grace_period}) must be longer than --heartbeat-interval"
+    if len(set(args.confirm_seeds)) != len(args.confirm_seeds):
+        return f"--confirm-seeds must be distinct, got {args.confirm_seeds}"
+    if args.confirm and max(args.confirm_seeds) >= args.seed:
+        return f"--confirm-seeds must be below --seed ({args.seed}): trials train on seeds from it, not these"
+    if args.confirm and len(args.confirm_seeds) < LEAST_CONFIRM_SEEDS:
+        return f"--confirm needs at least {LEAST_CONFIRM_SEEDS} --confirm-seeds: fewer let one lucky seed decide"
+    return None
+
+
+# ---------------------------------------------------------------- the workers
+
+
+@dataclass
+class Budget:
+    """The trials this command may still start, shared by its workers (``claim`` before each trial).
+
+    The count of the study's trials and the new trial's creation happen under one lock, which the
+    objective lets go of once the trial exists: two workers of one command never pass
+    ``--max-total-trials`` together. (Workers of different machines count the storage alone, as
+    Optuna's ``MaxTrialsCallback(n, states=None)`` does, and may pass it by one each.) A queued trial
+    (the original defaults, a trial stopped by Ctrl-C) counts once it starts.
+    """
+
+    trials: int
+    max_total: int | None
+    started: Any  # a multiprocessing Value: trials this command has started
+    gate: Any  # a multiprocessing Lock
+    held: bool = False
+
+    def claim(self, study: Any) -> bool:
+        """Hold the gate and take one trial, or let go and return False when none is left."""
+        from optuna.trial import TrialState
+
+        started = tuple(TrialState[name] for name in STARTED)
+        self.held = self.gate.acquire(timeout=30)  # a worker killed holding it must not stop the others
+        with self.started.get_lock():
+            left = self.started.value < self.trials
+            if left and self.max_total is not None:  # trials started, in any state; not those only queued
+                left = len(study.get_trials(deepcopy=False, states=started)) < self.max_total
+            if left:
+                self.started.value += 1
+        if not left:
+            self.release()
+        return left
+
+    def release(self) -> None:
+        """Let the next worker count: the trial exists (or will not)."""
+        if self.held:
+            self.held = False
+            self.gate.release()
+
+
+def study_worker(index: int, stop: workers.StopFlag, spec: StudySpec, budget: Budget) -> None:
+    """One worker: run trials until the budget is spent, the study is full or the command says stop."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each finished trial prints its own line instead
+    try:
+        study = load_study(spec, open_storage(spec))
+        study.sampler = make_sampler(spec, worker_seed(spec.plan.seed, index, len(study.get_trials(deepcopy=False))))
+        failures = 0
+
+        def objective(trial: Any) -> Any:
+            trial.set_user_attr("worker", worker_name())
+            budget.release()
+            try:
+                return run_trial(trial, spec.plan, stop)
+            except Interrupted:
+                stop.set = True
+                raise
+
+        def finished(study: Any, trial: Any) -> None:
+            nonlocal failures
+            print(trial_line(trial, spec), flush=True)
+            failures = failures + 1 if trial.state.name == "FAIL" and not stop() else 0
+            if failures >= FAILURES_IN_A_ROW:
+                print(f"worker {index}: {failures} trials in a row failed; it stops (the reasons are above)")
+                stop.set = True
+
+        while not stop() and budget.claim(study):
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[finished])
+            finally:
+                budget.release()
+    except UserError as exc:
+        print(f"{PROG}: worker {index}: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def run_study(spec: StudySpec, study: Any, trials: int, jobs: int, max_total: int | None) -> int | None:
+    """Run up to ``trials`` trials on ``jobs`` worker processes; return the signal that stopped them, if any."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    budget = Budget(trials, max_total, context.Value("i", 0), context.Lock())
+    processes = workers.start(study_worker, (spec, budget), jobs)
+
+    def ended(process: Any) -> None:
+        if process.exitcode != 0:  # killed, or failed: its trial must not stay RUNNING
+            for number in fail_orphaned_trials(study):
+                print(f"trial {number} FAIL | its worker (process {process.pid}) ended mid-trial", flush=True)
+
+    return workers.watch(processes, ended, lambda text: print(text, file=sys.stderr, flush=True))
+
+
+# ---------------------------------------------------------------- the command
+
+
+def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) -> int:
+    """The command: open (or make) the study, run the trials, report, confirm; returns the exit status."""
+    import optuna
+
+    spec, args = parse_arguments(argv, config_cls, train)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    stopped_by = None
+    try:
+        study = open_study(spec)
+        say_where(study, spec, args)
+        for number in fail_orphaned_trials(study):
+            print(f"trial {number} FAIL | its worker was killed before this command started")
+        if again := requeue_unfinished(study):
+            print(f"queued again, as they were stopped before they finished: trials {', '.join(map(str, again))}")
+        if args.trials:
+            stopped_by = run_study(spec, study, args.trials, args.jobs, args.max_total_trials)
+        fail_orphaned_trials(study)
+        written = write_report(study, spec)
+        print("\n".join(summary_lines(study, spec)))
+        print("written: " + ", ".join(relative(path) for path in written))
+        if args.confirm and stopped_by is None:
+            stopped_by = confirm(study, spec, args)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if stopped_by is None else 128 + stopped_by
+
+
+def say_where(study: Any, spec: StudySpec, args: argparse.Namespace) -> None:
+    """The first line: which study, where, how many trials it holds, and what this command will do."""
+    held = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
+    where = spec.storage if "://" in spec.storage else relative(spec.storage)
+    pruner = f", pruner {spec.pruner}" if spec.plan.objective == "quality" else ""
+    print(
+        f"study {spec.name} in {hide_password(where) if '://' in where else where}: {held or 'new, no'} trials so far; "
+        f"objective {spec.plan.objective}, sampler {spec.sampler}{pruner}; this command: up to {args.trials} "
+        f"trials on {args.jobs} worker process{'es' if args.jobs > 1 else ''}; trials in {relative(spec.plan.folder)}/"
+    )
+
+
+def relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it, as the user would type it."""
+    full = Path(path)
+    try:
+        return str(full.relative_to(Path.cwd()))
+    except ValueError:
+        return str(full)

@@ -1,0 +1,177 @@
+"""``tune.py --confirm K``: retrain the K best settings on fresh seeds and evaluate the saved agents.
+
+A study picks its best trial on the seeds it trained and evaluated on; settings that won there can
+lose on others (rl-baselines3-zoo's users report tuned settings that do not reproduce). Here each of
+the K best is trained again on every ``--confirm-seeds`` (seeds no trial used) with the study's budget
+and stopping rule, and the agent each run saves (its checkpoint if the rule passed, else ``best.pth``,
+as ``benchmarks/compare.py`` takes them) plays ``--confirm-episodes`` greedy episodes from seed
+2,000,000, which no run trains, films or selects on. Only these figures are results.
+Each run keeps ``result.json`` in its folder; the same command again reuses the finished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dqnkit import workers
+from dqnkit.errors import UserError, first_line
+from dqnkit.evaluation import UNSEEN_SEED_BASE, evaluate
+from dqnkit.files import write_text
+from dqnkit.runfolder import BEST_WEIGHTS
+from dqnkit.tuning_report import TRIAL_RUN_OPTIONS, best_config, best_trials
+from dqnkit.tuning_study import StudySpec
+from dqnkit.tuning_trial import TrialReport, inside
+
+
+@dataclass
+class ConfirmRun:
+    """One retraining: the settings of trial ``trial`` on seed ``seed``, in ``folder``."""
+
+    trial: int
+    seed: int
+    cfg: Any
+    folder: Path
+
+
+def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
+    """Retrain and evaluate the ``args.confirm`` best trials; print and keep the figures.
+
+    Returns the signal that stopped the workers, if one did.
+    """
+    best = best_trials(study, spec)[: args.confirm]
+    if not best:
+        raise UserError("--confirm: no trial of the study has finished yet")
+    runs = [
+        ConfirmRun(t.number, seed, _trial_config(t, spec, seed), spec.plan.folder / "confirm" / _name(t.number, seed))
+        for t in best
+        for seed in args.confirm_seeds
+    ]
+    numbers = ", ".join(str(t.number) for t in best)
+    print(
+        f"confirming the {len(best)} best trial{'s' if len(best) > 1 else ''} ({numbers})"
+        f" on seeds {', '.join(map(str, args.confirm_seeds))}: {len(runs)} runs on {args.jobs} worker processes",
+        flush=True,
+    )
+    import multiprocessing
+
+    started = multiprocessing.get_context("spawn").Value("i", 0)
+    processes = workers.start(confirm_worker, (runs, started, spec.plan.train, args.confirm_episodes), args.jobs)
+    stopped_by = workers.watch(processes, lambda process: None, lambda text: print(text, file=sys.stderr, flush=True))
+    if stopped_by is not None:
+        return stopped_by
+    results = [_load(run, args.confirm_episodes) for run in runs]
+    rows = [summarize([r for r in results if r and r["trial"] == t.number], t.number) for t in best]
+    print("\n".join(confirm_table(rows, args.confirm_seeds, args.confirm_episodes)))
+    path = spec.plan.folder / "confirm.json"
+    write_text(path, json.dumps({"seeds": args.confirm_seeds, "trials": rows, "runs": results}, indent=2) + "\n")
+    print(f"written: {path}")
+    return None
+
+
+def _name(trial: int, seed: int) -> str:
+    return f"trial-{trial:04d}-seed-{seed}"
+
+
+def _trial_config(trial: Any, spec: StudySpec, seed: int) -> Any:
+    """The trial's settings on ``seed``, trained as a trial is (quiet, no videos, in its folder)."""
+    return dataclasses.replace(best_config(trial, spec), seed=seed, **TRIAL_RUN_OPTIONS)
+
+
+def _load(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
+    """The result a run kept, if it was made with these settings and this many evaluation episodes."""
+    try:
+        saved = json.loads((run.folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = saved.get("config") == dataclasses.asdict(run.cfg) and saved.get("episodes") == episodes
+    return saved if same else None
+
+
+def confirm_worker(
+    index: int, stop: workers.StopFlag, runs: list[ConfirmRun], started: Any, train: Callable[..., Any], episodes: int
+) -> None:
+    """One worker: take the next run that has no result yet, train, evaluate, keep result.json; until none is left."""
+    while not stop():
+        with started.get_lock():
+            i, started.value = started.value, started.value + 1
+        if i >= len(runs):
+            return
+        run = runs[i]
+        if _load(run, episodes) is not None:
+            continue  # an earlier command finished it
+        result = confirm_run(run, train, episodes, stop)
+        if result is None:
+            return  # stopped
+        write_text(run.folder / "result.json", json.dumps(result, indent=2) + "\n")
+        shown = f"score {result['score']:.1f}, landed {result['landed']:.0%}" if "score" in result else result["error"]
+        print(f"confirm trial {run.trial} seed {run.seed}: {shown}", flush=True)
+
+
+def confirm_run(run: ConfirmRun, train: Callable[..., Any], episodes: int, stop: Callable[[], bool]) -> dict | None:
+    """Train ``run``, then play its saved agent greedily on the unseen seeds; None if it was stopped."""
+    hook = TrialReport(None, report=False, stopping=stop)
+    result: dict[str, Any] = {"trial": run.trial, "seed": run.seed, "episodes": episodes}
+    result["config"] = dataclasses.asdict(run.cfg)
+    try:
+        with inside(run.folder):
+            trained = train(run.cfg, out=lambda _: None, hooks=[hook])
+            if trained.stopped_by is not None or hook.stop is not None:
+                return None
+            saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
+            agent = evaluate(
+                saved, episodes, UNSEEN_SEED_BASE, env_id=run.cfg.env, max_steps=run.cfg.max_steps, out=lambda _: None
+            )
+    except UserError as exc:  # a diverging loss, say: this seed's run has no agent
+        return {**result, "error": first_line(exc)}
+    measured = hook.outcome(run.cfg.episodes * run.cfg.max_steps)
+    result.update({k: measured[k] for k in ("passed", "saved_episode", "steps", "cpu_seconds")})
+    result.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
+    result["on_pad"] = agent.on_pad / len(agent.outcomes)
+    return result
+
+
+def summarize(results: list[dict[str, Any]], trial: int) -> dict[str, Any]:
+    """Median and worst over the seeds of one trial (a seed whose run failed counts as the worst)."""
+    agents = [r for r in results if "score" in r]
+    scores, landed = [r["score"] for r in agents], [r["landed"] for r in agents]
+    passed = [r["cpu_seconds"] for r in agents if r["passed"]]
+    full = len(agents) == len(results) and agents
+    return {
+        "trial": trial,
+        "runs": len(results),
+        "passed": len(passed),
+        "median_cpu_seconds_to_pass": statistics.median(passed) if passed else None,
+        "median_score": statistics.median(scores) if agents else None,
+        "worst_score": min(scores) if full else None,
+        "median_landed": statistics.median(landed) if agents else None,
+        "worst_landed": min(landed) if full else None,
+        "median_mean_length": statistics.median(r["mean_length"] for r in agents) if agents else None,
+    }
+
+
+def confirm_table(rows: list[dict[str, Any]], seeds: list[int], episodes: int) -> list[str]:
+    """The confirmation as a Markdown table, one row per trial."""
+
+    def f(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        f"saved agents, {episodes} greedy episodes each from seed {UNSEEN_SEED_BASE:,} (no run trains, films or "
+        f"selects on them); seeds {', '.join(map(str, seeds))}:",
+        "| trial | passed | CPU s to pass (median) | score: median | worst | landed: median | worst | mean length |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['trial']} | {r['passed']} of {r['runs']} | {f(r['median_cpu_seconds_to_pass'], '.1f')} "
+            f"| {f(r['median_score'], '.1f')} | {f(r['worst_score'], '.1f')} | {f(r['median_landed'], '.0%')} "
+            f"| {f(r['worst_landed'], '.0%')} | {f(r['median_mean_length'], '.0f')} |"
+        )
+    return lines

@@ -1,0 +1,181 @@
+"""What ``tune.py`` shows and keeps: one line per finished trial, the study's summary, ``trials.csv``,
+``best_config.json`` and the plots (``optuna.visualization.matplotlib``: PNG files, no plotly).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dqnkit.files import atomic_write, write_text
+from dqnkit.tuning_space import config_overrides, params_of
+from dqnkit.tuning_study import StudySpec
+
+# The run options every trial sets (trials train quietly, film nothing, stop when their agent passes
+# and save it in their own folder); best_config.json puts them back to the defaults of main.py.
+TRIAL_RUN_OPTIONS = {"video": False, "quiet": True, "keep_training": False, "checkpoint": "checkpoint.pth"}
+RECORDED = (
+    "start",
+    "seed",
+    "passed",
+    "score",
+    "landed",
+    "mean_length",
+    "saved_episode",
+    "episodes",
+    "steps",
+    "cpu_seconds",
+    "wall_seconds",
+    "time_cost",
+    "reason",
+    "worker",
+    "folder",
+)
+
+
+def _number(value: Any) -> str:
+    """A parameter value, short: 4 significant digits for floats."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def differing(params: dict[str, Any], spec: StudySpec) -> str:
+    """The parameters that differ from the original defaults, as ``name=value, ...``."""
+    default = params_of(spec.plan.base, spec.plan.space)
+    changed = [f"{k}={_number(v)}" for k, v in params.items() if default.get(k) != v]
+    return ", ".join(changed) or "the original defaults"
+
+
+def outcome_text(attrs: dict[str, Any]) -> str:
+    """The saved agent and the cost of a trial, as its user attributes recorded them."""
+    parts = []
+    if attrs.get("score") is not None:
+        which = "" if attrs.get("passed") else f" (best evaluation, episode {attrs.get('saved_episode')})"
+        parts.append(f"score {attrs['score']:.1f}, landed {attrs['landed']:.0%}{which}")
+    if "steps" in attrs:
+        if attrs["passed"]:
+            parts.append(f"passed at episode {attrs['saved_episode']}: ")
+        else:
+            parts.append(f"not passed in {attrs['episodes']} episodes: ")
+        parts[-1] += f"{attrs['steps']:,} steps, {attrs['cpu_seconds']:.1f} CPU s"
+    return "; ".join(parts)
+
+
+def trial_line(trial: Any, spec: StudySpec) -> str:
+    """One line for a finished trial: number, state, what it gave, why it stopped, the settings it changed."""
+    attrs = trial.user_attrs
+    text = [f"trial {trial.number} {trial.state.name}"]
+    if described := outcome_text(attrs):
+        text.append(described)
+    if trial.state.name != "COMPLETE" and attrs.get("reason"):
+        text.append(attrs["reason"])
+    settings = attrs.get("start") or differing(trial.params, spec)
+    return " | ".join([*text, f"seed {attrs.get('seed', '-')}", settings])
+
+
+def best_trials(study: Any, spec: StudySpec) -> list[Any]:
+    """The best finished trials, best first: by the objective, or the Pareto front by score."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not done:
+        return []
+    if len(spec.directions) == 2:
+        return sorted(study.best_trials, key=lambda t: -t.values[0])
+    sign = -1 if spec.directions[0] == "maximize" else 1
+    return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+
+def summary_lines(study: Any, spec: StudySpec) -> list[str]:
+    """The study in a few lines: trials by state, and the best settings so far."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    lines = [
+        f"study {spec.name}: {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+        f"{counts['FAIL']} failed, {counts['RUNNING']} running, {counts['WAITING']} waiting"
+    ]
+    best = best_trials(study, spec)
+    if not best:
+        return [*lines, "no trial has finished yet"]
+    if len(spec.directions) == 2:
+        front = ", ".join(f"{t.number} ({t.values[0]:.1f}, {t.values[1]:.1f} CPU s)" for t in best)
+        lines.append(f"Pareto front (score up, CPU seconds to a passing agent down): trials {front}")
+    top = best[0]
+    lines.append(f"best: trial {top.number}: {outcome_text(top.user_attrs)}")
+    lines.append(f"best settings: {top.user_attrs.get('start') or differing(top.params, spec)}")
+    return lines
+
+
+def best_config(trial: Any, spec: StudySpec) -> Any:
+    """The configuration of ``trial``, with the run options back at main.py's defaults."""
+    base = spec.plan.base
+    default = type(base)()
+    cfg = dataclasses.replace(base, **config_overrides(trial.params), seed=trial.user_attrs["seed"])
+    return dataclasses.replace(cfg, **{k: getattr(default, k) for k in TRIAL_RUN_OPTIONS})
+
+
+def write_trials_csv(study: Any, path: Path) -> None:
+    """Every trial, one row: state, values, what it recorded, and its parameters."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({name for t in trials for name in t.params})
+    values = [f"value_{i}" for i in range(len(study.directions))]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["number", "state", *values, *RECORDED, "started", "completed", *params])
+    for t in trials:
+        row = [t.number, t.state.name, *(t.values or [""] * len(values))]
+        row += [t.user_attrs.get(k, "") for k in RECORDED]
+        row += [t.datetime_start or "", t.datetime_complete or ""]
+        writer.writerow(row + [t.params.get(p, "") for p in params])
+    write_text(path, buf.getvalue())
+
+
+def write_report(study: Any, spec: StudySpec) -> list[Path]:
+    """trials.csv, best_config.json (once a trial has finished) and the plots, in the study's folder."""
+    folder = spec.plan.folder
+    written = [folder / "trials.csv"]
+    write_trials_csv(study, written[0])
+    best = best_trials(study, spec)
+    if best:
+        cfg = dataclasses.asdict(best_config(best[0], spec))
+        write_text(folder / "best_config.json", json.dumps(cfg, indent=2) + "\n")
+        written.append(folder / "best_config.json")
+    return written + write_plots(study, spec)
+
+
+def write_plots(study: Any, spec: StudySpec) -> list[Path]:
+    """The PNG plots that the study's trials allow; a plot that cannot be drawn yet is left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, no display needed
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    if complete < 2:  # a plot of one point or none says nothing
+        return []
+    two = len(spec.directions) == 2
+    first = {"target": (lambda t: t.values[0]), "target_name": "score"} if two else {}
+    wanted = {
+        "history": lambda: plots.plot_optimization_history(study, **first),
+        "importances": lambda: plots.plot_param_importances(study, **first),
+    }
+    if spec.plan.objective == "quality":
+        wanted["intermediate"] = lambda: plots.plot_intermediate_values(study)
+    if two:
+        wanted["pareto"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
+    written = []
+    for name, plot in wanted.items():
+        path = spec.plan.folder / f"{name}.png"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental-API notes, legends without labels
+            try:
+                figure = plot().figure
+            except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this plot
+                continue
+        atomic_write(path, lambda tmp, figure=figure: figure.savefig(tmp, format="png", bbox_inches="tight"), ".png")
+        plt.close(figure)
+        written.append(path)
+    return written

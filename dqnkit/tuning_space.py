@@ -1,0 +1,142 @@
+"""The search space of ``tune.py``: which settings a trial draws, from which ranges, and why.
+
+Ranges are rl-baselines3-zoo's DQN space (``rl_zoo3/hyperparams_opt.py``, ``sample_dqn_params``)
+wherever it has the setting, translated to this project's names; the rest are the options beyond the
+original DQN, each with off among its values. Every trial draws every parameter of its space (a flat
+space, no parameter that exists only for some values of another), so that multivariate TPE models
+them together. The original defaults and ``--preset fast`` are points of the space: a study runs
+them first (:func:`params_of` turns a configuration into its parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The learning rate a decay ends at, as a share of the start: --preset fast's 1e-3 -> 5e-5.
+LR_END_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of the space: an Optuna distribution and where its range comes from."""
+
+    name: str  # the Config field it sets (subsample_steps sets gradient_steps, see config_overrides)
+    kind: str  # "log" (a float on a log scale), "float", "int" (low, high, step) or "choice"
+    values: tuple
+    why: str
+    original: bool = False  # one of the original DQN's hyperparameters
+
+
+SPACE = (
+    Param("learning_rate", "log", (1e-5, 1e-2), "zoo: 1e-5 to 1, log; cut at 1e-2, 20x the original's", True),
+    Param("minibatch_size", "choice", (16, 32, 64, 100, 128, 256, 512), "zoo's batch_size", True),
+    Param("discount_factor", "choice", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999), "zoo's gamma", True),
+    Param("replay_buffer_size", "choice", (10_000, 50_000, 100_000, 1_000_000), "zoo's buffer_size", True),
+    Param("epsilon_end", "float", (0.0, 0.2), "zoo's exploration_final_eps", True),
+    Param("epsilon_decay", "float", (0.98, 0.999), "per episode, around the original 0.995", True),
+    Param("interpolation_parameter", "choice", (0.001, 0.005, 0.01, 0.02, 0.05, 0.08), "zoo's tau (SAC, TD3)", True),
+    Param("learn_every", "choice", (1, 4, 8, 16, 128, 256, 1000), "zoo's train_freq", True),
+    Param("hidden_size", "choice", (64, 128, 256), "zoo's net_arch small (64, 64) and medium (256, 256); 128", True),
+    Param("subsample_steps", "choice", (1, 2, 4, 8), "zoo: gradient_steps = max(learn_every // this, 1)"),
+    Param(
+        "target_update_every",
+        "choice",
+        (0, 1, 1000, 5000, 10000, 15000, 20000),
+        "zoo's target_update_interval, counted here in learning steps; 0 = the soft update",
+    ),
+    Param(
+        "epsilon_decay_steps",
+        "int",
+        (0, 50_000, 1_000),
+        "zoo: exploration_fraction 0-0.5 of its 100,000 LunarLander steps; 0 = per episode",
+    ),
+    Param("double_dqn", "choice", (False, True), "off or on"),
+    Param("dueling", "choice", (False, True), "off or on"),
+    Param("n_step", "choice", (1, 3, 5, 10), "Rainbow's 3, the preset's 5; 1 = off"),
+    Param("lr_decay_steps", "choice", (0, 100_000, 250_000, 500_000), f"to {LR_END_SHARE:g}x the rate; 0 = off"),
+    Param("loss", "choice", ("mse", "huber"), "SB3's DQN uses huber"),
+    Param("grad_clip", "choice", (0.0, 10.0), "SB3's DQN clips at 10; 0 = off"),
+    Param("prioritized_replay", "choice", (False, True), "off or on"),
+)
+SPACES = {"all": SPACE, "original": tuple(p for p in SPACE if p.original)}
+
+
+def suggest(trial: Any, param: Param) -> Any:
+    """The value ``trial`` (an ``optuna.Trial``) draws for ``param``."""
+    if param.kind == "choice":
+        return trial.suggest_categorical(param.name, param.values)
+    if param.kind == "int":
+        low, high, step = param.values
+        return trial.suggest_int(param.name, low, high, step=step)
+    low, high = param.values
+    return trial.suggest_float(param.name, low, high, log=param.kind == "log")
+
+
+def contains(param: Param, value: Any) -> bool:
+    """Whether ``value`` is a point of ``param``'s range (True is not 1 here, nor 1 True)."""
+    if param.kind == "choice":
+        return any(type(value) is type(v) and value == v for v in param.values)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if param.kind == "int":
+        low, high, step = param.values
+        return isinstance(value, int) and low <= value <= high and (value - low) % step == 0
+    low, high = param.values
+    return low <= value <= high
+
+
+def draw(trial: Any, space: str) -> dict[str, Any]:
+    """The settings a trial draws from the named space, as Config fields (``trial`` is an ``optuna.Trial``)."""
+    return config_overrides({p.name: suggest(trial, p) for p in SPACES[space]})
+
+
+def config_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Config fields from a trial's parameters: ``subsample_steps`` becomes ``gradient_steps``, as in the zoo.
+
+    A learning-rate decay ends at :data:`LR_END_SHARE` of the rate.
+    """
+    fields = dict(params)
+    if "subsample_steps" in fields:
+        fields["gradient_steps"] = max(fields["learn_every"] // fields.pop("subsample_steps"), 1)
+    if fields.get("lr_decay_steps"):
+        fields["learning_rate_end"] = fields["learning_rate"] * LR_END_SHARE
+    return fields
+
+
+def params_of(cfg: Any, space: str) -> dict[str, Any]:
+    """The parameters that give ``cfg``'s settings (the inverse of :func:`config_overrides`).
+
+    ValueError when ``cfg`` is not a point of the space: a value outside a range, a gradient-steps
+    count no ``subsample_steps`` gives, or a learning-rate end other than :data:`LR_END_SHARE`.
+    """
+    params: dict[str, Any] = {}
+    for p in SPACES[space]:
+        if p.name == "subsample_steps":
+            fits = [s for s in p.values if max(cfg.learn_every // s, 1) == cfg.gradient_steps]
+            if not fits:
+                raise ValueError(f"no subsample_steps gives gradient_steps={cfg.gradient_steps}")
+            params[p.name] = fits[0]
+            continue
+        value = getattr(cfg, p.name)
+        if not contains(p, value):
+            raise ValueError(f"{p.name}={value!r} is outside the search space ({p.why})")
+        params[p.name] = value
+    if cfg.lr_decay_steps and abs(cfg.learning_rate_end - cfg.learning_rate * LR_END_SHARE) > 1e-12:
+        raise ValueError(f"learning_rate_end={cfg.learning_rate_end} is not {LR_END_SHARE:g} x the learning rate")
+    return params
+
+
+def fingerprint(space: str) -> str:
+    """The named space as text, stored with a study so that another space cannot continue it."""
+    return json.dumps([[p.name, p.kind, list(p.values)] for p in SPACES[space]])
+
+
+def settings_differing(cfg: Any, default: Any, space: str) -> dict[str, Any]:
+    """The Config fields the space sets in ``cfg`` whose values differ from ``default``'s."""
+    names = {p.name for p in SPACES[space]} - {"subsample_steps"} | {"gradient_steps", "learning_rate_end"}
+    mine, theirs = dataclasses.asdict(cfg), dataclasses.asdict(default)
+    return {name: mine[name] for name in sorted(names) if mine[name] != theirs[name]}

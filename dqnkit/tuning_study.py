@@ -1,0 +1,315 @@
+"""The study of ``tune.py``: its storage, sampler and pruner, and what makes a study the same study.
+
+Storage, as Optuna advises: a journal file for any number of processes on one machine (the default,
+``runs/tune/<study>.log``), a database (PostgreSQL) for several machines, never SQLite for parallel
+workers. A database has heartbeats: a trial whose worker stopped beating is failed by the next worker
+that starts a trial. A journal file has none; on this machine, a trial whose worker process is gone
+is failed by the command (:func:`fail_orphaned_trials`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dqnkit.errors import UserError, first_line
+from dqnkit.files import RUNS_DIR, _alive, check_writable
+from dqnkit.settings import PRESETS
+from dqnkit.tuning_space import fingerprint, params_of
+from dqnkit.tuning_trial import OBJECTIVES, TrialPlan
+
+TUNE_DIR = RUNS_DIR / "tune"
+N_STARTUP_TRIALS = 10  # random trials before TPE models the results (rl-baselines3-zoo's default)
+MEDIAN_STARTUP_TRIALS = 5  # finished trials before the median pruner prunes anything
+DATABASES = ("postgresql", "mysql")  # SQLite is left out: parallel writers lock it ("database is locked")
+
+
+@dataclass
+class StudySpec:
+    """A study as the command names it: where it is stored and what it searches (``plan``)."""
+
+    name: str
+    storage: str  # an absolute journal path (.log) or a database URL
+    plan: TrialPlan
+    sampler: str = "tpe"
+    pruner: str = "median"
+    heartbeat_interval: int = 60
+    grace_period: int = 120
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions of the objective values."""
+        return OBJECTIVES[self.plan.objective]
+
+    def identity(self) -> dict[str, Any]:
+        """What a study keeps from its first command; a later command must ask for the same."""
+        budget = dataclasses.asdict(self.plan.base)
+        budget.pop("seed")
+        return {
+            "objective": self.plan.objective,
+            "space": self.plan.space,
+            "space_fingerprint": fingerprint(self.plan.space),
+            "seed": self.plan.seed,
+            "budget": budget,
+        }
+
+
+# ---------------------------------------------------------------- storage
+
+
+def storage_location(given: str | None, name: str) -> str:
+    """``--storage`` as the workers open it: an absolute journal path, or a database URL.
+
+    A bad value is a one-line :class:`UserError`; nothing is connected to or written here.
+    """
+    if given is None:
+        return str((TUNE_DIR / f"{name}.log").resolve())
+    if given.endswith(".log") and "://" not in given:
+        return str(Path(given).resolve())
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(given)
+        url.port  # noqa: B018 - parsing the port is where "host:abc" fails
+    except (ArgumentError, ValueError):
+        url = None
+    if url is None or url.get_backend_name() not in DATABASES:
+        raise UserError(
+            f"--storage {given!r} is neither a journal file (a path ending in .log) nor a database URL "
+            "(postgresql://user:password@host:port/database); SQLite cannot take parallel workers"
+        )
+    return given
+
+
+def open_storage(spec: StudySpec) -> Any:
+    """The Optuna storage of ``spec``: opens the journal file or connects to the database.
+
+    Journal: the file and its folder are created only by :func:`create_study`. Database:
+    unreachable, refused or missing is a one-line :class:`UserError`.
+    """
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if "://" not in spec.storage:
+        path = Path(spec.storage)
+        check_journal(path)
+        try:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+            storage.get_all_studies()  # reads the file through
+            return storage
+        except Exception as exc:
+            raise UserError(f"{path} is not an Optuna journal file ({type(exc).__name__}: {first_line(exc)})") from None
+    connect = {"connect_args": {"connect_timeout": 10}} if spec.storage.startswith("postgresql") else {}
+    try:
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                spec.storage,
+                engine_kwargs={"pool_pre_ping": True, **connect},
+                heartbeat_interval=spec.heartbeat_interval,
+                grace_period=spec.grace_period,
+            )
+    except Exception as exc:
+        raise UserError(f"cannot open --storage {hide_password(spec.storage)}: {database_error(exc)}") from None
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal (Optuna would skip a line it cannot read, then append to it)."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        entry = json.loads(first) if first else {"op_code": 0}
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        raise UserError(f"{path} is not an Optuna journal file: its first line is no journal entry")
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password as ``***``."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def database_error(exc: Exception) -> str:
+    """The line of a database error that says what went wrong, without SQLAlchemy's wrapping."""
+    text = str(getattr(exc, "orig", None) or exc)
+    line = first_line(Exception(text))
+    if isinstance(exc, ImportError):
+        return "the driver is missing: pip install -r requirements-tune.txt"
+    return line.removeprefix("connection failed: ")
+
+
+# ---------------------------------------------------------------- sampler and pruner
+
+
+def make_sampler(spec: StudySpec, worker_seed: int) -> Any:
+    """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if spec.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=worker_seed)
+        return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=worker_seed, multivariate=True)
+
+
+def make_pruner(spec: StudySpec) -> Any:
+    """The pruner; its steps are episodes, its values the evaluation means of ``--eval-every``.
+
+    median: no pruning before a third of the budget (rl-baselines3-zoo's warm-up), nor before
+    5 trials have finished; halving: successive halving with rungs at a ninth, a third and all of it.
+    """
+    import optuna
+
+    episodes = spec.plan.base.episodes
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=episodes // 3)
+    if spec.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, episodes // 9), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def worker_seed(study_seed: int, index: int, trials_before: int) -> int:
+    """The sampler seed of one worker: from the study seed, the machine, the worker and the trials done.
+
+    Workers with one seed would draw the same random trials; one worker on a fresh study
+    draws the same sequence every time on a machine.
+    """
+    text = f"{study_seed}:{socket.gethostname()}:{index}:{trials_before}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+# ---------------------------------------------------------------- the study
+
+
+def load_study(spec: StudySpec, storage: Any, sampler: Any = None) -> Any:
+    """The study ``spec`` names, checked to be the same study; None if the storage has none of that name."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec))
+    except KeyError:
+        return None
+    check_identity(study, spec)
+    return study
+
+
+def check_identity(study: Any, spec: StudySpec) -> None:
+    """Refuse, in one line, a study made with another objective, search space, seed or budget."""
+    saved, wanted = study.user_attrs.get("tune"), spec.identity()
+    if saved is None:
+        raise UserError(f"study {spec.name} in {spec.storage} was not made by tune.py; give another --study")
+    if saved["space"] == wanted["space"] and saved["space_fingerprint"] != wanted["space_fingerprint"]:
+        raise UserError(f"study {spec.name} searched another version of --space {saved['space']}; give another --study")
+    for key in ("objective", "space", "seed"):
+        if saved[key] != wanted[key]:
+            raise UserError(
+                f"study {spec.name} exists with --{key} {saved[key]}, not {wanted[key]}: "
+                f"give --{key} {saved[key]} to continue it, or another --study"
+            )
+    if changed := [k for k in wanted["budget"] if saved["budget"].get(k) != wanted["budget"][k]]:
+        was = ", ".join(f"--{k.replace('_', '-')} {saved['budget'].get(k)}" for k in changed)
+        raise UserError(f"study {spec.name} exists with {was}: give the same budget to continue it, or another --study")
+
+
+def create_study(spec: StudySpec, storage: Any) -> Any:
+    """A new study, with the original defaults and ``--preset fast``'s settings as its first two trials."""
+    import optuna
+
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        directions=list(spec.directions),
+        pruner=make_pruner(spec),
+        load_if_exists=True,  # another machine may have made it a moment ago
+    )
+    if "tune" in study.user_attrs:  # it did: continue that one
+        check_identity(study, spec)
+        return study
+    study.set_user_attr("tune", spec.identity())
+    base = spec.plan.base
+    starts = {"the original defaults": base, "--preset fast": dataclasses.replace(base, **PRESETS["fast"])}
+    for what, cfg in starts.items():
+        study.enqueue_trial(params_of(cfg, spec.plan.space), user_attrs={"start": what}, skip_if_exists=True)
+    return study
+
+
+def open_study(spec: StudySpec) -> Any:
+    """Load the study, or create it (and the journal file and study folder); one line on any problem.
+
+    Nothing is written before every check has passed: a journal file is opened only if it exists.
+    """
+    journal = "://" not in spec.storage
+    storage = None
+    if not journal or Path(spec.storage).exists():
+        storage = open_storage(spec)
+        study = load_study(spec, storage)
+        if study is not None:
+            return study
+    leftovers = sorted(spec.plan.folder.glob("trial-*"))
+    if leftovers:
+        raise UserError(
+            f"{spec.plan.folder} holds trials of an earlier study {spec.name} whose storage has no such study "
+            f"({leftovers[0].name}, ...); move that folder away or give another --study"
+        )
+    check_writable(spec.plan.folder, "the study's files")
+    if journal:
+        check_writable(Path(spec.storage).parent, "the study's journal")
+        Path(spec.storage).parent.mkdir(parents=True, exist_ok=True)
+    spec.plan.folder.mkdir(parents=True, exist_ok=True)
+    return create_study(spec, storage or open_storage(spec))
+
+
+def fail_orphaned_trials(study: Any) -> list[int]:
+    """Fail the running trials of this machine whose worker process is gone (killed); return their numbers.
+
+    The journal file has no heartbeat, so a trial of a killed worker would stay RUNNING; its
+    worker is recorded as ``host:pid`` (``worker`` user attribute).
+    """
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        name, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            # Optuna has no public call to annotate another worker's trial; its own callbacks use the storage.
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", f"its worker (process {pid}) was killed")
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(trial.number)
+    return failed
+
+
+def requeue_unfinished(study: Any) -> list[int]:
+    """Queue again the settings of trials that Ctrl-C or a killed worker stopped; return their numbers.
+
+    Those trials say nothing about their settings; so the next command runs them (the original
+    defaults, say) instead of losing them. Each is queued once (``retry_of`` names it).
+    """
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get("retry_of") for t in trials}
+    again = []
+    for trial in trials:
+        reason = str(trial.user_attrs.get("reason", ""))
+        stopped = reason.startswith("interrupted") or reason.startswith("its worker")
+        if trial.state == TrialState.FAIL and stopped and trial.number not in queued:
+            attrs = {"retry_of": trial.number, **{k: v for k, v in trial.user_attrs.items() if k == "start"}}
+            study.enqueue_trial(trial.params, user_attrs=attrs)
+            again.append(trial.number)
+    return again
