@@ -50,8 +50,11 @@ def differing(params: dict[str, Any], spec: StudySpec) -> str:
     return ", ".join(changed) or "the original defaults"
 
 
-def outcome_text(attrs: dict[str, Any]) -> str:
-    """The saved agent and the cost of a trial, as its user attributes recorded them."""
+def outcome_text(attrs: dict[str, Any], objective: str = "quality") -> str:
+    """The saved agent and the cost of a trial, as its user attributes recorded them.
+
+    Under a time objective, a run that never passed says what it is charged (see ``tuning_trial.time_cost``).
+    """
     parts = []
     if attrs.get("score") is not None:
         which = "" if attrs.get("passed") else f" (best evaluation, episode {attrs.get('saved_episode')})"
@@ -62,6 +65,8 @@ def outcome_text(attrs: dict[str, Any]) -> str:
         else:
             parts.append(f"not passed in {attrs['episodes']} episodes: ")
         parts[-1] += f"{attrs['steps']:,} steps, {attrs['cpu_seconds']:.1f} CPU s"
+        if objective != "quality" and not attrs["passed"]:
+            parts[-1] += f", charged {attrs['time_cost']:.1f} CPU s as if it had played its whole budget"
     return "; ".join(parts)
 
 
@@ -69,7 +74,7 @@ def trial_line(trial: Any, spec: StudySpec) -> str:
     """One line for a finished trial: number, state, what it gave, why it stopped, the settings it changed."""
     attrs = trial.user_attrs
     text = [f"trial {trial.number} {trial.state.name}"]
-    if described := outcome_text(attrs):
+    if described := outcome_text(attrs, spec.plan.objective):
         text.append(described)
     if trial.state.name != "COMPLETE" and attrs.get("reason"):
         text.append(attrs["reason"])
@@ -101,9 +106,9 @@ def summary_lines(study: Any, spec: StudySpec) -> list[str]:
         return [*lines, "no trial has finished yet"]
     if len(spec.directions) == 2:
         front = ", ".join(f"{t.number} ({t.values[0]:.1f}, {t.values[1]:.1f} CPU s)" for t in best)
-        lines.append(f"Pareto front (score up, CPU seconds to a passing agent down): trials {front}")
+        lines.append(f"Pareto front (score up, CPU seconds to a passing agent or charged down): trials {front}")
     top = best[0]
-    lines.append(f"best: trial {top.number}: {outcome_text(top.user_attrs)}")
+    lines.append(f"best: trial {top.number}: {outcome_text(top.user_attrs, spec.plan.objective)}")
     lines.append(f"best settings: {top.user_attrs.get('start') or differing(top.params, spec)}")
     return lines
 
@@ -153,18 +158,18 @@ def write_plots(study: Any, spec: StudySpec) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    if complete < 2:  # a plot of one point or none says nothing
-        return []
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
     two = len(spec.directions) == 2
     first = {"target": (lambda t: t.values[0]), "target_name": "score"} if two else {}
-    wanted = {
-        "history": lambda: plots.plot_optimization_history(study, **first),
-        "importances": lambda: plots.plot_param_importances(study, **first),
-    }
-    if spec.plan.objective == "quality":
+    wanted = {}  # only the plots that have something to show: an empty figure says nothing
+    if complete >= 1:
+        wanted["history"] = lambda: plots.plot_optimization_history(study, **first)
+    if complete >= 2:  # importances compare finished trials
+        wanted["importances"] = lambda: plots.plot_param_importances(study, **first)
+    if any(t.intermediate_values for t in trials):
         wanted["intermediate"] = lambda: plots.plot_intermediate_values(study)
-    if two:
+    if two and complete >= 1:
         wanted["pareto"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
     written = []
     for name, plot in wanted.items():

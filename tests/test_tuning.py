@@ -23,8 +23,9 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 import main
 from dqnkit import cli, tuning
 from dqnkit.settings import apply_preset
+from dqnkit.tuning_report import summary_lines, trial_line, write_report
 from dqnkit.tuning_space import SPACES, config_overrides, contains, draw, params_of
-from dqnkit.tuning_study import open_study, storage_location
+from dqnkit.tuning_study import StudySpec, open_study, storage_location
 from dqnkit.tuning_trial import Interrupted, TrialPlan, run_trial, time_cost
 
 TINY = ["--episodes", "6", "--max-steps", "50", "--eval-every", "2", "--eval-episodes", "2", "--eval-target", "1000"]
@@ -154,6 +155,42 @@ def test_a_trial_told_to_stop_is_interrupted_after_its_episode(tmp_path: Path) -
     trial = optuna.trial.FixedTrial(params_of(main.Config(), "original"), number=0)
     with pytest.raises(Interrupted, match="interrupted at episode 1"):
         run_trial(trial, _plan(tmp_path), stopping=lambda: True)
+
+
+def test_the_report_of_a_two_objective_study_by_hand(tmp_path: Path) -> None:
+    """Three finished trials with known figures: the front, the best settings and the files are theirs."""
+    plan = dataclasses.replace(_plan(tmp_path, objective="both"), space="original")
+    spec = StudySpec("hand", "unused.log", plan, pruner="none")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    passed = {"passed": True, "landed": 0.95, "saved_episode": 120, "episodes": 120, "steps": 9000}
+    figures = [  # score, CPU seconds (the time objective), and what else each trial recorded
+        (250.0, 100.0, {**passed, "cpu_seconds": 100.0, "learning_rate": 1e-3}),
+        (200.0, 50.0, {**passed, "cpu_seconds": 50.0, "learning_rate": 2e-3}),
+        (100.0, 400.0, {**passed, "passed": False, "cpu_seconds": 40.0, "learning_rate": 5e-4}),
+    ]
+    for number, (score, cost, attrs) in enumerate(figures):
+        params = {**params_of(plan.base, "original"), "learning_rate": attrs.pop("learning_rate")}
+        study.enqueue_trial(params, user_attrs={**attrs, "score": score, "time_cost": cost, "seed": 1000 + number})
+
+    def recorded(trial: optuna.Trial) -> tuple[float, float]:
+        draw(trial, "original")  # the queued parameters, drawn as a trial of the study draws them
+        return trial.user_attrs["score"], trial.user_attrs["time_cost"]
+
+    study.optimize(recorded, n_trials=3)
+    lines = summary_lines(study, spec)
+    assert lines[0] == "study hand: 3 trials: 3 complete, 0 pruned, 0 failed, 0 running, 0 waiting"
+    assert lines[1].endswith("trials 0 (250.0, 100.0 CPU s), 1 (200.0, 50.0 CPU s)"), "trial 2 is dominated"
+    assert lines[2] == "best: trial 0: score 250.0, landed 95%; passed at episode 120: 9,000 steps, 100.0 CPU s"
+    assert lines[3] == "best settings: learning_rate=0.001"
+    charged = trial_line(study.trials[2], spec)
+    assert "not passed in 120 episodes: 9,000 steps, 40.0 CPU s, charged 400.0 CPU s" in charged
+    written = {path.name for path in write_report(study, spec)}
+    assert written == {"trials.csv", "best_config.json", "history.png", "importances.png", "pareto.png"}
+    best = json.loads((plan.folder / "best_config.json").read_text())
+    assert (best["learning_rate"], best["seed"], best["video"], best["quiet"]) == (1e-3, 1000, True, False)
+    with open(plan.folder / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["value_0"], r["value_1"], r["passed"]) for r in rows][2] == ("100.0", "400.0", "False")
 
 
 # ---------------------------------------------------------------- the command, on a journal file
