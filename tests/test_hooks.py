@@ -5,48 +5,19 @@ from __future__ import annotations
 import csv
 import signal
 from pathlib import Path
-from types import SimpleNamespace
 
-import gymnasium as gym
-import numpy as np
 import pytest
 from gymnasium.wrappers import TimeLimit
+from stubs import Lander
 
 import main
 from dqnkit.files import RunLock, load_training_state
 from dqnkit.hooks import Episode, Hook, Hooks
 
 
-class Touchdown(gym.Env):
-    """A stand-in for LunarLander whose lander comes to rest, on the pad, after ``length`` steps.
-
-    It has what :func:`dqnkit.envs.final_outcome` reads of LunarLander: the lander's body
-    (asleep once at rest) and the pad's edges.
-    """
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
-    action_space = gym.spaces.Discrete(4)
-    helipad_x1, helipad_x2 = 8.0, 12.0
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.lander = SimpleNamespace(awake=True, position=SimpleNamespace(x=10.0))
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.t, self.lander.awake = 0, True
-        return np.zeros(8, dtype=np.float32), {}
-
-    def step(self, action: int):
-        self.t += 1
-        self.lander.awake = self.t < self.length
-        state = np.full(8, self.t / 100, dtype=np.float32)
-        return state, 1.0, self.t == self.length, False, {}
-
-
 def _stub_env(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
     # As make_env builds it: a TimeLimit of max_steps around the environment.
-    monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(Touchdown(length), max_steps))
+    monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(Lander(length), max_steps))
 
 
 def _cfg(tmp_path: Path, **changes) -> main.Config:

@@ -11,13 +11,13 @@ import dataclasses
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium.wrappers import TimeLimit
+from stubs import Lander
 
 import main
 from dqnkit.checkpoints import average_reached
@@ -103,32 +103,6 @@ class ScriptedScores(gym.Env):
 
     def step(self, action: int):
         return np.ones(8, dtype=np.float32), next(self.scores), True, False, {}
-
-
-class Lander(gym.Env):
-    """A LunarLander stand-in: reward 1 per step, ending after ``length`` steps at rest on the pad, or crashed.
-
-    It has what :func:`dqnkit.envs.episode_outcome` reads: the lander's body (asleep once at rest)
-    and the pad's edges.
-    """
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
-    action_space = gym.spaces.Discrete(4)
-    helipad_x1, helipad_x2 = 8.0, 12.0
-
-    def __init__(self, length: int, lands: bool) -> None:
-        self.length, self.lands = length, lands
-        self.lander = SimpleNamespace(awake=True, position=SimpleNamespace(x=10.0))
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.t, self.lander.awake = 0, True
-        return np.zeros(8, dtype=np.float32), {}
-
-    def step(self, action: int):
-        self.t += 1
-        self.lander.awake = not (self.lands and self.t == self.length)
-        return np.zeros(8, dtype=np.float32), 1.0, self.t == self.length, False, {}
 
 
 class WatchCheckpoint(Hook):
