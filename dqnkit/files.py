@@ -162,11 +162,12 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------- run folders
 
 
-def check_writable(folder: Path, what: str) -> None:
+def check_writable(folder: Path, what: str) -> Path:
     """Fail before training, not after it, when an output folder cannot be written.
 
     Creates nothing: it writes and removes a probe file in the folder, or in the
-    nearest folder above it that exists (the one the missing folders will go in).
+    nearest folder above it that exists (the one the missing folders will go in),
+    and returns that folder.
     """
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -182,6 +183,7 @@ def check_writable(folder: Path, what: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise UserError(f"cannot write {what} to {folder}/: {exc.strerror or exc}") from None
+    return existing
 
 
 # The longest name a temporary file of atomic_write adds to a file's: ".<name>.<pid>.<8 characters>.tmp.<ext>".
@@ -196,10 +198,7 @@ def check_file_path(path: Path, what: str) -> None:
     """
     if path.is_dir():
         raise UserError(f"{what} path {path} is a folder; give a file path, such as {path / 'checkpoint.pth'}")
-    check_writable(path.parent, what)
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = check_writable(path.parent, what)
     try:
         most = os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no limit to tell
