@@ -227,10 +227,6 @@ class PeriodicEvaluation(Hook):
         """Whether ``episode`` is one after which to evaluate."""
         return self.every > 0 and episode % self.every == 0
 
-    def passed(self, episode: int, target: float, landed_share: float) -> bool:
-        """Whether ``episode`` was evaluated and the evaluation :func:`passes` (the stopping rule of --eval-target)."""
-        return self.due(episode) and self.last is not None and passes(self.last, target, landed_share)
-
     def run(self, network: Network) -> float:
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""
         seeds = range(self.SEED_BASE, self.SEED_BASE + self.episodes)
