@@ -46,7 +46,6 @@ from dqnkit.tuning_study import (
     open_study,
     requeue_unfinished,
     storage_location,
-    worker_seed,
 )
 from dqnkit.tuning_trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, worker_name
 
@@ -91,7 +90,12 @@ def build_parser(config_cls: type) -> argparse.ArgumentParser:
         "--max-total-trials", type=positive_int, metavar="N", help="stop once the study holds N trials, every worker's"
     )
     study.add_argument("--objective", choices=tuple(OBJECTIVES), default="quality", help=OBJECTIVE_HELP)
-    study.add_argument("--space", choices=tuple(SPACES), default="all", help="all settings, or the original's only")
+    study.add_argument(
+        "--space",
+        choices=tuple(SPACES),
+        default="all",
+        help="all settings, the original's only, or the cheap ones (docs/tuner.md)",
+    )
     study.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
     study.add_argument(
         "--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality"
@@ -213,7 +217,7 @@ def study_worker(index: int, stop: workers.StopFlag, spec: StudySpec, budget: Bu
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each finished trial prints its own line instead
     try:
         study = load_study(spec, open_storage(spec))
-        study.sampler = make_sampler(spec, worker_seed(spec.plan.seed, index, len(study.get_trials(deepcopy=False))))
+        study.sampler = make_sampler(spec)
         failures = 0
 
         def objective(trial: Any) -> Any:

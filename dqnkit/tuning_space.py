@@ -62,7 +62,32 @@ SPACE = (
     Param("grad_clip", "choice", (0.0, 10.0), "SB3's DQN clips at 10; 0 = off"),
     Param("prioritized_replay", "choice", (False, True), "off or on"),
 )
-SPACES = {"all": SPACE, "original": tuple(p for p in SPACE if p.original)}
+# The preset's study (issue 21): settings whose learning costs at most about the original's per step
+# (64 or 128 wide, one gradient step every 2 to 8 steps, the soft update), and how often the greedy
+# stopping rule is checked, since 100 evaluation episodes cost about as much as 20 training ones.
+FAST = (
+    Param("learning_rate", "log", (2e-4, 3e-3), "around the original 5e-4", True),
+    Param("minibatch_size", "choice", (32, 64, 100, 128), "the original's 100 among zoo's", True),
+    Param("discount_factor", "choice", (0.98, 0.99, 0.995), "zoo's, near the original 0.99", True),
+    Param("replay_buffer_size", "choice", (50_000, 100_000), "zoo's, at most the original's", True),
+    Param("epsilon_end", "float", (0.0, 0.1), "zoo's exploration_final_eps, cut at 0.1", True),
+    Param("epsilon_decay", "float", (0.97, 0.995), "per episode, the original's 0.995 or faster", True),
+    Param("interpolation_parameter", "choice", (0.001, 0.005, 0.01, 0.02), "zoo's tau, cut at 0.02", True),
+    Param("learn_every", "choice", (2, 4, 8), "zoo's train_freq around the original's 4", True),
+    Param("hidden_size", "choice", (64, 128), "the original's 64, or 128", True),
+    Param("subsample_steps", "choice", (8,), "one gradient step per learning step"),
+    Param("target_update_every", "choice", (0,), "the soft update"),
+    Param("epsilon_decay_steps", "int", (0, 30_000, 1_000), "0 = per episode"),
+    Param("double_dqn", "choice", (False, True), "off or on"),
+    Param("dueling", "choice", (False, True), "off or on"),
+    Param("n_step", "choice", (1, 3, 5), "1 = off"),
+    Param("lr_decay_steps", "choice", (0, 100_000, 250_000), f"to {LR_END_SHARE:g}x the rate; 0 = off"),
+    Param("loss", "choice", ("mse", "huber"), "SB3's DQN uses huber"),
+    Param("grad_clip", "choice", (0.0, 10.0), "SB3's DQN clips at 10; 0 = off"),
+    Param("prioritized_replay", "choice", (False, True), "off or on"),
+    Param("eval_every", "choice", (10, 20, 50), "episodes between checks of the stopping rule"),
+)
+SPACES = {"all": SPACE, "original": tuple(p for p in SPACE if p.original), "fast": FAST}
 
 
 def suggest(trial: Any, param: Param) -> Any:

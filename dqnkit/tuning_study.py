@@ -157,15 +157,58 @@ def database_error(exc: Exception) -> str:
 # ---------------------------------------------------------------- sampler and pruner
 
 
-def make_sampler(spec: StudySpec, worker_seed: int) -> Any:
-    """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling."""
+def make_sampler(spec: StudySpec) -> Any:
+    """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling, seeded per trial."""
+    return PerTrialSeed(lambda seed: one_sampler(spec.sampler, seed), spec.plan.seed)
+
+
+def one_sampler(kind: str, seed: int) -> Any:
+    """An Optuna sampler of ``kind`` ("tpe" or "random") with ``seed``."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if spec.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=worker_seed)
-        return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=worker_seed, multivariate=True)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of a study seeded with ``study_seed``."""
+    return int.from_bytes(hashlib.sha256(f"{study_seed}:{number}".encode()).digest()[:4], "big")
+
+
+class PerTrialSeed:
+    """A sampler whose draws for trial N depend only on the study seed, N and the trials before it.
+
+    The storage numbers trials once across every worker, command and machine, so no two trials
+    share a seed: two commands started together on one study no longer draw the same settings
+    (one seed per worker did, on the first study), and one command on a fresh study draws
+    the same sequence every time. Optuna calls ``before_trial`` before any parameter is drawn.
+    """
+
+    def __init__(self, make: Any, study_seed: int) -> None:
+        self.make, self.study_seed = make, study_seed
+        self.inner = make(trial_seed(study_seed, -1))
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.inner = self.make(trial_seed(self.study_seed, trial.number))
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        return self.inner.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
 
 
 def make_pruner(spec: StudySpec) -> Any:
@@ -182,16 +225,6 @@ def make_pruner(spec: StudySpec) -> Any:
     if spec.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, episodes // 9), reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def worker_seed(study_seed: int, index: int, trials_before: int) -> int:
-    """The sampler seed of one worker: from the study seed, the machine, the worker and the trials done.
-
-    Workers with one seed would draw the same random trials; one worker on a fresh study
-    draws the same sequence every time on a machine.
-    """
-    text = f"{study_seed}:{socket.gethostname()}:{index}:{trials_before}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 # ---------------------------------------------------------------- the study
@@ -245,7 +278,11 @@ def create_study(spec: StudySpec, storage: Any) -> Any:
     base = spec.plan.base
     starts = {"the original defaults": base, "--preset fast": dataclasses.replace(base, **PRESETS["fast"])}
     for what, cfg in starts.items():
-        study.enqueue_trial(params_of(cfg, spec.plan.space), user_attrs={"start": what}, skip_if_exists=True)
+        try:
+            params = params_of(cfg, spec.plan.space)
+        except ValueError:  # a space that leaves it out (--space fast: the old preset learns every step)
+            continue
+        study.enqueue_trial(params, user_attrs={"start": what}, skip_if_exists=True)
     return study
 
 
