@@ -62,6 +62,7 @@ BUDGET = {
     "eval_landed": 0.98,
     "backprop": "autograd",
 }
+SEED = 1000  # trial N trains with seed SEED + N
 CONFIRM_SEEDS = (100, 101, 102, 103, 104)  # no trial's (the study seed's default is 1000) and no benchmark's
 LEAST_CONFIRM_SEEDS = 5
 STARTED = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")  # states of trials that have started (WAITING ones have not)
@@ -100,7 +101,7 @@ def build_parser(config_cls: type) -> argparse.ArgumentParser:
     study.add_argument(
         "--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality"
     )
-    study.add_argument("--seed", type=seed_number, default=1000, help="trial N trains with seed SEED + N")
+    study.add_argument("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N")
     study.add_argument("--storage", metavar="URL", help=f"default: {TUNE_DIR}/<study>.log; or postgresql://...")
     study.add_argument(
         "--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats"

@@ -173,7 +173,7 @@ def one_sampler(kind: str, seed: int) -> Any:
         return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
 
 
-def trial_seed(study_seed: int, number: int) -> int:
+def sampler_seed(study_seed: int, number: int) -> int:
     """The sampler seed of trial ``number`` of a study seeded with ``study_seed``."""
     return int.from_bytes(hashlib.sha256(f"{study_seed}:{number}".encode()).digest()[:4], "big")
 
@@ -189,10 +189,10 @@ class PerTrialSeed:
 
     def __init__(self, make: Any, study_seed: int) -> None:
         self.make, self.study_seed = make, study_seed
-        self.inner = make(trial_seed(study_seed, -1))
+        self.inner = make(sampler_seed(study_seed, -1))
 
     def before_trial(self, study: Any, trial: Any) -> None:
-        self.inner = self.make(trial_seed(self.study_seed, trial.number))
+        self.inner = self.make(sampler_seed(self.study_seed, trial.number))
         self.inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: Any, trial: Any) -> Any:

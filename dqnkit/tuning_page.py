@@ -1,0 +1,158 @@
+"""A study's section of ``docs/tuning.md``, written from its journal file alone (``python docs/generate.py``).
+
+The section sits between two markers that name the journal::
+
+    <!-- study benchmarks/results/NAME.log: written by docs/generate.py -->
+    ...
+    <!-- end of study -->
+
+Everything between them comes from the journal: the command that continues the study (from what the
+study keeps of its first command), the trials by state and their CPU time, the Pareto front, every
+trial that passed the stopping rule, and the Pareto plot beside the page. Nothing is typed by hand,
+so the page cannot disagree with the study it shows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dqnkit.tuning_report import _number, best_trials, differing
+from dqnkit.tuning_study import StudySpec
+from dqnkit.tuning_trial import TrialPlan
+
+SECTION = re.compile(
+    r"(<!-- study (?P<journal>\S+\.log): written by docs/generate.py -->\n)(.*?)(<!-- end of study -->)", re.S
+)
+
+
+def open_journal(path: Path) -> Any:
+    """The one study of the journal file ``path``, read-only in spirit: nothing is written to it."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def spec_of(study: Any, journal: str, config: Callable[..., Any]) -> StudySpec:
+    """The study's spec, rebuilt from what it keeps of its first command (``config`` is ``main.Config``)."""
+    kept = study.user_attrs["tune"]
+    plan = TrialPlan(config(**kept["budget"]), kept["space"], kept["objective"], kept["seed"], Path("."), print)
+    return StudySpec(name=study.study_name, storage=journal, plan=plan)
+
+
+def command(spec: StudySpec, budget_defaults: dict[str, Any], seed_default: int) -> str:
+    """The ``tune.py`` command that continues the study: every setting it keeps that is not tune.py's default."""
+    plan, words = spec.plan, ["python tune.py", f"--study {spec.name}"]
+    if plan.space != "all":
+        words.append(f"--space {plan.space}")
+    if plan.objective != "quality":
+        words.append(f"--objective {plan.objective}")
+    if plan.seed != seed_default:
+        words.append(f"--seed {plan.seed}")
+    for name, default in budget_defaults.items():
+        if getattr(plan.base, name) != default:
+            words.append(f"--{name.replace('_', '-')} {_number(getattr(plan.base, name))}")
+    return " ".join([*words, f"--storage {spec.storage}"])
+
+
+def _row(trial: Any, spec: StudySpec) -> str:
+    a = trial.user_attrs
+    passed = f"episode {a['saved_episode']}" if a["passed"] else f"no, in {a['episodes']}"
+    charged = "" if a["passed"] else f" ({a['time_cost']:,.0f})"
+    cells = [
+        str(trial.number),
+        str(a["seed"]),
+        passed,
+        f"{a['score']:.1f}, {a['landed']:.0%}",
+        f"{a['mean_length']:.0f}",
+        f"{a['steps']:,}",
+        f"{a['cpu_seconds']:,.0f}{charged}",
+        a.get("start") or differing(trial.params, spec),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| trial | seed | passed at | greedy mean, landed | mean length | steps | CPU s (charged) | settings |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -> str:
+    """The markdown of the study: counts, CPU time, the front, every passing trial, the plot."""
+    trials = study.get_trials(deepcopy=False)
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    passing = sorted((t for t in done if t.user_attrs.get("passed")), key=lambda t: t.user_attrs["cpu_seconds"])
+    cpu = sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    lines = [
+        "```bash",
+        continue_with,
+        "```",
+        "",
+        f"{len(trials)} trials: {states['COMPLETE']} complete ({len(passing)} passed the stopping rule), "
+        f"{states['PRUNED']} pruned, {states['FAIL']} failed, {states['RUNNING']} running; "
+        f"{cpu / 3600:.1f} CPU hours of training"
+        + (f", from {min(starts):%Y-%m-%d %H:%M} to {max(ends):%H:%M} UTC." if starts and ends else "."),
+        "",
+        "**The Pareto front** (greedy mean of the saved agent up, CPU seconds to a passing agent down; a run that "
+        "never passed is charged as if it had played its whole budget):",
+        "",
+        HEADER,
+        *(_row(t, spec) for t in sorted(best_trials(study, spec), key=lambda t: t.values[1])),
+        "",
+        f"**Every trial that passed**, fastest first ({len(passing)} of {states['COMPLETE']}):",
+        "",
+        HEADER,
+        *(_row(t, spec) for t in passing),
+    ]
+    if plot:
+        lines += ["", f"![the study's Pareto front: greedy mean against CPU seconds]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def rewrite(page: str, root: Path, config: Callable[..., Any], plots: Path | None = None) -> str:
+    """``page`` with every study section rewritten from its journal (``config`` is ``main.Config``).
+
+    With ``plots`` (a folder), each study's Pareto plot is drawn there as ``tuning-<study>-pareto.png``
+    and the section shows it; without, the section links the plot that is there.
+    """
+    from dqnkit.tuning import BUDGET, SEED
+
+    def one(match: re.Match[str]) -> str:
+        journal = match["journal"]
+        study = open_journal(root / journal)
+        spec = spec_of(study, journal, config)
+        plot = f"tuning-{study.study_name}-pareto.png"
+        if plots is not None:
+            pareto_plot(study, plots / plot)
+        return match[1] + section(study, spec, command(spec, BUDGET, SEED), plot) + match[4]
+
+    return SECTION.sub(one, page)
+
+
+def pareto_plot(study: Any, path: Path) -> None:
+    """The study's Pareto front as a PNG at ``path`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    from dqnkit.files import atomic_write
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = plots.plot_pareto_front(study, target_names=["greedy mean", "CPU seconds"]).figure
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"), ".png")
+    plt.close(figure)
