@@ -21,7 +21,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 import main
-from dqnkit import cli, tuning
+from dqnkit import cli, tuning, tuning_page
 from dqnkit.settings import apply_preset
 from dqnkit.tuning_report import summary_lines, trial_line, write_report
 from dqnkit.tuning_space import SPACES, config_overrides, contains, draw, params_of
@@ -210,6 +210,42 @@ def test_the_report_of_a_two_objective_study_by_hand(tmp_path: Path) -> None:
     with open(plan.folder / "trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["value_0"], r["value_1"], r["passed"]) for r in rows][2] == ("100.0", "400.0", "False")
+
+
+def test_a_study_section_of_the_tuning_page_by_hand(tmp_path: Path) -> None:
+    """A journal of three known trials: the page gives the command that continues it, the front and the passing."""
+    plan = dataclasses.replace(_plan(tmp_path, objective="both"), space="original")
+    plan = dataclasses.replace(plan, base=dataclasses.replace(plan.base, episodes=600, eval_target=250.0))
+    spec = StudySpec("hand", "results/hand.log", plan, pruner="none")
+    (tmp_path / "results").mkdir()
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "results" / "hand.log")))
+    study = optuna.create_study(storage=storage, study_name="hand", directions=["maximize", "minimize"])
+    study.set_user_attr("tune", spec.identity())
+    common = {"landed": 0.99, "mean_length": 250.0, "episodes": 600, "steps": 90_000}
+    figures = [  # score, time objective, passed, CPU seconds, learning rate
+        (262.0, 80.0, True, 80.0, 1e-3),
+        (255.0, 60.0, True, 60.0, 2e-3),
+        (150.0, 400.0, False, 100.0, 5e-4),
+    ]
+    for number, (score, cost, passed, cpu, rate) in enumerate(figures):
+        params = {**params_of(plan.base, "original"), "learning_rate": rate}
+        attrs = {**common, "score": score, "time_cost": cost, "passed": passed, "cpu_seconds": cpu}
+        study.enqueue_trial(params, user_attrs={**attrs, "saved_episode": 100 * (number + 1), "seed": 1000 + number})
+    study.optimize(lambda t: (draw(t, "original"), (t.user_attrs["score"], t.user_attrs["time_cost"]))[1], n_trials=3)
+    page = "intro\n<!-- study results/hand.log: written by docs/generate.py -->\nold\n<!-- end of study -->\nrest\n"
+    written = tuning_page.rewrite(page, tmp_path, main.Config, plots=tmp_path)
+    lines = written.splitlines()
+    assert lines[0] == "intro" and lines[-1] == "rest" and "old" not in lines
+    command = "python tune.py --study hand --space original --objective both --episodes 600 --max-steps 50"
+    budget = "--eval-every 2 --eval-episodes 2 --eval-target 250 --eval-landed 0.95"  # _plan's, not tune.py's
+    assert lines[3] == f"{command} {budget} --storage results/hand.log"
+    assert "3 trials: 3 complete (2 passed the stopping rule), 0 pruned, 0 failed, 0 running" in written
+    front = [line.split(" | ")[0] for line in lines if line.startswith("| 1 |") or line.startswith("| 0 |")]
+    assert front == ["| 1", "| 0", "| 1", "| 0"], "the front, cheapest first, then the passing trials, fastest first"
+    assert "| 2 | 1002 | no, in 600 | 150.0, 99% | 250 | 90,000 | 100 (400) | learning_rate=0.0005 |" not in written
+    assert "| 1 | 1001 | episode 200 | 255.0, 99% | 250 | 90,000 | 60 | learning_rate=0.002 |" in written
+    assert (tmp_path / "tuning-hand-pareto.png").stat().st_size > 0
+    assert tuning_page.rewrite(written, tmp_path, main.Config) == written
 
 
 # ---------------------------------------------------------------- the command, on a journal file
