@@ -61,6 +61,14 @@ def command(spec: StudySpec, budget_defaults: dict[str, Any], seed_default: int)
     return " ".join([*words, f"--storage {spec.storage}"])
 
 
+def _settings(trial: Any, spec: StudySpec) -> str:
+    """The settings a trial changed from the original defaults, after its label if it was queued."""
+    changed, label = differing(trial.params, spec), trial.user_attrs.get("start")
+    if not label or changed == "the original defaults":
+        return label or changed
+    return f"{label}: {changed}"
+
+
 def _row(trial: Any, spec: StudySpec) -> str:
     a = trial.user_attrs
     passed = f"episode {a['saved_episode']}" if a["passed"] else f"no, in {a['episodes']}"
@@ -73,7 +81,7 @@ def _row(trial: Any, spec: StudySpec) -> str:
         f"{a['mean_length']:.0f}",
         f"{a['steps']:,}",
         f"{a['cpu_seconds']:,.0f}{charged}",
-        a.get("start") or differing(trial.params, spec),
+        _settings(trial, spec),
     ]
     return "| " + " | ".join(cells) + " |"
 
