@@ -358,6 +358,8 @@ def config_problem(cfg: Any) -> str | None:
         return "--checkpoint must be a file path"
     if cfg.eval_target is not None and not cfg.eval_every:
         return "--eval-target needs --eval-every: the stopping rule judges the evaluations that flag runs"
+    if cfg.eval_from_average is not None and not cfg.eval_every:
+        return "--eval-from-average needs --eval-every: it says from when those evaluations run"
     if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
         return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None

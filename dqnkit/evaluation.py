@@ -209,23 +209,29 @@ class PeriodicEvaluation(Hook):
         best_path: Path,
         network: Network | None = None,
         best_score: float = -math.inf,
+        from_average: float | None = None,
     ) -> None:
         # At most MAX_ENVS environments (about 135 KB each), reused batch after batch: 20,000 episodes
         # would otherwise hold 2.7 GB for the whole run.
         self.envs = [make_env(env_id, max_steps) for _ in range(min(episodes, self.MAX_ENVS))]
         self.every, self.episodes, self.best_path = every, episodes, best_path
-        self.network, self.best_score = network, best_score
+        self.network, self.best_score, self.from_average = network, best_score, from_average
         self.last: EvalResult | None = None
 
     def on_episode(self, episode: Episode) -> None:
         """Evaluate the network when ``episode`` is due; the result travels in the record."""
-        if self.network is not None and self.due(episode.episode):
+        if self.network is not None and self.due(episode.episode, episode.average_100):
             self.run(self.network)
             episode.evaluation = self.last
 
-    def due(self, episode: int) -> bool:
-        """Whether ``episode`` is one after which to evaluate."""
-        return self.every > 0 and episode % self.every == 0
+    def due(self, episode: int, average_100: float = math.inf) -> bool:
+        """Whether ``episode`` is one after which to evaluate: every ``every`` episodes, from ``from_average`` on.
+
+        The training average gates only the cost: evaluation draws nothing from training's generators,
+        so skipping one changes no number of the run, only which evaluations metrics.csv holds.
+        """
+        reached = self.from_average is None or average_100 >= self.from_average
+        return self.every > 0 and episode % self.every == 0 and reached
 
     def run(self, network: Network) -> float:
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""

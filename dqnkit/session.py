@@ -52,6 +52,7 @@ def run_hooks(cfg: Any, run: RunFolder, agent: Agent, env: gym.Env) -> list[Hook
                 best_path,
                 network,
                 max(evaluated, default=-math.inf),
+                cfg.eval_from_average,
             )
         )
     tensorboard = run.dir / "tensorboard" if cfg.tensorboard else None

@@ -168,6 +168,14 @@ class BeyondOptions:
         unit_interval,
         group=BEYOND,
     )
+    eval_from_average: float | None = option(
+        None,
+        "evaluate only once the training average of the last 100 episodes reaches this: an evaluation costs "
+        "about as much as 20 training episodes, and one made earlier seldom passes --eval-target",
+        finite_float,
+        metavar="SCORE",
+        group=BEYOND,
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {  # named sets of options; explicit flags override them

@@ -68,7 +68,7 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
     ]
     beyond = sections["beyond the original"]
     assert beyond[0] == "--double-dqn"
-    assert beyond[-4:] == ["--eval-episodes", "--eval-target", "--eval-landed", "--preset"]
+    assert beyond[-4:] == ["--eval-target", "--eval-landed", "--eval-from-average", "--preset"]
     assert sections["actions"] == ["--help", "--config", "--resume", "--evaluate", "--video", "--plot", "--progress"]
     every_field = {
         "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-") for f in dataclasses.fields(main.Config)

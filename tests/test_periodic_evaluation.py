@@ -158,3 +158,36 @@ def test_the_eval_target_needs_evaluations(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "--eval-target needs --eval-every" in err
     assert main.parse_config(["--eval-target", "250", "--eval-every", "20"]).eval_target == 250.0
+
+
+def test_evaluations_wait_for_the_training_average_and_change_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--eval-from-average: due episodes whose training average is below it are skipped, the training is the same."""
+    import main
+    from dqnkit.logs import read_metrics
+
+    periodic = PeriodicEvaluation(
+        "LunarLander-v3", 100, every=5, episodes=2, best_path=tmp_path / "b.pth", from_average=-50.0
+    )
+    try:
+        assert [periodic.due(e, a) for e, a in ((5, -50.01), (5, -50.0), (10, 20.0), (11, 20.0))] == [
+            False,
+            True,
+            True,
+            False,
+        ]
+    finally:
+        periodic.close()
+    monkeypatch.chdir(tmp_path)
+    cfg = main.Config(episodes=6, max_steps=80, minibatch_size=16, video=False, quiet=True, seed=3, eval_every=1)
+    cfg = main.Config(**{**cfg.__dict__, "eval_episodes": 2})
+    every = read_metrics(main.train(cfg, out=lambda _: None).run_dir / "metrics.csv")
+    gate = float(np.median(every["average_100"]))  # half the episodes reach it
+    gated = main.train(main.Config(**{**cfg.__dict__, "eval_from_average": gate}), out=lambda _: None)
+    b = read_metrics(gated.run_dir / "metrics.csv")
+    for column in ("score", "length", "epsilon", "total_steps", "average_100"):
+        assert np.array_equal(every[column], b[column]), f"the gate changed the training's {column}"
+    reached = every["average_100"] >= gate
+    assert 0 < reached.sum() < 6 and np.array_equal(np.isfinite(b["eval_score"]), reached)
+    assert np.array_equal(b["eval_score"][reached], every["eval_score"][reached])
