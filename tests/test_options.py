@@ -415,7 +415,33 @@ def test_preset_sets_fields_and_flags_override_it() -> None:
     for key, value in main.PRESETS["fast"].items():
         assert getattr(fast, key) == value
     mine = main.parse_config(["--preset", "fast", "--learning-rate", "1e-3", "--n-step", "1"])
-    assert (mine.learning_rate, mine.n_step, mine.dueling) == (1e-3, 1, True)
+    assert (mine.learning_rate, mine.n_step, mine.double_dqn) == (1e-3, 1, True)
+
+
+def test_preset_fast_learns_on_agent_agents_autograd_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--preset fast runs agent.Agent.learn: loss.backward() fills the gradients, torch.optim.Adam steps."""
+    assert "backprop" not in main.PRESETS["fast"]
+    cfg = main.parse_config(["--preset", "fast"])
+    assert cfg.backprop == "autograd"
+    fast = make_agent(cfg, 8, 4, "cpu", np.random.default_rng(0))
+    assert isinstance(fast, Agent) and not isinstance(fast, NumpyAgent)
+    assert isinstance(fast.optimizer, torch.optim.Adam)
+    backward_calls = []
+    original = torch.Tensor.backward
+    monkeypatch.setattr(torch.Tensor, "backward", lambda t, *a, **k: backward_calls.append(1) or original(t, *a, **k))
+    before = [p.detach().clone() for p in fast.local_qnetwork.parameters()]
+    rng = np.random.default_rng(3)
+    for i in range(cfg.minibatch_size + 4 * cfg.learn_every + cfg.n_step):
+        fast.step(
+            rng.standard_normal(8),
+            int(rng.integers(4)),
+            float(rng.standard_normal()),
+            rng.standard_normal(8),
+            i % 50 == 49,
+        )
+    assert fast.learn_steps >= 1 and len(backward_calls) == fast.learn_steps * cfg.gradient_steps
+    assert all(p.grad is not None for p in fast.local_qnetwork.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, fast.local_qnetwork.parameters(), strict=True))
 
 
 def test_preset_run_resumes_exactly_and_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,6 @@ import main
 from dqnkit.numpy_twin import NumpyAgent, NumpyGradientClipping
 from dqnkit.options import OPTIONS, DoubleDQN
 from dqnkit.settings import apply_preset
-from nnetwork import DuelingNetwork
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import speed  # noqa: E402
@@ -28,9 +27,9 @@ def test_the_agents_are_built_as_named() -> None:
     assert type(speed.build_reference_agent(0)) is speed.ReferenceAgent
     assert speed.AGENTS == ("reference", "default", "numpy") and set(speed.BUILDERS) == set(speed.AGENTS)
     preset = speed.build_config_agent(apply_preset(main.Config(), "fast"), 0)
-    # --preset fast runs on the twin, with Double DQN and the dueling network among its options.
-    assert isinstance(preset, NumpyAgent) and isinstance(preset, DoubleDQN)
-    assert isinstance(preset.local_qnetwork, DuelingNetwork)
+    # --preset fast runs the textbook autograd path (agent.Agent with its options), not the twin.
+    assert isinstance(preset, agent.Agent) and not isinstance(preset, NumpyAgent)
+    assert isinstance(preset, DoubleDQN)
 
 
 def test_the_default_and_the_twin_start_from_the_same_weights() -> None:
