@@ -125,6 +125,14 @@ def build_parser(config_cls: type) -> argparse.ArgumentParser:
     confirm.add_argument(
         "--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent"
     )
+    confirm.add_argument(
+        "--confirm-trials",
+        type=nonnegative_int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="retrain these finished trials instead of the K best (the one a preset was chosen from)",
+    )
     return parser
 
 
@@ -161,6 +169,10 @@ def arguments_problem(args: argparse.Namespace) -> str | None:
         return f"--grace-period ({args.grace_period}) must be longer than --heartbeat-interval"
     if len(set(args.confirm_seeds)) != len(args.confirm_seeds):
         return f"--confirm-seeds must be distinct, got {args.confirm_seeds}"
+    if args.confirm_trials and args.confirm:
+        return "--confirm K and --confirm-trials N ...: give one of them"
+    if args.confirm_trials:
+        args.confirm = len(args.confirm_trials)
     if args.confirm and max(args.confirm_seeds) >= args.seed:
         return f"--confirm-seeds must be below --seed ({args.seed}): trials train on seeds from it, not these"
     if args.confirm and len(args.confirm_seeds) < LEAST_CONFIRM_SEEDS:

@@ -45,9 +45,7 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
 
     Returns the signal that stopped the workers, if one did.
     """
-    best = best_trials(study, spec)[: args.confirm]
-    if not best:
-        raise UserError("--confirm: no trial of the study has finished yet")
+    best = chosen_trials(study, spec, args.confirm, args.confirm_trials)
     runs = [
         ConfirmRun(t.number, seed, _trial_config(t, spec, seed), spec.plan.folder / "confirm" / _name(t.number, seed))
         for t in best
@@ -55,7 +53,7 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
     ]
     numbers = ", ".join(str(t.number) for t in best)
     print(
-        f"confirming the {len(best)} best trial{'s' if len(best) > 1 else ''} ({numbers})"
+        f"confirming {'the trials named' if args.confirm_trials else f'the {len(best)} best'} ({numbers})"
         f" on seeds {', '.join(map(str, args.confirm_seeds))}: {len(runs)} runs on {args.jobs} worker processes",
         flush=True,
     )
@@ -73,6 +71,20 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
     write_text(path, json.dumps({"seeds": args.confirm_seeds, "trials": rows, "runs": results}, indent=2) + "\n")
     print(f"written: {path}")
     return None
+
+
+def chosen_trials(study: Any, spec: StudySpec, k: int, numbers: list[int]) -> list[Any]:
+    """The trials to confirm: those ``numbers`` name, or else the ``k`` best; one line if there are none."""
+    if not numbers:
+        best = best_trials(study, spec)[:k]
+        if not best:
+            raise UserError("--confirm: no trial of the study has finished yet")
+        return best
+    trials = study.get_trials(deepcopy=False)
+    done = {t.number: t for t in trials if t.state.name == "COMPLETE"}
+    if missing := [n for n in numbers if n not in done]:
+        raise UserError(f"--confirm-trials: trial {missing[0]} of study {spec.name} has not finished (or is not there)")
+    return [done[n] for n in numbers]
 
 
 def _name(trial: int, seed: int) -> str:

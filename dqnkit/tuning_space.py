@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The learning rate a decay ends at, as a share of the start: --preset fast's 1e-3 -> 5e-5.
+# The learning rate a decay ends at, as a share of the start: the preset of 2026-11-26 went 1e-3 -> 5e-5.
 LR_END_SHARE = 0.05
 
 
@@ -56,7 +56,7 @@ SPACE = (
     ),
     Param("double_dqn", "choice", (False, True), "off or on"),
     Param("dueling", "choice", (False, True), "off or on"),
-    Param("n_step", "choice", (1, 3, 5, 10), "Rainbow's 3, the preset's 5; 1 = off"),
+    Param("n_step", "choice", (1, 3, 5, 10), "Rainbow's 3, the old preset's 5; 1 = off"),
     Param("lr_decay_steps", "choice", (0, 100_000, 250_000, 500_000), f"to {LR_END_SHARE:g}x the rate; 0 = off"),
     Param("loss", "choice", ("mse", "huber"), "SB3's DQN uses huber"),
     Param("grad_clip", "choice", (0.0, 10.0), "SB3's DQN clips at 10; 0 = off"),

@@ -344,6 +344,24 @@ def test_confirm_retrains_the_three_best_on_five_fresh_seeds(tmp_path: Path) -> 
     assert {r["config"]["seed"] for r in report["runs"]} == {100, 101, 102, 103, 104}
 
 
+def test_confirm_trials_names_finished_trials_or_says_which_is_not(tmp_path: Path) -> None:
+    from dqnkit.errors import UserError
+    from dqnkit.tuning_confirm import chosen_trials
+
+    spec = StudySpec("c", "unused.log", _plan(tmp_path, objective="both"), pruner="none")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for score, cost in ((250.0, 100.0), (200.0, 50.0), (100.0, 400.0)):
+        trial = study.ask()
+        study.tell(trial, [score, cost])
+    study.ask()  # trial 3: running
+    assert [t.number for t in chosen_trials(study, spec, 0, [2, 0])] == [2, 0]  # a dominated one too, in order
+    assert [t.number for t in chosen_trials(study, spec, 1, [])] == [0]  # the best by score on the front
+    with pytest.raises(UserError, match="trial 3 of study c has not finished"):
+        chosen_trials(study, spec, 0, [1, 3])
+    with pytest.raises(UserError, match="trial 9 of study c"):
+        chosen_trials(study, spec, 0, [9])
+
+
 # ---------------------------------------------------------------- bad input: one line, nothing written
 
 
@@ -367,6 +385,7 @@ BAD = [
     ("few confirm seeds", ["--confirm", "1", "--confirm-seeds", "1", "2"], 2, "at least 5 --confirm-seeds"),
     ("confirm seed of a trial", ["--confirm", "1", "--confirm-seeds", "1000", "1", "2", "3", "4"], 2, "below --seed"),
     ("zero cap", ["--max-total-trials", "0"], 2, "must be at least 1"),
+    ("confirm two ways", ["--confirm", "1", "--confirm-trials", "3"], 2, "give one of them"),
 ]
 
 
