@@ -95,7 +95,7 @@ HEADER = (
 def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -> str:
     """The markdown of the study: counts, CPU time, the front, every passing trial, the plot."""
     trials = study.get_trials(deepcopy=False)
-    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
     done = [t for t in trials if t.state.name == "COMPLETE"]
     passing = sorted((t for t in done if t.user_attrs.get("passed")), key=lambda t: t.user_attrs["cpu_seconds"])
     cpu = sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)
@@ -107,7 +107,8 @@ def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -
         "```",
         "",
         f"{len(trials)} trials: {states['COMPLETE']} complete ({len(passing)} passed the stopping rule), "
-        f"{states['PRUNED']} pruned, {states['FAIL']} failed, {states['RUNNING']} running; "
+        f"{states['PRUNED']} pruned, {states['FAIL']} failed, {states['RUNNING']} running, "
+        f"{states['WAITING']} queued (the next command runs them); "
         f"{cpu / 3600:.1f} CPU hours of training"
         + (f", from {min(starts):%Y-%m-%d %H:%M} to {max(ends):%H:%M} UTC." if starts and ends else "."),
         "",

@@ -239,7 +239,7 @@ def test_a_study_section_of_the_tuning_page_by_hand(tmp_path: Path) -> None:
     command = "python tune.py --study hand --space original --objective both --episodes 600 --max-steps 50"
     budget = "--eval-every 2 --eval-episodes 2 --eval-target 250 --eval-landed 0.95"  # _plan's, not tune.py's
     assert lines[3] == f"{command} {budget} --storage results/hand.log"
-    assert "3 trials: 3 complete (2 passed the stopping rule), 0 pruned, 0 failed, 0 running" in written
+    assert "3 trials: 3 complete (2 passed the stopping rule), 0 pruned, 0 failed, 0 running, 0 queued" in written
     front = [line.split(" | ")[0] for line in lines if line.startswith("| 1 |") or line.startswith("| 0 |")]
     assert front == ["| 1", "| 0", "| 1", "| 0"], "the front, cheapest first, then the passing trials, fastest first"
     assert "| 2 | 1002 | no, in 600 | 150.0, 99% | 250 | 90,000 | 100 (400) | learning_rate=0.0005 |" not in written
