@@ -1,4 +1,5 @@
-"""Rewrite the generated parts of the documentation: the README's line links to code, and docs/flags.md.
+"""Rewrite the generated parts of the documentation: the README's line links to code, docs/flags.md,
+and the study sections of docs/tuning.md with their Pareto plots (from the journals in benchmarks/results/).
 
     python docs/generate.py
 
@@ -16,9 +17,12 @@ sys.path.insert(0, str(ROOT))
 import main  # noqa: E402
 from dqnkit.cli import markdown_flags  # noqa: E402
 from dqnkit.docs import relink  # noqa: E402
+from dqnkit.tuning_page import rewrite  # noqa: E402
 
 if __name__ == "__main__":
     readme = ROOT / "README.md"
     readme.write_text(relink(readme.read_text(), ROOT))
     (ROOT / "docs" / "flags.md").write_text(markdown_flags(main.Config, main.PRESETS))
-    print("rewrote the line links of README.md, and docs/flags.md")
+    tuning = ROOT / "docs" / "tuning.md"
+    tuning.write_text(rewrite(tuning.read_text(), ROOT, main.Config, plots=ROOT / "docs"))
+    print("rewrote the line links of README.md, docs/flags.md, and the studies of docs/tuning.md")

@@ -132,7 +132,7 @@ def test_given_flags_and_preset() -> None:
         "plot": None,
         "progress": None,
     }
-    assert cfg.n_step == 2 and cfg.dueling and cfg.learning_rate == main.PRESETS["fast"]["learning_rate"]
+    assert cfg.n_step == 2 and cfg.double_dqn and cfg.learning_rate == main.PRESETS["fast"]["learning_rate"]
 
 
 def test_resumed_config_takes_only_what_may_change() -> None:

@@ -11,6 +11,7 @@ import pytest
 import main
 from dqnkit.cli import markdown_flags
 from dqnkit.docs import QUOTED_LINK, line_of, relink
+from dqnkit.tuning_page import SECTION, open_journal, rewrite
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 ANY_LINK = re.compile(r"\[(\w+\.py) line (\d+)\]\((\w+\.py)#L(\d+)\)")
@@ -46,3 +47,14 @@ def test_the_flags_page_is_the_help(root: Path) -> None:
     for f in dataclasses.fields(main.Config):
         flag = "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-")
         assert f"| `{flag}" in expected, f"{flag} is missing from docs/flags.md"
+
+
+def test_the_studies_on_the_tuning_page_are_what_their_journals_hold(root: Path) -> None:
+    """docs/tuning.md's study sections are written from the journals: no figure of them is typed by hand."""
+    page = (root / "docs" / "tuning.md").read_text()
+    journals = [m["journal"] for m in SECTION.finditer(page)]
+    assert len(journals) >= 2
+    assert rewrite(page, root, main.Config) == page, "docs/tuning.md's studies are out of date: python docs/generate.py"
+    for journal in journals:
+        assert (root / journal).is_file()
+        assert (root / "docs" / f"tuning-{open_journal(root / journal).study_name}-pareto.png").is_file()
