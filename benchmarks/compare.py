@@ -403,6 +403,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs at once, one process each (2 on 2 cores halves the wait; "
         "seconds then count a shared machine, while episodes and scores stay the same)",
     )
+    parser.add_argument(
+        "--join",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="print one table from the JSON lines of earlier runs (one method each, the same seeds); trains nothing",
+    )
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
@@ -428,6 +435,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     or, when SB3 was the only one asked for, exits with that line.
     """
     args = parse_args(argv)
+    if args.join:
+        results = join(args.join)
+        print_table(results)
+        return results
     if "sb3" in args.which and (problem := sb3_problem()) is not None:
         args.which = [w for w in args.which if w != "sb3"]
         if not args.which:
@@ -456,6 +467,26 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(results)
     print(json.dumps(results))
     return results
+
+
+def join(paths: list[Path]) -> dict[str, Any]:
+    """One table from the JSON lines of several runs of this script on the same seeds (``--join``), no training.
+
+    Each file's last line is the results object a run printed; their methods must differ.
+    """
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(path.read_text().strip().splitlines()[-1]))
+        except (OSError, IndexError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"compare.py: error: --join {path}: not a results line of compare.py ({exc})") from None
+    if len({(tuple(p["seeds"]), p["eval_steps"]) for p in parts}) > 1:
+        raise SystemExit("compare.py: error: --join: the files are of other seeds or --eval-steps")
+    runs = [r for p in parts for r in p["runs"]]
+    if len({(r["method"], r["seed"]) for r in runs}) < len(runs):
+        raise SystemExit("compare.py: error: --join: two files hold the same method and seed")
+    runs.sort(key=lambda r: (METHODS.index(r["method"]), parts[0]["seeds"].index(r["seed"])))
+    return {**parts[0], "machine": "; ".join(p["machine"] for p in parts), "runs": runs, "summary": summarize(runs)}
 
 
 def _one_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -88,3 +88,28 @@ def test_compare_saves_the_agent_main_train_saves(tmp_path: Path, monkeypatch: p
     checkpoint = torch.load(tmp_path / "w.pth", weights_only=True)
     assert all(torch.equal(run["saved"]["weights"][k], v) for k, v in checkpoint.items())
     assert run["scores"][:2] == expected.scores
+
+
+def test_join_prints_one_table_of_runs_made_apart(tmp_path: Path, root: Path, capsys: pytest.CaptureFixture) -> None:
+    """--join: the README's table from two runs of compare.py (default and sb3, then preset), each summary kept."""
+    import json
+
+    results = root / "benchmarks" / "results"
+    files = [
+        results / "compare-default-sb3-seeds100-2026-12-01.jsonl",
+        results / "compare-preset-seeds100-2026-12-01.jsonl",
+    ]
+    parts = [json.loads(f.read_text().splitlines()[-1]) for f in files]
+    joined = compare.run(["--join", *map(str, files)])
+    assert [r["method"] for r in joined["runs"]] == ["default"] * 5 + ["preset"] * 5 + ["sb3"] * 5
+    assert joined["summary"] == {**parts[0]["summary"], **parts[1]["summary"]}
+    assert "| **preset** | median of 5 (5 reached 200) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="two files hold the same method and seed"):
+        compare.run(["--join", str(files[1]), str(files[1])])
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**parts[1], "seeds": [0, 1, 2, 3, 4]}) + "\n")
+    with pytest.raises(SystemExit, match="other seeds"):
+        compare.run(["--join", str(files[0]), str(other)])
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="not a results line of compare.py"):
+        compare.run(["--join", str(tmp_path / "empty.jsonl")])
