@@ -280,7 +280,7 @@ def create_study(spec: StudySpec, storage: Any) -> Any:
     for what, cfg in starts.items():
         try:
             params = params_of(cfg, spec.plan.space)
-        except ValueError:  # a space that leaves it out (--space fast: the old preset learns every step)
+        except ValueError:  # a space that leaves it out (--space fast left out the preset of 2026-11-26)
             continue
         study.enqueue_trial(params, user_attrs={"start": what}, skip_if_exists=True)
     return study
