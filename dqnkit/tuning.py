@@ -171,11 +171,10 @@ def arguments_problem(args: argparse.Namespace) -> str | None:
         return f"--confirm-seeds must be distinct, got {args.confirm_seeds}"
     if args.confirm_trials and args.confirm:
         return "--confirm K and --confirm-trials N ...: give one of them"
-    if args.confirm_trials:
-        args.confirm = len(args.confirm_trials)
-    if args.confirm and max(args.confirm_seeds) >= args.seed:
+    confirming = args.confirm or args.confirm_trials
+    if confirming and max(args.confirm_seeds) >= args.seed:
         return f"--confirm-seeds must be below --seed ({args.seed}): trials train on seeds from it, not these"
-    if args.confirm and len(args.confirm_seeds) < LEAST_CONFIRM_SEEDS:
+    if confirming and len(args.confirm_seeds) < LEAST_CONFIRM_SEEDS:
         return f"--confirm needs at least {LEAST_CONFIRM_SEEDS} --confirm-seeds: fewer let one lucky seed decide"
     return None
 
@@ -299,7 +298,7 @@ def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) ->
         written = write_report(study, spec)
         print("\n".join(summary_lines(study, spec)))
         print("written: " + ", ".join(relative(path) for path in written))
-        if args.confirm and stopped_by is None:
+        if (args.confirm or args.confirm_trials) and stopped_by is None:
             stopped_by = confirm(study, spec, args)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -41,7 +41,7 @@ class ConfirmRun:
 
 
 def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
-    """Retrain and evaluate the ``args.confirm`` best trials; print and keep the figures.
+    """Retrain and evaluate the ``args.confirm`` best trials (or ``args.confirm_trials``); print and keep the figures.
 
     Returns the signal that stopped the workers, if one did.
     """
