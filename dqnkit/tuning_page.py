@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dqnkit.tuning_report import _number, best_trials, differing
+from dqnkit.tuning_report import _number, best_trials, differing, save_plot, state_counts
 from dqnkit.tuning_study import StudySpec
 from dqnkit.tuning_trial import TrialPlan
 
@@ -95,7 +96,7 @@ HEADER = (
 def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -> str:
     """The markdown of the study: counts, CPU time, the front, every passing trial, the plot."""
     trials = study.get_trials(deepcopy=False)
-    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    states = state_counts(trials)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     passing = sorted((t for t in done if t.user_attrs.get("passed")), key=lambda t: t.user_attrs["cpu_seconds"])
     cpu = sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)
@@ -150,18 +151,8 @@ def rewrite(page: str, root: Path, config: Callable[..., Any], plots: Path | Non
 
 def pareto_plot(study: Any, path: Path) -> None:
     """The study's Pareto front as a PNG at ``path`` (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import warnings
-
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    from dqnkit.files import atomic_write
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        figure = plots.plot_pareto_front(study, target_names=["greedy mean", "CPU seconds"]).figure
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"), ".png")
-    plt.close(figure)
+    front = partial(plots.plot_pareto_front, study, target_names=["greedy mean", "CPU seconds"])
+    if not save_plot(front, path):
+        raise ValueError(f"study {study.study_name}: too few finished trials for a Pareto plot")

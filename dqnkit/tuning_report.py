@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,15 @@ def best_trials(study: Any, spec: StudySpec) -> list[Any]:
     return sorted(done, key=lambda t: (sign * t.value, t.number))
 
 
+def state_counts(trials: list[Any]) -> dict[str, int]:
+    """How many of ``trials`` are in each state: COMPLETE, PRUNED, FAIL, RUNNING, WAITING."""
+    return {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+
+
 def summary_lines(study: Any, spec: StudySpec) -> list[str]:
     """The study in a few lines: trials by state, and the best settings so far."""
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    counts = state_counts(trials)
     lines = [
         f"study {spec.name}: {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed, {counts['RUNNING']} running, {counts['WAITING']} waiting"
@@ -152,10 +158,6 @@ def write_report(study: Any, spec: StudySpec) -> list[Path]:
 
 def write_plots(study: Any, spec: StudySpec) -> list[Path]:
     """The PNG plots that the study's trials allow; a plot that cannot be drawn yet is left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, no display needed
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
     trials = study.get_trials(deepcopy=False)
@@ -171,16 +173,26 @@ def write_plots(study: Any, spec: StudySpec) -> list[Path]:
         wanted["intermediate"] = lambda: plots.plot_intermediate_values(study)
     if two and complete >= 1:
         wanted["pareto"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
-    written = []
-    for name, plot in wanted.items():
-        path = spec.plan.folder / f"{name}.png"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental-API notes, legends without labels
-            try:
-                figure = plot().figure
-            except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this plot
-                continue
-        atomic_write(path, lambda tmp, figure=figure: figure.savefig(tmp, format="png", bbox_inches="tight"), ".png")
-        plt.close(figure)
-        written.append(path)
-    return written
+    paths = {name: spec.plan.folder / f"{name}.png" for name in wanted}
+    return [paths[name] for name, plot in wanted.items() if save_plot(plot, paths[name])]
+
+
+def save_plot(plot: Callable[[], Any], path: Path) -> bool:
+    """Draw ``plot()`` (an ``optuna.visualization.matplotlib`` call) into the PNG ``path``, atomically.
+
+    False, and nothing written, when the study has too few finished trials for this plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, no display needed
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API notes, legends without labels
+        try:
+            figure = plot().figure
+        except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this plot
+            return False
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"), ".png")
+    plt.close(figure)
+    return True
