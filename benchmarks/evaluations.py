@@ -14,20 +14,23 @@ which evaluations are made, not what the run learns: these figures say what it w
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
+from dqnkit.logs import read_metrics  # noqa: E402
 from dqnkit.tuning_page import open_journal  # noqa: E402
 
 
 def evaluations(metrics: Path) -> list[tuple[int, float, float]]:
     """(episode, training average, evaluation mean) for every evaluation in ``metrics``."""
-    with open(metrics, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [(int(r["episode"]), float(r["average_100"]), float(r["eval_score"])) for r in rows if r["eval_score"]]
+    m = read_metrics(metrics)
+    made = ~np.isnan(m["eval_score"])  # NaN where no evaluation was made
+    episodes = m["episode"][made].astype(int).tolist()
+    return list(zip(episodes, m["average_100"][made].tolist(), m["eval_score"][made].tolist(), strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
