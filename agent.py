@@ -1,7 +1,7 @@
 """Deep Q-Learning: the replay memory and the agent that learns from it.
 
-This is the code ``python main.py`` runs. Options beyond the original DQN (Double DQN, n-step returns, ...)
-and the NumPy fast path extend :class:`Agent` in ``dqnkit``, each overriding a named step; nothing here knows them.
+This is the code ``python main.py`` runs. The options beyond the original DQN (Double DQN, n-step returns, ...)
+and the NumPy fast path extend :class:`Agent` in ``dqnkit/learn/``, overriding its named steps; nothing here knows them.
 """
 
 from __future__ import annotations
@@ -140,18 +140,6 @@ def bellman_target(rewards: Array, next_q_max: Array, dones: Array, discount_fac
     return rewards + discount_factor * next_q_max * (1.0 - dones)
 
 
-@torch.no_grad()
-def soft_update(local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
-    """Move the target weights a fraction ``tau`` towards the local ones, in place (Polyak averaging).
-
-    ``theta_target <- tau * theta_local + (1 - tau) * theta_target``, which is what
-    ``lerp_`` computes as ``theta_target + tau * (theta_local - theta_target)``.
-    In place matters: the target network keeps its own tensors, and only their values move.
-    """
-    for target_param, local_param in zip(target_model.parameters(), local_model.parameters(), strict=True):
-        target_param.lerp_(local_param, interpolation_parameter)
-
-
 def checked_loss(loss: float, learn_steps: int) -> float:
     """``loss``, or ``FloatingPointError`` when it is not finite: checked before the weights move."""
     if not math.isfinite(loss):
@@ -204,8 +192,8 @@ class Agent:
         self.learn_every = learn_every
         self.device = torch.device(device)
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.local_qnetwork = network_class(state_size, action_size, hidden_size).to(self.device)
-        self.target_qnetwork = network_class(state_size, action_size, hidden_size).to(self.device)
+        self.local_qnetwork = network_class(state_size, action_size, hidden_size=hidden_size).to(self.device)
+        self.target_qnetwork = network_class(state_size, action_size, hidden_size=hidden_size).to(self.device)
         # Both networks start equal, as in the original, whose network seeded itself alike
         # in both constructors; from then on the soft update lets the target trail behind.
         self.target_qnetwork.load_state_dict(self.local_qnetwork.state_dict())
@@ -272,7 +260,18 @@ class Agent:
 
     def update_target(self) -> None:
         """Let the target network trail the local one: the soft update by ``interpolation_parameter``."""
-        soft_update(self.local_qnetwork, self.target_qnetwork, self.interpolation_parameter)
+        self.soft_update(self.local_qnetwork, self.target_qnetwork, self.interpolation_parameter)
+
+    @torch.no_grad()
+    def soft_update(self, local_model: nn.Module, target_model: nn.Module, interpolation_parameter: float) -> None:
+        """Move the target weights a fraction ``tau`` towards the local ones, in place (Polyak averaging).
+
+        ``theta_target <- tau * theta_local + (1 - tau) * theta_target``, which is what
+        ``lerp_`` computes as ``theta_target + tau * (theta_local - theta_target)``.
+        In place matters: the target network keeps its own tensors, and only their values move.
+        """
+        for target_param, local_param in zip(target_model.parameters(), local_model.parameters(), strict=True):
+            target_param.lerp_(local_param, interpolation_parameter)
 
     def state_dict(self) -> dict:
         """Everything needed to continue learning exactly: networks, optimizer, memory, counters, RNG."""

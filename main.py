@@ -25,22 +25,22 @@ from dqnkit import cli  # noqa: E402
 from dqnkit.cli import ORIGINAL, open_unit_interval, option, positive_float, positive_int, unit_interval  # noqa: E402
 from dqnkit.envs import make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
-from dqnkit.evaluation import evaluate  # noqa: E402
-from dqnkit.files import load_training_state  # noqa: E402
-from dqnkit.hooks import Episode, Hook, Hooks  # noqa: E402
-from dqnkit.logs import plot_learning_curve  # noqa: E402
-from dqnkit.runfolder import RunFolder, TrainResult, resolve_device  # noqa: E402
-from dqnkit.session import run_hooks  # noqa: E402
+from dqnkit.report.evaluation import evaluate  # noqa: E402
+from dqnkit.report.logs import plot_learning_curve  # noqa: E402
+from dqnkit.report.progress import show_progress as show_progress  # noqa: E402
+from dqnkit.report.progress import write_progress  # noqa: E402
+from dqnkit.run.files import load_training_state  # noqa: E402
+from dqnkit.run.folder import RunFolder, TrainResult, resolve_device  # noqa: E402
+from dqnkit.run.hooks import Episode, Hook, Hooks  # noqa: E402
+from dqnkit.run.session import run_hooks  # noqa: E402
 from dqnkit.settings import PRESETS, BeyondOptions, RunOptions  # noqa: E402
-from dqnkit.stages import show_progress as show_progress  # noqa: E402
-from dqnkit.stages import write_progress  # noqa: E402
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
 
 # Re-exported ("x as x"): a notebook calls main.show_video(50).
-from dqnkit.videos import show_video as show_video  # noqa: E402
-from dqnkit.videos import show_videos as show_videos  # noqa: E402
+from dqnkit.report.videos import show_video as show_video  # noqa: E402
+from dqnkit.report.videos import show_videos as show_videos  # noqa: E402
 
 
 @dataclass
@@ -143,8 +143,8 @@ def play_episode(
 
 
 def build_agent(cfg: Config, env, device: torch.device, rng: np.random.Generator):
-    """The agent that ``cfg`` describes (see :func:`dqnkit.agents.build_agent`)."""
-    from dqnkit.agents import build_agent as build
+    """The agent that ``cfg`` describes (see :func:`dqnkit.learn.build_agent`)."""
+    from dqnkit.learn import build_agent as build
 
     return build(cfg, env, device, rng)
 
@@ -158,7 +158,7 @@ def train(
     """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
 
     Each finished episode goes to the run's hooks (metrics, progress, videos, evaluation, the
-    solved checkpoint, the training state, Ctrl-C: ``dqnkit/session.py``), then to ``hooks``;
+    solved checkpoint, the training state, Ctrl-C: ``dqnkit/run/session.py``), then to ``hooks``;
     any of them may stop the run. Messages go to ``out`` when given, else to the terminal.
     """
     import torch

@@ -18,16 +18,23 @@ class Network(nn.Module):
     Args:
         state_size: length of the observation vector (8 for LunarLander).
         action_size: number of discrete actions (4 for LunarLander).
-        hidden_size: units in each of the two hidden layers (64 in the original).
-
-    The constructor does not seed anything: call ``main.seed_everything`` first
-    if you want reproducible initial weights.
+        seed: as in the original, a seed for the initial weights: two networks built with one seed
+            start equal. Unlike the original, it leaves PyTorch's global random stream as it was.
+            None (what ``agent.Agent`` passes) draws them from that stream, seeded by ``main.seed_everything``.
+        hidden_size: units in each of the two hidden layers (64 in the original); a keyword.
     """
 
-    def __init__(self, state_size: int, action_size: int, hidden_size: int = 64) -> None:
+    def __init__(self, state_size: int, action_size: int, seed: int | None = None, *, hidden_size: int = 64) -> None:
         super().__init__()
         self.state_size = state_size
         self.action_size = action_size
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):  # the global stream is restored after
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.build_layers(state_size, action_size, hidden_size)
+
+    def build_layers(self, state_size: int, action_size: int, hidden_size: int) -> None:
+        """The layers, their initial weights drawn from PyTorch's random stream."""
         self.fc1 = nn.Linear(state_size, hidden_size)
         self.fc2 = nn.Linear(hidden_size, hidden_size)
         self.fc3 = nn.Linear(hidden_size, action_size)
@@ -51,8 +58,9 @@ class DuelingNetwork(Network):
     Beyond the original: used only with ``--dueling``.
     """
 
-    def __init__(self, state_size: int, action_size: int, hidden_size: int = 64) -> None:
-        super().__init__(state_size, action_size, hidden_size)
+    def build_layers(self, state_size: int, action_size: int, hidden_size: int) -> None:
+        """:class:`Network`'s layers and the value head."""
+        super().build_layers(state_size, action_size, hidden_size)
         self.value = nn.Linear(hidden_size, 1)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:

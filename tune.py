@@ -4,7 +4,7 @@
     python tune.py --study lander --storage postgresql://user:password@host/db   # the same on each machine
     python tune.py --help
 
-The tuner itself is ``dqnkit/tuning.py``; this script hands it ``main.Config`` and ``main.train``.
+The tuner itself is ``dqnkit/tune/command.py``; this script hands it ``main.Config`` and ``main.train``.
 See docs/tuner.md.
 """
 
@@ -15,7 +15,8 @@ import sys
 # main before NumPy: main sets OPENBLAS_NUM_THREADS=1 before OpenBLAS starts, here and in every worker
 # process (each imports this file first).
 import main  # isort: skip
-from dqnkit import cli, tuning
+from dqnkit import cli
+from dqnkit.tune import command
 
 if __name__ == "__main__":
-    sys.exit(cli.run_script(lambda: tuning.main(sys.argv[1:], main.Config, main.train)))
+    sys.exit(cli.run_script(lambda: command.main(sys.argv[1:], main.Config, main.train)))

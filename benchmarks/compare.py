@@ -47,20 +47,20 @@ sys.path.insert(0, str(REPO))
 # isort: off
 import main  # noqa: E402
 import numpy as np  # noqa: E402
-from dqnkit.checkpoints import average_reached  # noqa: E402
+from dqnkit.run.checkpoints import average_reached  # noqa: E402
 from dqnkit.cli import positive_int, seed_number  # noqa: E402
 from dqnkit.envs import SOLVED_SCORE  # noqa: E402
-from dqnkit.evaluation import UNSEEN_SEED_BASE  # noqa: E402
-from dqnkit.files import save_torch  # noqa: E402
-from dqnkit.hooks import Episode, Hook  # noqa: E402
+from dqnkit.report.evaluation import UNSEEN_SEED_BASE  # noqa: E402
+from dqnkit.run.files import save_torch  # noqa: E402
+from dqnkit.run.hooks import Episode, Hook  # noqa: E402
 from dqnkit.settings import apply_preset  # noqa: E402
-from dqnkit.logs import solved_at  # noqa: E402
-from dqnkit.runfolder import BEST_WEIGHTS  # noqa: E402
+from dqnkit.report.logs import solved_at  # noqa: E402
+from dqnkit.run.folder import BEST_WEIGHTS  # noqa: E402
 # isort: on
 
 if TYPE_CHECKING:
-    from dqnkit.evaluation import EvalResult
-    from dqnkit.runfolder import TrainResult
+    from dqnkit.report.evaluation import EvalResult
+    from dqnkit.run.folder import TrainResult
 
 ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
@@ -169,7 +169,7 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
     goes on after it saves (``keep_training``) until the average has reached the target,
     ``eval_steps`` steps are done and the agent is saved, or ``cfg.episodes`` run out.
     """
-    from dqnkit.files import load_file
+    from dqnkit.run.files import load_file
 
     measure = Measure(cfg.target_score, eval_steps, out)
     with train_aside(cfg, [measure]) as (result, cfg):
@@ -289,7 +289,7 @@ def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> 
 
 def _evaluate_sb3(model, episodes: int) -> dict[str, Any]:
     """Greedy episodes with the same environment seeds and outcome rules as ``main.evaluate``."""
-    from dqnkit.evaluation import play_greedy
+    from dqnkit.report.evaluation import play_greedy
 
     env = main.make_env(ENV_ID, 1000)
     try:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from dqnkit.logs import read_metrics  # noqa: E402
-from dqnkit.tuning_page import open_journal  # noqa: E402
+from docs.tuning_page import open_journal  # noqa: E402
+from dqnkit.report.logs import read_metrics  # noqa: E402
 
 
 def evaluations(metrics: Path) -> list[tuple[int, float, float]]:

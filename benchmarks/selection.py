@@ -32,14 +32,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 # isort: off
 import main  # noqa: E402
 from compare import train_aside  # noqa: E402
-from dqnkit.hooks import Episode, Hook  # noqa: E402
+from dqnkit.run.hooks import Episode, Hook  # noqa: E402
 from dqnkit.settings import apply_preset  # noqa: E402
 # isort: on
 
 if TYPE_CHECKING:
-    from dqnkit.evaluation import EvalResult
+    from dqnkit.report.evaluation import EvalResult
 
-SELECTION_SEED = 1_000_000  # dqnkit.evaluation.PeriodicEvaluation.SEED_BASE
+SELECTION_SEED = 1_000_000  # dqnkit.report.evaluation.PeriodicEvaluation.SEED_BASE
 TEST_SEED = 2_000_000  # compare.EVAL_SEED
 
 
@@ -76,8 +76,8 @@ class EvaluateAlong(Hook):
         self.network, self.start = agent.local_qnetwork, time.perf_counter()
 
     def on_episode(self, episode: Episode) -> None:
-        from dqnkit.evaluation import play_greedy
-        from dqnkit.videos import greedy_policy
+        from dqnkit.report.evaluation import play_greedy
+        from dqnkit.report.videos import greedy_policy
 
         if episode.episode % self.every:
             return

@@ -7,7 +7,7 @@ environment step, which says how fast the machine is at the moment):
    storing and learning) for three agents, run in alternating rounds (reference, default, NumPy
    twin, reference, ...) ``--rounds`` times, every one pinned to one thread: the reference
    (:class:`ReferenceAgent`), the textbook default (``main.Config()``, :class:`agent.Agent`) and
-   the NumPy twin (``main.Config(backprop="numpy")``, ``dqnkit.numpy_twin.NumpyAgent``). Each is
+   the NumPy twin (``main.Config(backprop="numpy")``, ``dqnkit.learn.twin.NumpyAgent``). Each is
    given against the reference as the ratio of the medians and as the median of the rounds' ratios;
 2. peak memory of a replay memory filled to its capacity of 100,000 transitions (``tracemalloc``);
 3. time to solve: ``python main.py --no-video --quiet --seed S`` and the same with ``--preset fast``,
@@ -60,11 +60,11 @@ import agent  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from dqnkit.agents import agent_class  # noqa: E402
+from dqnkit.learn import agent_class  # noqa: E402
 from dqnkit.cli import seed_number  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
-from dqnkit.files import check_file_path  # noqa: E402
-from dqnkit.logs import read_metrics  # noqa: E402
+from dqnkit.run.files import check_file_path  # noqa: E402
+from dqnkit.report.logs import read_metrics  # noqa: E402
 from nnetwork import Network  # noqa: E402
 # isort: on
 
@@ -178,7 +178,7 @@ def build_default_agent(seed: int) -> agent.Agent:
 
 
 def build_numpy_agent(seed: int) -> agent.Agent:
-    """The NumPy twin, ``python main.py --backprop numpy``'s agent (``dqnkit.numpy_twin.NumpyAgent``)."""
+    """The NumPy twin, ``python main.py --backprop numpy``'s agent (``dqnkit.learn.twin.NumpyAgent``)."""
     return build_config_agent(main.Config(backprop="numpy"), seed)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError
-from dqnkit.files import STATE_FILE
+from dqnkit.run.files import STATE_FILE
 
 PROG = "main.py"
 DESCRIPTION = "Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters)."

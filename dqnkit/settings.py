@@ -56,7 +56,7 @@ class RunOptions:
     backprop: str = option(
         "autograd",
         "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
-        "shows) or numpy (the opt-in twin in dqnkit/numpy_twin.py: the same numbers to float32 rounding, "
+        "shows) or numpy (the opt-in twin in dqnkit/learn/twin.py: the same numbers to float32 rounding, "
         "faster on a CPU; see the README)",
         choices=("numpy", "autograd"),
         group=RUN,

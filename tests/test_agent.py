@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent import Agent, ReplayMemory, bellman_target, soft_update
+from agent import Agent, ReplayMemory, bellman_target
 from nnetwork import Network
 
 
@@ -223,7 +223,7 @@ def test_soft_update_by_hand() -> None:
             p.fill_(10.0)
         for p in target.parameters():
             p.fill_(2.0)
-    soft_update(local, target, 0.25)
+    _agent().soft_update(local, target, 0.25)
     for p in target.parameters():  # 0.25 * 10 + 0.75 * 2 = 4
         torch.testing.assert_close(p, torch.full_like(p, 4.0))
     for p in local.parameters():
@@ -235,7 +235,7 @@ def test_soft_update_matches_plain_formula() -> None:
     local, target = Network(8, 4), Network(8, 4)
     tau = 1e-3
     expected = [tau * lp + (1 - tau) * tp for lp, tp in zip(local.parameters(), target.parameters(), strict=True)]
-    soft_update(local, target, tau)
+    _agent().soft_update(local, target, tau)
     for e, p in zip(expected, target.parameters(), strict=True):
         torch.testing.assert_close(p, e, rtol=0, atol=1e-6)
 

@@ -24,9 +24,9 @@ import torch
 import main
 from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
-from dqnkit.evaluation import evaluate, evaluation_video_name
-from dqnkit.files import load_file, load_training_state
-from dqnkit.videos import BackgroundVideos
+from dqnkit.report.evaluation import evaluate, evaluation_video_name
+from dqnkit.report.videos import BackgroundVideos
+from dqnkit.run.files import load_file, load_training_state
 from nnetwork import Network
 
 ROOT = Path(__file__).resolve().parent.parent

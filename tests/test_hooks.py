@@ -11,8 +11,8 @@ from gymnasium.wrappers import TimeLimit
 from stubs import Lander
 
 import main
-from dqnkit.files import RunLock, load_training_state
-from dqnkit.hooks import Episode, Hook, Hooks
+from dqnkit.run.files import RunLock, load_training_state
+from dqnkit.run.hooks import Episode, Hook, Hooks
 
 
 def _stub_env(monkeypatch: pytest.MonkeyPatch, length: int) -> None:

@@ -54,11 +54,11 @@ def _graph() -> dict[str, set[str]]:
 
 def test_the_walk_finds_the_package_and_its_imports() -> None:
     graph = _graph()
-    assert {"dqnkit.cli", "dqnkit.files", "dqnkit.hooks", "dqnkit.runfolder", "dqnkit.session"} <= set(graph)
-    assert {"dqnkit.cli", "dqnkit.hooks", "dqnkit.runfolder", "dqnkit.session", "dqnkit.videos"} <= graph["main"]
-    assert {"dqnkit.logs", "dqnkit.videos", "dqnkit.evaluation", "dqnkit.checkpoints"} <= graph["dqnkit.session"]
-    assert "agent" in graph["dqnkit.agents"] and "nnetwork" in graph["agent"]
-    assert {"dqnkit.options", "dqnkit.numpy_twin"} <= graph["dqnkit.agents"]
+    assert {"dqnkit.cli", "dqnkit.run.files", "dqnkit.run.hooks", "dqnkit.run.folder", "dqnkit.run.session"} <= set(graph)
+    assert {"dqnkit.cli", "dqnkit.run.hooks", "dqnkit.run.folder", "dqnkit.run.session", "dqnkit.report.videos"} <= graph["main"]
+    assert {"dqnkit.report.logs", "dqnkit.report.videos", "dqnkit.report.evaluation", "dqnkit.run.checkpoints"} <= graph["dqnkit.run.session"]
+    assert "agent" in graph["dqnkit.learn"] and "nnetwork" in graph["agent"]
+    assert {"dqnkit.learn.options", "dqnkit.learn.twin"} <= graph["dqnkit.learn"]
 
 
 def test_nothing_in_the_package_imports_main() -> None:

@@ -42,7 +42,7 @@ def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.slow
 def test_preset_saves_an_agent_that_lands_fast_and_sure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--preset fast, seed 3: its stopping rule saves an agent that passes issue 15's bar on unseen seeds."""
-    from dqnkit.evaluation import evaluate
+    from dqnkit.report.evaluation import evaluate
 
     monkeypatch.chdir(tmp_path)
     cfg = apply_preset(main.Config(seed=3, video=False, checkpoint=str(tmp_path / "checkpoint.pth")), "fast")

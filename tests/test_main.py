@@ -20,7 +20,7 @@ import torch
 import main
 from agent import Agent
 from dqnkit.cli import build_parser
-from dqnkit.videos import BackgroundVideos, greedy_policy, record_greedy_video, record_video
+from dqnkit.report.videos import BackgroundVideos, greedy_policy, record_greedy_video, record_video
 from nnetwork import DuelingNetwork, Network
 
 

@@ -17,10 +17,9 @@ import agent as agent_module
 import main
 import nnetwork
 from agent import Agent, Experiences
-from dqnkit import numpy_twin
-from dqnkit.agents import build_agent, make_agent
 from dqnkit.errors import UserError
-from dqnkit.numpy_twin import (
+from dqnkit.learn import build_agent, make_agent
+from dqnkit.learn.twin import (
     NumpyAdam,
     NumpyAgent,
     check_network,

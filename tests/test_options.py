@@ -12,10 +12,9 @@ import torch
 
 import main
 from agent import Agent, Experiences, ReplayMemory
-from dqnkit.agents import CORE_FIELDS, OPTION_FIELDS, agent_class, compose, make_agent, memory_class
-from dqnkit.nstep import NStepMemory, n_step_return
-from dqnkit.numpy_twin import NumpyAgent, clip_grad_norm_, numpy_dueling_q_values, numpy_views
-from dqnkit.options import (
+from dqnkit.learn import CORE_FIELDS, OPTION_FIELDS, agent_class, compose, make_agent, memory_class
+from dqnkit.learn.memory import NStepMemory, PrioritizedReplayMemory, SumTree, n_step_return
+from dqnkit.learn.options import (
     OPTIONS,
     DoubleDQN,
     GradientClipping,
@@ -25,7 +24,7 @@ from dqnkit.options import (
     LearningRateDecay,
     double_dqn_next_q,
 )
-from dqnkit.prioritized import PrioritizedReplayMemory, SumTree
+from dqnkit.learn.twin import NumpyAgent, clip_grad_norm_, numpy_dueling_q_values, numpy_views
 from nnetwork import DuelingNetwork, dueling_q_values
 
 BOTH = pytest.mark.parametrize("backprop", ["autograd", "numpy"])
@@ -79,7 +78,7 @@ def test_an_option_overrides_exactly_one_named_step(option: type, step: str) -> 
 
 
 def test_no_option_reimplements_step_or_learn() -> None:
-    classes = [c for option in OPTIONS for c in option.__mro__ if c.__module__ == "dqnkit.options"]
+    classes = [c for option in OPTIONS for c in option.__mro__ if c.__module__ == "dqnkit.learn.options"]
     assert {"NStepReturns", "PrioritizedReplay", "Dueling", "GradientSteps", "TDLoss"} <= {c.__name__ for c in classes}
     assert not [c.__name__ for c in classes if "step" in vars(c)]
     # Only the gradient steps define learn, as a loop that calls the inherited one.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dqnkit import evaluation
-from dqnkit.evaluation import EvalResult, PeriodicEvaluation
+from dqnkit.report import evaluation
+from dqnkit.report.evaluation import EvalResult, PeriodicEvaluation
 from nnetwork import Network
 
 
@@ -48,7 +48,7 @@ def test_best_weights_are_those_that_scored_highest(tmp_path: Path, monkeypatch:
 def test_episodes_played_together_are_those_played_one_by_one(dueling: bool) -> None:
     """The batched evaluation gives play_greedy's scores, lengths and outcomes, episode by episode."""
     from dqnkit.envs import make_env
-    from dqnkit.videos import greedy_policy
+    from dqnkit.report.videos import greedy_policy
     from nnetwork import DuelingNetwork
 
     torch.manual_seed(7)
@@ -86,8 +86,8 @@ def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import main
-    from dqnkit.logs import read_metrics
-    from dqnkit.videos import greedy_policy
+    from dqnkit.report.logs import read_metrics
+    from dqnkit.report.videos import greedy_policy
 
     monkeypatch.chdir(tmp_path)
     cfg = main.Config(episodes=6, max_steps=80, minibatch_size=16, video=False, quiet=True, seed=3)
@@ -165,7 +165,7 @@ def test_evaluations_wait_for_the_training_average_and_change_nothing_else(
 ) -> None:
     """--eval-from-average: due episodes whose training average is below it are skipped, the training is the same."""
     import main
-    from dqnkit.logs import read_metrics
+    from dqnkit.report.logs import read_metrics
 
     periodic = PeriodicEvaluation(
         "LunarLander-v3", 100, every=5, episodes=2, best_path=tmp_path / "b.pth", from_average=-50.0

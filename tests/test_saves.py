@@ -21,7 +21,7 @@ import torch
 
 import main
 from dqnkit.errors import UserError
-from dqnkit.files import load_training_state, remove_stale_temp_files, save_torch
+from dqnkit.run.files import load_training_state, remove_stale_temp_files, save_torch
 
 TINY = ["--max-steps", "50", "--minibatch-size", "16", "--no-video"]
 
@@ -239,7 +239,7 @@ def _in_small_filesystem(root: Path, cwd: Path, size_kb: int, main_args: list[st
 CHECK_FULL_DISK = """
 import json, os, shutil, main
 from pathlib import Path
-from dqnkit.files import load_training_state
+from dqnkit.run.files import load_training_state
 (run,) = Path("runs").iterdir()
 state = load_training_state(run / "training_state.pth", main.Config)
 print(json.dumps({
@@ -376,7 +376,7 @@ def test_a_run_that_another_process_trains_cannot_be_resumed(
     """While another process holds a run, --resume of it stops in one line and writes nothing; after, it goes on."""
     import subprocess
 
-    from dqnkit.files import LOCK_FILE
+    from dqnkit.run.files import LOCK_FILE
 
     monkeypatch.chdir(tmp_path)
     first = main.train(_cfg(tmp_path, episodes=2, quiet=True), out=lambda _: None)

@@ -20,9 +20,9 @@ from gymnasium.wrappers import TimeLimit
 from stubs import Lander
 
 import main
-from dqnkit.checkpoints import average_reached
-from dqnkit.evaluation import EvalResult, passes
-from dqnkit.hooks import Episode, Hook
+from dqnkit.report.evaluation import EvalResult, passes
+from dqnkit.run.checkpoints import average_reached
+from dqnkit.run.hooks import Episode, Hook
 
 
 def _episode(number: int, average_100: float) -> Episode:
@@ -196,7 +196,7 @@ def test_train_with_eval_target_solves_at_the_evaluation_that_passes(
     monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(Lander(3, True), max_steps))
     landings = itertools.cycle([True] * 9 + [False])  # PeriodicEvaluation makes its 10 environments once
     monkeypatch.setattr(
-        "dqnkit.evaluation.make_env", lambda env_id, max_steps: TimeLimit(Lander(3, next(landings)), max_steps)
+        "dqnkit.report.evaluation.make_env", lambda env_id, max_steps: TimeLimit(Lander(3, next(landings)), max_steps)
     )
     cfg = _cfg(tmp_path, episodes=4, eval_every=2, eval_episodes=10, eval_target=eval_target, eval_landed=eval_landed)
     watch = WatchCheckpoint(Path(cfg.checkpoint))

@@ -11,8 +11,8 @@ import pytest
 
 import agent
 import main
-from dqnkit.numpy_twin import NumpyAgent, NumpyGradientClipping
-from dqnkit.options import OPTIONS, DoubleDQN
+from dqnkit.learn.options import OPTIONS, DoubleDQN
+from dqnkit.learn.twin import NumpyAgent, NumpyGradientClipping
 from dqnkit.settings import apply_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from dqnkit.errors import UserError
-from dqnkit.logs import METRIC_FIELDS
-from dqnkit.stages import describe, markdown_table, run_stages, select, write_progress, write_thumbnail
+from dqnkit.report.logs import METRIC_FIELDS
+from dqnkit.report.progress import describe, markdown_table, run_stages, select, write_progress, write_thumbnail
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ import torch
 from gymnasium.wrappers import TimeLimit
 
 import main
-from dqnkit.agents import build_agent
-from dqnkit.hooks import Episode, Hook
+from dqnkit.learn import build_agent
+from dqnkit.run.hooks import Episode, Hook
 
 MAX_STEPS = 5
 

@@ -21,12 +21,14 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 import main
-from dqnkit import cli, tuning, tuning_page
+from docs import tuning_page
+from dqnkit import cli
 from dqnkit.settings import apply_preset
-from dqnkit.tuning_report import summary_lines, trial_line, write_report
-from dqnkit.tuning_space import SPACES, config_overrides, contains, draw, params_of
-from dqnkit.tuning_study import StudySpec, make_sampler, open_study, storage_location
-from dqnkit.tuning_trial import Interrupted, TrialPlan, run_trial, time_cost
+from dqnkit.tune import command as tuning
+from dqnkit.tune.report import summary_lines, trial_line, write_report
+from dqnkit.tune.space import SPACES, config_overrides, contains, draw, params_of
+from dqnkit.tune.study import StudySpec, make_sampler, open_study, storage_location
+from dqnkit.tune.trial import Interrupted, TrialPlan, run_trial, time_cost
 
 TINY = ["--episodes", "6", "--max-steps", "50", "--eval-every", "2", "--eval-episodes", "2", "--eval-target", "1000"]
 
@@ -346,7 +348,7 @@ def test_confirm_retrains_the_three_best_on_five_fresh_seeds(tmp_path: Path) -> 
 
 def test_confirm_trials_names_finished_trials_or_says_which_is_not(tmp_path: Path) -> None:
     from dqnkit.errors import UserError
-    from dqnkit.tuning_confirm import chosen_trials
+    from dqnkit.tune.confirm import chosen_trials
 
     spec = StudySpec("c", "unused.log", _plan(tmp_path, objective="both"), pruner="none")
     study = optuna.create_study(directions=["maximize", "minimize"])

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import main
-from dqnkit.files import new_run_dir
-from dqnkit.logs import METRIC_FIELDS, learning_curve_figure, plot_learning_curve, read_metrics, solved_at
+from dqnkit.report.logs import METRIC_FIELDS, learning_curve_figure, plot_learning_curve, read_metrics, solved_at
+from dqnkit.run.files import new_run_dir
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 

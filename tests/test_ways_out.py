@@ -15,9 +15,9 @@ import torch
 
 import main
 from dqnkit.errors import UserError
-from dqnkit.evaluation import PeriodicEvaluation
-from dqnkit.files import load_file, load_training_state
-from dqnkit.hooks import Episode, Hook
+from dqnkit.report.evaluation import PeriodicEvaluation
+from dqnkit.run.files import load_file, load_training_state
+from dqnkit.run.hooks import Episode, Hook
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--max-steps", "80", "--minibatch-size", "16", "--replay-buffer-size", "3000", "--seed", "4"]

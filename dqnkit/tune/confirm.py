@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqnkit import workers
 from dqnkit.errors import UserError, first_line
-from dqnkit.evaluation import UNSEEN_SEED_BASE, evaluate
-from dqnkit.files import write_text
-from dqnkit.runfolder import BEST_WEIGHTS
-from dqnkit.tuning_report import TRIAL_RUN_OPTIONS, best_config, best_trials
-from dqnkit.tuning_study import StudySpec
-from dqnkit.tuning_trial import TrialReport, inside
+from dqnkit.report.evaluation import UNSEEN_SEED_BASE, evaluate
+from dqnkit.run import processes
+from dqnkit.run.files import write_text
+from dqnkit.run.folder import BEST_WEIGHTS
+from dqnkit.tune.report import TRIAL_RUN_OPTIONS, best_config, best_trials
+from dqnkit.tune.study import StudySpec
+from dqnkit.tune.trial import TrialReport, inside
 
 
 @dataclass
@@ -60,8 +60,8 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
     import multiprocessing
 
     started = multiprocessing.get_context("spawn").Value("i", 0)
-    processes = workers.start(confirm_worker, (runs, started, spec.plan.train, args.confirm_episodes), args.jobs)
-    stopped_by = workers.watch(processes, lambda process: None, lambda text: print(text, file=sys.stderr, flush=True))
+    workers = processes.start(confirm_worker, (runs, started, spec.plan.train, args.confirm_episodes), args.jobs)
+    stopped_by = processes.watch(workers, lambda process: None, lambda text: print(text, file=sys.stderr, flush=True))
     if stopped_by is not None:
         return stopped_by
     results = [_load(run, args.confirm_episodes) for run in runs]
@@ -107,7 +107,7 @@ def _load(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
 
 
 def confirm_worker(
-    index: int, stop: workers.StopFlag, runs: list[ConfirmRun], started: Any, train: Callable[..., Any], episodes: int
+    index: int, stop: processes.StopFlag, runs: list[ConfirmRun], started: Any, train: Callable[..., Any], episodes: int
 ) -> None:
     """One worker: take the next run that has no result yet, train, evaluate, keep result.json; until none is left."""
     while not stop():

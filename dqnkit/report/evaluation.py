@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dqnkit.envs import GENERIC_OUTCOMES, episode_outcome, make_env, on_pad
-from dqnkit.files import (
+from dqnkit.report.videos import VIDEO_DIR, greedy_policy, record_video
+from dqnkit.run.files import (
     _shape,
     check_network_fits,
     check_writable,
@@ -21,8 +22,7 @@ from dqnkit.files import (
     network_from_weights,
     save_torch,
 )
-from dqnkit.hooks import Episode, Hook
-from dqnkit.videos import VIDEO_DIR, greedy_policy, record_video
+from dqnkit.run.hooks import Episode, Hook
 
 if TYPE_CHECKING:
     import gymnasium as gym

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError, first_line
-from dqnkit.files import RUNS_DIR, _alive, check_writable
+from dqnkit.run.files import RUNS_DIR, _alive, check_writable
 from dqnkit.settings import PRESETS
-from dqnkit.tuning_space import fingerprint, params_of
-from dqnkit.tuning_trial import OBJECTIVES, TrialPlan
+from dqnkit.tune.space import fingerprint, params_of
+from dqnkit.tune.trial import OBJECTIVES, TrialPlan
 
 TUNE_DIR = RUNS_DIR / "tune"
 N_STARTUP_TRIALS = 10  # random trials before TPE models the results (rl-baselines3-zoo's default)

@@ -36,7 +36,7 @@ class Episode:
     next_epsilon: float
     total_steps: int
     average_100: float  # the mean score of the last 100 episodes (of all of them while fewer)
-    evaluation: Any = None  # a dqnkit.evaluation.EvalResult (not imported: evaluation.py builds on this module)
+    evaluation: Any = None  # a dqnkit.report.evaluation.EvalResult (not imported: evaluation.py builds on this module)
     solved: bool = False
 
 
@@ -156,7 +156,7 @@ class StopOnSignal(Hook):
     The episode is finished (well under a second) so that the saved state sits on an
     episode boundary and a resumed run is exactly the uninterrupted one. A second
     signal stops at once; the last periodic state on disk is still complete. The run
-    (a :class:`~dqnkit.runfolder.RunFolder`) learns which signal stopped it.
+    (a :class:`~dqnkit.run.folder.RunFolder`) learns which signal stopped it.
     """
 
     def __init__(self, run: Any) -> None:

@@ -1,6 +1,6 @@
 """The hooks of a training run: every service around ``main.train``'s episode loop, in the order they run.
 
-Each service is a small hook in the module of its concern (:mod:`dqnkit.hooks` says how hooks
+Each service is a small hook in the module of its concern (:mod:`dqnkit.run.hooks` says how hooks
 work); this module only puts together the ones a configuration asks for.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from dqnkit.checkpoints import SolvedCheckpoint, TrainingState
-from dqnkit.evaluation import PeriodicEvaluation
-from dqnkit.hooks import Hook, StopOnSignal
-from dqnkit.logs import MetricsLog, ProgressDisplay
-from dqnkit.runfolder import BEST_WEIGHTS, RunFolder
-from dqnkit.stages import ProgressTable
-from dqnkit.videos import VIDEO_DIR, PeriodicVideos
+from dqnkit.report.evaluation import PeriodicEvaluation
+from dqnkit.report.logs import MetricsLog, ProgressDisplay
+from dqnkit.report.progress import ProgressTable
+from dqnkit.report.videos import VIDEO_DIR, PeriodicVideos
+from dqnkit.run.checkpoints import SolvedCheckpoint, TrainingState
+from dqnkit.run.folder import BEST_WEIGHTS, RunFolder
+from dqnkit.run.hooks import Hook, StopOnSignal
 
 if TYPE_CHECKING:
     import gymnasium as gym

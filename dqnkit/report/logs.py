@@ -15,8 +15,8 @@ import numpy as np
 
 from dqnkit.envs import SOLVED_SCORE, final_outcome
 from dqnkit.errors import UserError
-from dqnkit.files import atomic_write_file, write_text
-from dqnkit.hooks import Episode, Hook
+from dqnkit.run.files import atomic_write_file, write_text
+from dqnkit.run.hooks import Episode, Hook
 
 if TYPE_CHECKING:
     import gymnasium as gym

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError, first_line
-from dqnkit.files import STATE_FILE
-from dqnkit.hooks import Episode, Hook
-from dqnkit.tuning_space import draw
+from dqnkit.run.files import STATE_FILE
+from dqnkit.run.hooks import Episode, Hook
+from dqnkit.tune.space import draw
 
 # What --objective asks the sampler for: the directions of the values a trial returns.
 OBJECTIVES = {

@@ -21,10 +21,10 @@ import numpy as np
 
 from dqnkit.envs import GENERIC_OUTCOMES
 from dqnkit.errors import UserError, first_line
-from dqnkit.files import RUNS_DIR, write_text
-from dqnkit.hooks import Hook
-from dqnkit.logs import read_metrics
-from dqnkit.videos import THUMBNAIL_SIZE, VIDEO_DIR, latest_video_folder, save_thumbnail
+from dqnkit.report.logs import read_metrics
+from dqnkit.report.videos import THUMBNAIL_SIZE, VIDEO_DIR, latest_video_folder, save_thumbnail
+from dqnkit.run.files import RUNS_DIR, write_text
+from dqnkit.run.hooks import Hook
 
 
 @dataclass

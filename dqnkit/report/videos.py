@@ -15,8 +15,8 @@ import numpy as np
 
 from dqnkit.envs import final_outcome, make_env
 from dqnkit.errors import first_line
-from dqnkit.files import atomic_write, network_from_weights, remove_stale_temp_files, write_text
-from dqnkit.hooks import Episode, Hook
+from dqnkit.run.files import atomic_write, network_from_weights, remove_stale_temp_files, write_text
+from dqnkit.run.hooks import Episode, Hook
 
 if TYPE_CHECKING:
     from nnetwork import Network
@@ -120,7 +120,7 @@ def _worker_signals() -> None:
 
     SIGTERM (from outside: the training process stops its worker with SIGKILL, see
     :meth:`BackgroundVideos._stop_worker`) raises SystemExit: imageio then kills its ffmpeg and
-    :func:`~dqnkit.files.atomic_write` removes the temporary file.
+    :func:`~dqnkit.run.files.atomic_write` removes the temporary file.
     """
 
     def stop(signum: int, frame: Any) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dqnkit.errors import UserError
-from dqnkit.evaluation import passes
-from dqnkit.files import copy_file, save_torch, save_training_state
-from dqnkit.hooks import Episode, Hook
-from dqnkit.logs import write_metrics
-from dqnkit.runfolder import PREVIOUS_CHECKPOINT, SOLVED_WEIGHTS, RunFolder
+from dqnkit.report.evaluation import passes
+from dqnkit.report.logs import write_metrics
+from dqnkit.run.files import copy_file, save_torch, save_training_state
+from dqnkit.run.folder import PREVIOUS_CHECKPOINT, SOLVED_WEIGHTS, RunFolder
+from dqnkit.run.hooks import Episode, Hook
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -31,7 +31,7 @@ class SolvedCheckpoint(Hook):
     """When the run solves, save the network to ``--checkpoint`` and, unless ``keep_training``, stop.
 
     The rule is the original's (:func:`average_reached` at ``target_score``), or with
-    ``eval_target`` the greedy evaluation's (:func:`dqnkit.evaluation.passes`: that mean with
+    ``eval_target`` the greedy evaluation's (:func:`dqnkit.report.evaluation.passes`: that mean with
     ``eval_landed`` of its episodes at rest). A run solves once. The weights go first to the
     run's folder (``SOLVED_WEIGHTS``), so a checkpoint that cannot be written loses nothing;
     a checkpoint already there is another run's, and it is kept in the run's folder first.
@@ -82,7 +82,7 @@ class SolvedCheckpoint(Hook):
 class TrainingState(Hook):
     """The resumable training state, every ``every`` episodes and where the run stops; then the last weights.
 
-    It keeps the run's progress (:meth:`dqnkit.runfolder.RunFolder.open`) current after every
+    It keeps the run's progress (:meth:`dqnkit.run.folder.RunFolder.open`) current after every
     episode, so that whatever stops the run finds it right. When an error ends the loop between
     two episodes (in a hook: a full disk, an unwritable checkpoint), the agent stands at the end
     of the last one, and the state of that episode is saved; in the middle of an episode, only

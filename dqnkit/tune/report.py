@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dqnkit.files import atomic_write, write_text
-from dqnkit.tuning_space import config_overrides, params_of
-from dqnkit.tuning_study import StudySpec
+from dqnkit.run.files import atomic_write, write_text
+from dqnkit.tune.space import config_overrides, params_of
+from dqnkit.tune.study import StudySpec
 
 # The run options every trial sets (trials train quietly, film nothing, stop when their agent passes
 # and save it in their own folder); best_config.json puts them back to the defaults of main.py.

@@ -3,9 +3,9 @@
     python tune.py --study lander --trials 20 --jobs 2            # one machine: a journal file
     python tune.py --study lander --storage postgresql://...      # several machines: the same command on each
 
-Each trial is a real run, ``main.train`` with one more hook (:mod:`dqnkit.tuning_trial`); the search
-space is :mod:`dqnkit.tuning_space`, the storage, sampler and pruner :mod:`dqnkit.tuning_study`, what
-the user gets :mod:`dqnkit.tuning_report`, and ``--confirm`` :mod:`dqnkit.tuning_confirm`. The package
+Each trial is a real run, ``main.train`` with one more hook (:mod:`dqnkit.tune.trial`); the search
+space is :mod:`dqnkit.tune.space`, the storage, sampler and pruner :mod:`dqnkit.tune.study`, what
+the user gets :mod:`dqnkit.tune.report`, and ``--confirm`` :mod:`dqnkit.tune.confirm`. The package
 never imports ``main.py``: the command hands in ``main.Config`` and ``main.train``.
 """
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqnkit import workers
 from dqnkit.cli import (
     HelpFormatter,
     OneLineParser,
@@ -32,10 +31,11 @@ from dqnkit.cli import (
     seed_number,
 )
 from dqnkit.errors import UserError
-from dqnkit.tuning_confirm import confirm
-from dqnkit.tuning_report import TRIAL_RUN_OPTIONS, summary_lines, trial_line, write_report
-from dqnkit.tuning_space import SPACES
-from dqnkit.tuning_study import (
+from dqnkit.run import processes
+from dqnkit.tune.confirm import confirm
+from dqnkit.tune.report import TRIAL_RUN_OPTIONS, summary_lines, trial_line, write_report
+from dqnkit.tune.space import SPACES
+from dqnkit.tune.study import (
     TUNE_DIR,
     StudySpec,
     fail_orphaned_trials,
@@ -47,7 +47,7 @@ from dqnkit.tuning_study import (
     requeue_unfinished,
     storage_location,
 )
-from dqnkit.tuning_trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, worker_name
+from dqnkit.tune.trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, worker_name
 
 PROG = "tune.py"
 DESCRIPTION = "Tune the DQN's settings with an Optuna study; every trial is a run of main.py (docs/tuner.md)."
@@ -222,7 +222,7 @@ class Budget:
             self.gate.release()
 
 
-def study_worker(index: int, stop: workers.StopFlag, spec: StudySpec, budget: Budget) -> None:
+def study_worker(index: int, stop: processes.StopFlag, spec: StudySpec, budget: Budget) -> None:
     """One worker: run trials until the budget is spent, the study is full or the command says stop."""
     import optuna
 
@@ -265,14 +265,14 @@ def run_study(spec: StudySpec, study: Any, trials: int, jobs: int, max_total: in
 
     context = multiprocessing.get_context("spawn")
     budget = Budget(trials, max_total, context.Value("i", 0), context.Lock())
-    processes = workers.start(study_worker, (spec, budget), jobs)
+    workers = processes.start(study_worker, (spec, budget), jobs)
 
     def ended(process: Any) -> None:
         if process.exitcode != 0:  # killed, or failed: its trial must not stay RUNNING
             for number in fail_orphaned_trials(study):
                 print(f"trial {number} FAIL | its worker (process {process.pid}) ended mid-trial", flush=True)
 
-    return workers.watch(processes, ended, lambda text: print(text, file=sys.stderr, flush=True))
+    return processes.watch(workers, ended, lambda text: print(text, file=sys.stderr, flush=True))
 
 
 # ---------------------------------------------------------------- the command

@@ -20,9 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dqnkit.tuning_report import _number, best_trials, differing, save_plot, state_counts
-from dqnkit.tuning_study import StudySpec
-from dqnkit.tuning_trial import TrialPlan
+from dqnkit.tune.report import _number, best_trials, differing, save_plot, state_counts
+from dqnkit.tune.study import StudySpec
+from dqnkit.tune.trial import TrialPlan
 
 SECTION = re.compile(
     r"(<!-- study (?P<journal>\S+\.log): written by docs/generate.py -->\n)(.*?)(<!-- end of study -->)", re.S
@@ -135,7 +135,7 @@ def rewrite(page: str, root: Path, config: Callable[..., Any], plots: Path | Non
     With ``plots`` (a folder), each study's Pareto plot is drawn there as ``tuning-<study>-pareto.png``
     and the section shows it; without, the section links the plot that is there.
     """
-    from dqnkit.tuning import BUDGET, SEED
+    from dqnkit.tune.command import BUDGET, SEED
 
     def one(match: re.Match[str]) -> str:
         journal = match["journal"]

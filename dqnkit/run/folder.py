@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dqnkit.errors import UserError, first_line
-from dqnkit.files import (
+from dqnkit.report.logs import Progress, write_metrics
+from dqnkit.report.videos import VIDEO_DIR
+from dqnkit.run.files import (
     RUNS_DIR,
     STATE_FILE,
     RunLock,
@@ -32,8 +34,6 @@ from dqnkit.files import (
     run_name,
     write_text,
 )
-from dqnkit.logs import Progress, write_metrics
-from dqnkit.videos import VIDEO_DIR
 
 if TYPE_CHECKING:
     import gymnasium as gym

@@ -1,0 +1,75 @@
+"""The learning code, and the one place that picks it: the textbook agent, its options, or the NumPy twin.
+
+Like ``torch.optim.Adam`` choosing between its single-tensor, multi-tensor and fused implementations,
+:func:`build_agent` chooses the class: :class:`agent.Agent` when the configuration asks for nothing
+beyond the original (what ``agent.py`` shows, and what ``python main.py`` runs),
+:class:`dqnkit.learn.options.OptionsAgent` when it switches an option on, and
+:class:`dqnkit.learn.twin.NumpyAgent` with ``--backprop numpy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent import Agent
+from dqnkit.errors import UserError, first_line
+from dqnkit.settings import check_memory
+
+# The Config fields that agent.Agent takes.
+CORE_FIELDS = (
+    "learning_rate",
+    "minibatch_size",
+    "discount_factor",
+    "replay_buffer_size",
+    "interpolation_parameter",
+    "learn_every",
+    "hidden_size",
+)
+# Each option's switch and its value when off; the Config fields OptionsAgent takes are these and OPTION_EXTRAS.
+OFF = {
+    "double_dqn": False,
+    "dueling": False,
+    "n_step": 1,
+    "loss": "mse",
+    "prioritized_replay": False,
+    "grad_clip": 0.0,
+    "target_update_every": 0,
+    "lr_decay_steps": 0,
+    "gradient_steps": 1,
+}
+OPTION_EXTRAS = ("priority_alpha", "priority_beta", "learning_rate_end")  # matter only with their switch
+OPTION_FIELDS = (*OFF, *OPTION_EXTRAS)
+
+
+def options_on(cfg: Any) -> list[str]:
+    """The options beyond the original DQN that ``cfg`` switches on."""
+    return [name for name, off in OFF.items() if getattr(cfg, name) != off]
+
+
+def make_agent(cfg: Any, state_size: int, action_size: int, device: torch.device | str, rng: np.random.Generator):
+    """The agent that ``cfg`` describes, for observations of ``state_size`` and ``action_size`` actions."""
+    kwargs = {name: getattr(cfg, name) for name in CORE_FIELDS}
+    if cfg.backprop == "numpy":
+        from dqnkit.learn.twin import NumpyAgent
+
+        cls, kwargs = NumpyAgent, {**kwargs, **{name: getattr(cfg, name) for name in OPTION_FIELDS}}
+    elif options_on(cfg):
+        from dqnkit.learn.options import OptionsAgent
+
+        cls, kwargs = OptionsAgent, {**kwargs, **{name: getattr(cfg, name) for name in OPTION_FIELDS}}
+    else:
+        cls = Agent  # the original DQN: exactly the code agent.py shows
+    return cls(state_size, action_size, device=device, rng=rng, **kwargs)
+
+
+def build_agent(cfg: Any, env, device: torch.device, rng: np.random.Generator) -> Agent:
+    """The agent that ``cfg`` (a ``main.Config``) describes, sized for ``env``; one line if it cannot fit in memory."""
+    state_size, action_size = env.observation_space.shape[0], int(env.action_space.n)
+    check_memory(cfg, state_size, action_size)  # before allocating: NumPy's error is a traceback, the OOM killer silent
+    try:
+        return make_agent(cfg, state_size, action_size, device, rng)
+    except ValueError as exc:  # a network the NumPy twin cannot differentiate, a bad option
+        raise UserError(first_line(exc)) from None
