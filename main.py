@@ -22,7 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from dqnkit import cli  # noqa: E402
-from dqnkit.cli import ORIGINAL, open_unit_interval, option, positive_float, positive_int, unit_interval  # noqa: E402
+from dqnkit.cli import ORIGINAL, open_unit_interval, positive_float, positive_int, setting, unit_interval  # noqa: E402
 from dqnkit.envs import make_env  # noqa: E402
 from dqnkit.errors import UserError  # noqa: E402
 from dqnkit.report.evaluation import evaluate  # noqa: E402
@@ -33,7 +33,8 @@ from dqnkit.run.files import load_training_state  # noqa: E402
 from dqnkit.run.folder import RunFolder, TrainResult, resolve_device  # noqa: E402
 from dqnkit.run.hooks import Episode, Hook, Hooks  # noqa: E402
 from dqnkit.run.session import run_hooks  # noqa: E402
-from dqnkit.settings import PRESETS, BeyondOptions, RunOptions  # noqa: E402
+from dqnkit.saved_config import resumed_config  # noqa: E402
+from dqnkit.settings import PRESETS, BeyondOptions, RunSettings  # noqa: E402
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and bad flags answer at once
     import torch
@@ -47,28 +48,28 @@ from dqnkit.report.videos import show_videos as show_videos  # noqa: E402
 class Hyperparameters:
     """The original DQN's hyperparameters: these defaults are the original's."""
 
-    episodes: int = option(2000, "most training episodes", positive_int, group=ORIGINAL)
-    max_steps: int = option(
+    episodes: int = setting(2000, "most training episodes", positive_int, group=ORIGINAL)
+    max_steps: int = setting(
         1000, "most steps per episode; reaching it truncates the episode", positive_int, group=ORIGINAL
     )
-    epsilon_start: float = option(1.0, "exploration rate at the first episode", unit_interval, group=ORIGINAL)
-    epsilon_end: float = option(0.01, "lowest exploration rate", unit_interval, group=ORIGINAL)
-    epsilon_decay: float = option(
+    epsilon_start: float = setting(1.0, "exploration rate at the first episode", unit_interval, group=ORIGINAL)
+    epsilon_end: float = setting(0.01, "lowest exploration rate", unit_interval, group=ORIGINAL)
+    epsilon_decay: float = setting(
         0.995, "epsilon is multiplied by this after every episode", open_unit_interval, group=ORIGINAL
     )
-    learning_rate: float = option(5e-4, "Adam learning rate", positive_float, group=ORIGINAL)
-    minibatch_size: int = option(100, "experiences per learning step", positive_int, group=ORIGINAL)
-    discount_factor: float = option(0.99, "gamma: weight of future rewards", unit_interval, group=ORIGINAL)
-    replay_buffer_size: int = option(100_000, "replay memory capacity", positive_int, group=ORIGINAL)
-    interpolation_parameter: float = option(1e-3, "tau of the soft target update", open_unit_interval, group=ORIGINAL)
-    learn_every: int = option(4, "learn once every this many environment steps", positive_int, group=ORIGINAL)
-    hidden_size: int = option(64, "units in each hidden layer", positive_int, group=ORIGINAL)
+    learning_rate: float = setting(5e-4, "Adam learning rate", positive_float, group=ORIGINAL)
+    minibatch_size: int = setting(100, "experiences per learning step", positive_int, group=ORIGINAL)
+    discount_factor: float = setting(0.99, "gamma: weight of future rewards", unit_interval, group=ORIGINAL)
+    replay_buffer_size: int = setting(100_000, "replay memory capacity", positive_int, group=ORIGINAL)
+    interpolation_parameter: float = setting(1e-3, "tau of the soft target update", open_unit_interval, group=ORIGINAL)
+    learn_every: int = setting(4, "learn once every this many environment steps", positive_int, group=ORIGINAL)
+    hidden_size: int = setting(64, "units in each hidden layer", positive_int, group=ORIGINAL)
 
 
 @dataclass  # a dataclass takes its bases' fields from the last base to the first: the hyperparameters first
-class Config(BeyondOptions, RunOptions, Hyperparameters):
+class Config(BeyondOptions, RunSettings, Hyperparameters):
     """Every setting of a training run: the hyperparameters above first, then where the run goes
-    (:class:`dqnkit.settings.RunOptions`) and the options beyond the original DQN
+    (:class:`dqnkit.settings.RunSettings`) and the options beyond the original DQN
     (:class:`dqnkit.settings.BeyondOptions`), each off by default. Each field is a ``--flag``.
     """
 
@@ -154,25 +155,27 @@ def train(
     out: Callable[[str], None] | None = None,
     resume: str | os.PathLike | None = None,
     hooks: Sequence[Hook] = (),
+    root: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Run the episode loop of the original DQN; with ``resume``, continue a saved run exactly.
 
-    Each finished episode goes to the run's hooks (metrics, progress, videos, evaluation, the
+    Each finished episode goes to the run's hooks (metrics, progress table, videos, evaluation, the
     solved checkpoint, the training state, Ctrl-C: ``dqnkit/run/session.py``), then to ``hooks``;
     any of them may stop the run. Messages go to ``out`` when given, else to the terminal.
+    ``runs/``, ``videos/`` and a relative ``--checkpoint`` go under ``root``, by default the working folder.
     """
     import torch
 
     device = resolve_device(cfg.device)
     torch.set_num_threads(1)  # tiny networks gain nothing from intra-op threads and lose to their start-up cost
-    run = RunFolder(cfg, out, resume)  # checks every output folder, creates none yet
+    run = RunFolder(cfg, out, resume, root)  # checks every output folder, creates none yet
     env = make_env(cfg.env, cfg.max_steps)
     rng = seed_everything(cfg.seed)
     env.action_space.seed(cfg.seed)
     agent = build_agent(cfg, env, device, rng)
-    progress = run.open(agent, env, device)  # locked; a resumed run gets its agent, random states and progress back
-    epsilon, total_steps = progress["epsilon"], progress["total_steps"]
-    scores_window = deque((float(row["score"]) for row in progress["rows"][-100:]), maxlen=100)
+    history = run.open(agent, env, device)  # locked; a resumed run gets its agent, random states and history back
+    epsilon, total_steps = history.epsilon, history.total_steps
+    scores_window = deque((float(row["score"]) for row in history.rows[-100:]), maxlen=100)
     with run, env, Hooks([*run_hooks(cfg, run, agent, env), *hooks], agent) as every:
         for episode in run.episodes():
             # Seed the environment once; later resets continue its random stream.
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = actions["resume"]
         if resume is not None:
             saved = Config(**load_training_state(resume, Config)["config"])
-            cfg = cli.resumed_config(cfg, given, saved, resume)
+            cfg = resumed_config(cfg, given, saved, resume)
         result = train(cfg, resume=resume)
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)

@@ -25,42 +25,28 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
-import dataclasses
 import json
 import multiprocessing
-import os
 import statistics
-import sys
 import tempfile
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common  # before NumPy: one BLAS thread, for reproducible runs  # isort: skip
+import numpy as np
 
-# main before NumPy: main sets OPENBLAS_NUM_THREADS=1 before OpenBLAS starts. With two BLAS threads
-# the 128-wide matrix products of the preset round differently, and the runs stop being reproducible.
-# isort: off
-import main  # noqa: E402
-import numpy as np  # noqa: E402
-from dqnkit.run.checkpoints import average_reached  # noqa: E402
-from dqnkit.cli import positive_int, seed_number  # noqa: E402
-from dqnkit.envs import SOLVED_SCORE  # noqa: E402
-from dqnkit.report.evaluation import UNSEEN_SEED_BASE  # noqa: E402
-from dqnkit.run.files import save_torch  # noqa: E402
-from dqnkit.run.hooks import Episode, Hook  # noqa: E402
-from dqnkit.settings import apply_preset  # noqa: E402
-from dqnkit.report.logs import solved_at  # noqa: E402
-from dqnkit.run.folder import BEST_WEIGHTS  # noqa: E402
-# isort: on
-
-if TYPE_CHECKING:
-    from dqnkit.report.evaluation import EvalResult
-    from dqnkit.run.folder import TrainResult
+import main
+from dqnkit.cli import positive_int, seed_number
+from dqnkit.envs import SOLVED_SCORE
+from dqnkit.report.evaluation import UNSEEN_SEED_BASE
+from dqnkit.report.logs import solved_at
+from dqnkit.run.checkpoints import average_reached
+from dqnkit.run.files import save_torch
+from dqnkit.run.folder import BEST_WEIGHTS
+from dqnkit.run.hooks import Episode, Hook
+from dqnkit.settings import apply_preset
 
 ENV_ID = "LunarLander-v3"
 EVAL_STEPS = 100_000
@@ -104,25 +90,6 @@ def _averages(scores: list[float]) -> list[float]:
 # ---------------------------------------------------------------- this project
 
 
-@contextlib.contextmanager
-def train_aside(cfg: main.Config, hooks: list[Hook]) -> Iterator[tuple[TrainResult, main.Config]]:
-    """``main.train(cfg, hooks=hooks)`` in a temporary folder, silent; yields the result and the config it ran.
-
-    The run's folder and its checkpoint go to the temporary folder, never into the user's
-    ``runs/`` or ``checkpoint.pth``, and exist until the ``with`` ends; inside it the working
-    directory is the temporary folder, where the result's relative paths point. The run goes
-    on after it solves (``keep_training``): the hooks decide when it stops.
-    """
-    with tempfile.TemporaryDirectory(prefix="dqn-benchmark-") as tmp:
-        cfg = dataclasses.replace(cfg, keep_training=True, checkpoint=str(Path(tmp) / "checkpoint.pth"))
-        cwd = os.getcwd()
-        os.chdir(tmp)  # the run's folder is runs/<run> under the working directory
-        try:
-            yield main.train(cfg, out=lambda _: None, hooks=hooks), cfg
-        finally:
-            os.chdir(cwd)
-
-
 class Measure(Hook):
     """What compare.py measures of a ``main.train`` run, as one more hook of the run.
 
@@ -139,7 +106,7 @@ class Measure(Hook):
         self.snapshot: dict | None = None
 
     def on_start(self, agent) -> None:
-        self.network, self.start = agent.local_qnetwork, time.perf_counter()
+        self.network, self.clock = agent.local_qnetwork, common.Stopwatch()
 
     def on_step(self, total_steps: int) -> None:
         if total_steps == self.eval_steps:
@@ -147,7 +114,7 @@ class Measure(Hook):
 
     def on_episode(self, episode: Episode) -> None:
         e, steps = episode.episode, episode.total_steps
-        moment = {"episode": e, "steps": steps, "seconds": time.perf_counter() - self.start}
+        moment = {"episode": e, "steps": steps, "seconds": self.clock.seconds()}
         if self.solved is None and average_reached(episode, self.target):
             self.solved = moment
             self.out(f"    average {self.target:g} at episode {e}, {steps} steps")
@@ -172,7 +139,7 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
     from dqnkit.run.files import load_file
 
     measure = Measure(cfg.target_score, eval_steps, out)
-    with train_aside(cfg, [measure]) as (result, cfg):
+    with common.train_aside(cfg, [measure]) as (result, cfg):
         saved = measure.saved
         if saved is not None:
             saved = {**saved, "weights": load_file(cfg.checkpoint)}
@@ -199,16 +166,12 @@ def evaluate_weights(weights: dict | None, episodes: int) -> dict[str, Any] | No
         path = Path(tmp) / "weights.pth"
         save_torch(weights, path)
         result = main.evaluate(path, episodes=episodes, seed=EVAL_SEED, out=lambda _: None)
-    return _eval_summary(result)
+    return common.eval_summary(result)
 
 
-def _eval_summary(result: EvalResult) -> dict[str, Any]:
-    return {
-        "mean_score": result.mean_score,
-        "landed_share": result.landed_share,
-        "on_pad_share": result.on_pad / len(result.outcomes),
-        "mean_length": result.mean_length,
-    }
+def moment(name: str, when: dict[str, Any]) -> dict[str, Any]:
+    """``{name}_episode``, ``{name}_steps`` and ``{name}_seconds`` of a moment of a run (None where it never came)."""
+    return {f"{name}_{key}": when.get(key) for key in ("episode", "steps", "seconds")}
 
 
 def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
@@ -221,12 +184,8 @@ def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[
     return {
         "method": method,
         "seed": seed,
-        "solved_episode": solved.get("episode"),
-        "solved_steps": solved.get("steps"),
-        "solved_seconds": solved.get("seconds"),
-        "saved_episode": saved.get("episode"),
-        "saved_steps": saved.get("steps"),
-        "saved_seconds": saved.get("seconds"),
+        **moment("solved", solved),
+        **moment("saved", saved),
         "episodes_run": len(run["scores"]),
         "steps_run": run["total_steps"],
         "seconds_run": run["seconds"],
@@ -249,7 +208,7 @@ def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> 
     torch.set_num_threads(1)
     scores: list[float] = []
     solved: dict[str, Any] = {}
-    start = time.perf_counter()
+    clock = common.Stopwatch()
 
     class Record(BaseCallback):
         def _on_step(self) -> bool:
@@ -257,9 +216,7 @@ def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> 
                 if "episode" in info:
                     scores.append(float(info["episode"]["r"]))
                     if not solved and first_solved(scores) is not None:
-                        solved.update(
-                            episode=len(scores), steps=self.num_timesteps, seconds=time.perf_counter() - start
-                        )
+                        solved.update(episode=len(scores), steps=self.num_timesteps, seconds=clock.seconds())
                         out(f"    solved at episode {len(scores)}, {self.num_timesteps} steps")
             return True
 
@@ -267,15 +224,13 @@ def run_sb3(seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> 
     env = Monitor(gym.make(ENV_ID))
     model = DQN(SB3_ZOO["policy"], env, seed=seed, device="cpu", verbose=0, **hyper)
     model.learn(total_timesteps=SB3_ZOO["n_timesteps"], callback=Record())
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds()
     env.close()
     evaluation = _evaluate_sb3(model, args.eval_episodes)
     return {
         "method": "sb3",
         "seed": seed,
-        "solved_episode": solved.get("episode"),
-        "solved_steps": solved.get("steps"),
-        "solved_seconds": solved.get("seconds"),
+        **moment("solved", solved),
         "episodes_run": len(scores),
         "steps_run": SB3_ZOO["n_timesteps"],
         "seconds_run": seconds,
@@ -298,7 +253,7 @@ def _evaluate_sb3(model, episodes: int) -> dict[str, Any]:
         )
     finally:
         env.close()
-    return _eval_summary(result)
+    return common.eval_summary(result)
 
 
 # ---------------------------------------------------------------- report
@@ -350,12 +305,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _f(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(results: dict[str, Any]) -> None:
     """Per-seed rows and the medians, as a Markdown table."""
+    fmt = common.fmt
     steps = results["eval_steps"]
     print(f"\nLunarLander-v3, seeds {results['seeds']}, {results['machine']}")
     print(f"greedy evaluations: 100 episodes from environment seed {EVAL_SEED:,} (unseen)")
@@ -367,28 +319,26 @@ def print_table(results: dict[str, Any]) -> None:
     for r in results["runs"]:
         at, kept = r["eval_at_steps"] or {}, r["eval_saved"] or {}
         print(
-            f"| {r['method']} | {r['seed']} | {_f(r['solved_episode'], 'd')} | {_f(r['solved_seconds'], '.0f')} "
-            f"| {_f(at.get('mean_score'), '.1f')} | {_f(r['saved_episode'], 'd')} "
-            f"| {_f(kept.get('mean_score'), '.1f')} | {_f(kept.get('landed_share'), '.0%')} "
-            f"| {_f(kept.get('on_pad_share'), '.0%')} | {_f(kept.get('mean_length'), '.0f')} |"
+            f"| {r['method']} | {r['seed']} | {fmt(r['solved_episode'], 'd')} | {fmt(r['solved_seconds'], '.0f')} "
+            f"| {fmt(at.get('mean_score'), '.1f')} | {fmt(r['saved_episode'], 'd')} "
+            f"| {fmt(kept.get('mean_score'), '.1f')} | {fmt(kept.get('landed_share'), '.0%')} "
+            f"| {fmt(kept.get('on_pad_share'), '.0%')} | {fmt(kept.get('mean_length'), '.0f')} |"
         )
     for method, s in results["summary"].items():
         print(
             f"| **{method}** | median of {s['seeds']} ({s['solved']} reached 200) "
-            f"| {_f(s['median_solved_episode'], '.0f')} | {_f(s['median_solved_seconds'], '.0f')} "
-            f"| {_f(s['median_eval_score_at_steps'], '.1f')} | {_f(s['median_saved_episode'], '.0f')} "
-            f"| {_f(s['median_saved_score'], '.1f')} "
-            f"| {_f(s['median_saved_landed_share'], '.0%')} (worst {_f(s['worst_saved_landed_share'], '.0%')}) "
-            f"| {_f(s['median_saved_on_pad_share'], '.0%')} | {_f(s['median_saved_mean_length'], '.0f')} |"
+            f"| {fmt(s['median_solved_episode'], '.0f')} | {fmt(s['median_solved_seconds'], '.0f')} "
+            f"| {fmt(s['median_eval_score_at_steps'], '.1f')} | {fmt(s['median_saved_episode'], '.0f')} "
+            f"| {fmt(s['median_saved_score'], '.1f')} "
+            f"| {fmt(s['median_saved_landed_share'], '.0%')} (worst {fmt(s['worst_saved_landed_share'], '.0%')}) "
+            f"| {fmt(s['median_saved_on_pad_share'], '.0%')} | {fmt(s['median_saved_mean_length'], '.0f')} |"
         )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
     # Every number checked here, before minutes of training: a bad one is one line, not a late traceback.
+    parser = common.parser("compare.py", __doc__.splitlines()[0])
     seeds_help = "one run per method and seed"
     parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2, 3, 4], help=seeds_help)
     parser.add_argument("--which", default="default,preset,sb3", help="comma-separated subset of " + ",".join(METHODS))
@@ -411,11 +361,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="print one table from the JSON lines of earlier runs (one method each, the same seeds); trains nothing",
     )
     args = parser.parse_args(argv)
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    common.check_distinct(parser, "--seeds", args.seeds)
     args.which = [w.strip() for w in args.which.split(",") if w.strip()]
     if unknown := set(args.which) - set(METHODS):
         parser.error(f"--which: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    if not args.which:
+        parser.error(f"--which: name at least one of {', '.join(METHODS)}")
     return args
 
 
@@ -443,8 +394,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         args.which = [w for w in args.which if w != "sb3"]
         if not args.which:
             raise SystemExit(f"compare.py: error: cannot run sb3: {problem}")
-        print(f"compare.py: warning: skipping sb3: {problem}", file=sys.stderr, flush=True)
-    info = _machine()
+        common.note(f"compare.py: warning: skipping sb3: {problem}")
+    info = common.machine_line(common.machine_info())
     runs = []
     tasks = [(method, seed) for method in args.which for seed in args.seeds]
     if args.jobs == 1:
@@ -477,9 +428,12 @@ def join(paths: list[Path]) -> dict[str, Any]:
     parts = []
     for path in paths:
         try:
-            parts.append(json.loads(path.read_text().strip().splitlines()[-1]))
-        except (OSError, IndexError, json.JSONDecodeError) as exc:
+            part = json.loads(path.read_text().strip().splitlines()[-1])
+            if not isinstance(part, dict) or not {"seeds", "eval_steps", "runs", "machine"} <= part.keys():
+                raise ValueError("no seeds, eval_steps, runs and machine in it")
+        except (OSError, IndexError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             raise SystemExit(f"compare.py: error: --join {path}: not a results line of compare.py ({exc})") from None
+        parts.append(part)
     if len({(tuple(p["seeds"]), p["eval_steps"]) for p in parts}) > 1:
         raise SystemExit("compare.py: error: --join: the files are of other seeds or --eval-steps")
     runs = [r for p in parts for r in p["runs"]]
@@ -492,28 +446,10 @@ def join(paths: list[Path]) -> dict[str, Any]:
 def _one_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One method on one seed; its row is printed (to stderr) as soon as it ends, so a stopped benchmark keeps it."""
 
-    def out(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    out(f"{method}, seed {seed} ...")
-    row = run_sb3(seed, args, out) if method == "sb3" else run_project(method, seed, args, out)
-    out("RUN " + json.dumps(row))
+    common.note(f"{method}, seed {seed} ...")
+    row = run_sb3(seed, args, common.note) if method == "sb3" else run_project(method, seed, args, common.note)
+    common.note("RUN " + json.dumps(row))
     return row
-
-
-def _machine() -> str:
-    import datetime
-    import os
-    import platform
-
-    import torch
-
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError, StopIteration):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{date}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

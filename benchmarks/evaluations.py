@@ -13,16 +13,16 @@ which evaluations are made, not what the run learns: these figures say what it w
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # the repository on sys.path, one BLAS thread  # isort: skip
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from docs.tuning_page import open_journal  # noqa: E402
-from dqnkit.report.logs import read_metrics  # noqa: E402
+from docs.tuning_page import open_journal
+from dqnkit.cli import finite_float
+from dqnkit.errors import UserError
+from dqnkit.report.logs import read_metrics
 
 
 def evaluations(metrics: Path) -> list[tuple[int, float, float]]:
@@ -34,12 +34,19 @@ def evaluations(metrics: Path) -> list[tuple[int, float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser("evaluations.py", __doc__.splitlines()[0])
     parser.add_argument("journal", type=Path, help="the study's journal file")
     parser.add_argument("folder", type=Path, help="the study's folder of trials (runs/tune/<study>)")
-    parser.add_argument("--gate", type=float, default=200.0, help="a training average to evaluate from")
+    parser.add_argument("--gate", type=finite_float, default=200.0, help="a training average to evaluate from")
     args = parser.parse_args(argv)
-    study = open_journal(args.journal)
+    if not args.journal.is_file():  # before optuna, which would create an empty journal there
+        parser.error(f"{args.journal}: no such journal file")
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder}: no such folder of trials")
+    try:
+        study = open_journal(args.journal)
+    except (UserError, ValueError) as exc:  # not a journal; none or several studies in it
+        parser.error(str(exc) if isinstance(exc, UserError) else f"{args.journal}: {exc}")
     print("| trial | passed at | average then | evaluations | below the gate | best score below it |")
     print("|---|---|---|---|---|---|")
     averages, made, skipped = [], 0, 0

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import main  # noqa: E402
+from docs.flags_page import markdown_flags  # noqa: E402
 from docs.relink import relink  # noqa: E402
 from docs.tuning_page import rewrite  # noqa: E402
-from dqnkit.cli import markdown_flags  # noqa: E402
 
 if __name__ == "__main__":
     readme = ROOT / "README.md"

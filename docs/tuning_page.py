@@ -20,8 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dqnkit.tune.report import _number, best_trials, differing, save_plot, state_counts
-from dqnkit.tune.study import StudySpec
+from dqnkit.tune.report import best_trials, differing, save_plot, short, state_counts
+from dqnkit.tune.study import StudySpec, journal_storage
 from dqnkit.tune.trial import TrialPlan
 
 SECTION = re.compile(
@@ -32,10 +32,9 @@ SECTION = re.compile(
 def open_journal(path: Path) -> Any:
     """The one study of the journal file ``path``, read-only in spirit: nothing is written to it."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = journal_storage(path)
     (name,) = optuna.get_all_study_names(storage)
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -58,7 +57,7 @@ def command(spec: StudySpec, budget_defaults: dict[str, Any], seed_default: int)
         words.append(f"--seed {plan.seed}")
     for name, default in budget_defaults.items():
         if getattr(plan.base, name) != default:
-            words.append(f"--{name.replace('_', '-')} {_number(getattr(plan.base, name))}")
+            words.append(f"--{name.replace('_', '-')} {short(getattr(plan.base, name))}")
     return " ".join([*words, f"--storage {spec.storage}"])
 
 

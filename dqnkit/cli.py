@@ -1,6 +1,6 @@
 """The command line: flags built from the configuration dataclass it is handed, a grouped --help, one-line errors.
 
-Each field of the configuration is declared with :func:`option`, which carries the field's help,
+Each field of the configuration is declared with :func:`setting`, which carries the field's help,
 its validator and its ``--help`` group; :func:`build_parser` turns every field into a ``--flag``.
 """
 
@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
 from collections.abc import Callable, Collection, Mapping
-from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError
 from dqnkit.run.files import STATE_FILE
+from dqnkit.saved_config import read_config_file
 
 PROG = "main.py"
 DESCRIPTION = "Train a Deep Q-Network on LunarLander (defaults: the original hyperparameters)."
@@ -34,24 +33,6 @@ GROUP_DESCRIPTIONS = {
     ACTIONS: "other than training from scratch",
 }
 
-# What a resumed run may change: how long it goes on and what it writes, never how it learns.
-RESUME_OVERRIDABLE = frozenset(
-    {
-        "episodes",
-        "keep_training",
-        "video",
-        "video_every",
-        "log_every",
-        "save_every",
-        "checkpoint",
-        "device",
-        "target_score",
-        "eval_target",
-        "eval_landed",
-    }
-)
-
-
 # ---------------------------------------------------------------- numbers
 
 
@@ -65,25 +46,27 @@ def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
     return value
 
 
-def finite_float(text: str) -> float:
-    """Any finite number."""
-    return _number(text, float, "a number")
+def _bounded(kind: type, within: Callable[[Any], bool], must: str, doc: str) -> Callable[[str], Any]:
+    """A flag's validator: ``text`` as ``kind`` (finite), refused in one line unless ``within(value)``."""
+
+    def check(text: str) -> Any:
+        value = _number(text, kind, "a whole number" if kind is int else "a number")
+        if not within(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {value if kind is int else text}")
+        return value
+
+    check.__doc__ = doc
+    return check
 
 
-def positive_int(text: str) -> int:
-    """A whole number of at least 1."""
-    value = _number(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """A whole number of at least 0."""
-    value = _number(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+finite_float = _bounded(float, lambda v: True, "finite", "Any finite number.")
+positive_int = _bounded(int, lambda v: v >= 1, "at least 1", "A whole number of at least 1.")
+nonnegative_int = _bounded(int, lambda v: v >= 0, "0 or more", "A whole number of at least 0.")
+positive_float = _bounded(float, lambda v: v > 0, "greater than 0", "A finite number greater than 0.")
+unit_interval = _bounded(float, lambda v: 0.0 <= v <= 1.0, "between 0 and 1", "A number from 0 to 1.")
+open_unit_interval = _bounded(
+    float, lambda v: 0.0 < v <= 1.0, "greater than 0 and at most 1", "A number greater than 0 and at most 1."
+)
 
 
 def seed_number(text: str) -> int:
@@ -94,34 +77,10 @@ def seed_number(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number greater than 0."""
-    value = _number(text, float, "a number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A number between 0 and 1, both included."""
-    value = _number(text, float, "a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def open_unit_interval(text: str) -> float:
-    """A number greater than 0 and at most 1."""
-    value = _number(text, float, "a number")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
-    return value
-
-
 # ---------------------------------------------------------------- the parser
 
 
-def option(default: Any, help: str, check: Callable[[str], Any] | None = None, *, group: str, **extra: Any) -> Any:
+def setting(default: Any, help: str, check: Callable[[str], Any] | None = None, *, group: str, **extra: Any) -> Any:
     """A dataclass field carrying its command-line help, validator and ``--help`` group.
 
     ``extra`` goes to ``add_argument`` as it is (``action``, ``choices``, ``metavar``), except
@@ -174,7 +133,7 @@ def build_parser(
         groups[BEYOND].add_argument(
             "--preset",
             choices=tuple(presets),
-            help=f"start from a named set of options ({listed}); flags given as well override it",
+            help=f"start from a named set of settings ({listed}); flags given as well override it",
         )
     _add_actions(groups[ACTIONS])
     return parser
@@ -224,27 +183,6 @@ def _add_actions(actions: argparse._ArgumentGroup) -> None:
         help="write the training-progress table of a run's folder (runs/<run>): one row per video, "
         "with what the agent does and a thumbnail, as progress.md and progress.html",
     )
-
-
-def markdown_flags(config_cls: type, presets: Mapping[str, Mapping[str, Any]]) -> str:
-    """Every flag of ``--help`` as Markdown tables, one per group: the text of ``docs/flags.md``."""
-    parser = build_parser(config_cls, presets)
-    lines = ["# Command-line flags", "", "`python main.py --help` prints the same, grouped the same way.", ""]
-    for group in parser._action_groups:
-        actions = [a for a in group._group_actions if a.dest != "help"]
-        if not actions:
-            continue
-        title, text = group.title.capitalize(), (group.description or "").capitalize()
-        lines += [f"## {title}", "", f"{text}.", "", "| flag | default | meaning |", "|---|---|---|"]
-        for action in actions:
-            flag = action.option_strings[0] + (f" {action.metavar}" if action.metavar else "")
-            if action.choices:
-                flag += " {" + ",".join(map(str, action.choices)) + "}"
-            default = "" if action.nargs == 0 or action.default is None else f"`{action.default}`"
-            meaning = (action.help or "").replace("|", "\\|")
-            lines.append(f"| `{flag}` | {default} | {meaning} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- parsing
@@ -298,48 +236,6 @@ def _actions_problem(actions: dict[str, Any], preset: str | None, config_file: s
     return None
 
 
-def read_config_file(path: str | os.PathLike, config_cls: type) -> dict[str, Any]:
-    """The settings of a JSON config file (``config.json``, ``best_config.json``), each checked as its flag is.
-
-    Every way the file can be unusable is a one-line :class:`UserError`: unreadable, not JSON, not
-    one object, a name that is no setting, or a value its flag would refuse.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"--config {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise UserError(f"--config {path} is not JSON ({getattr(exc, 'msg', exc)}{where})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path} must hold one JSON object of settings, not {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    if unknown := sorted(set(data) - set(fields)):
-        raise UserError(f"--config {path} names settings this version does not have: {', '.join(unknown)}")
-    return {name: _checked_value(fields[name], value, path) for name, value in data.items()}
-
-
-def _checked_value(f: dataclasses.Field, value: Any, path: str | os.PathLike) -> Any:
-    """``value`` for field ``f`` if its flag would take it, else a one-line :class:`UserError`."""
-    flag, check, choices = "--" + f.name.replace("_", "-"), f.metadata.get("type"), f.metadata.get("choices")
-    wanted = bool if isinstance(f.default, bool) else type(f.default)
-    if value is None and f.default is None:
-        return None
-    if f.default is None:  # a number that may be left out (--eval-target)
-        wanted = float
-    kinds = (int, float) if wanted is float else (wanted,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and wanted is not bool):
-        raise UserError(f"--config {path}: {f.name} must be {wanted.__name__}, got {value!r}")
-    if choices is not None and value not in choices:
-        raise UserError(f"--config {path}: {f.name} must be one of {', '.join(choices)}, got {value!r}")
-    if check is not None:
-        try:
-            value = check(repr(value) if isinstance(value, float) else str(value))
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"--config {path}: {f.name} ({flag}) {exc}") from None
-    return float(value) if wanted is float else value
-
-
 def apply_preset(cfg: Any, preset: Mapping[str, Any], given: Collection[str] = frozenset()) -> Any:
     """``cfg`` with the fields of ``preset``, except those in ``given`` (flags the user typed)."""
     return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if k not in given})
@@ -363,22 +259,6 @@ def config_problem(cfg: Any) -> str | None:
     if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
         return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None
-
-
-def resumed_config(cfg: Any, given: Collection[str], saved: Any, source: str) -> Any:
-    """The configuration a resumed run goes on with: ``saved``, with the given flags it may change.
-
-    A flag that would change how the run learns (anything outside :data:`RESUME_OVERRIDABLE`)
-    is refused with a :class:`UserError` when its value differs from the saved one.
-    """
-    changed = sorted(
-        f"--{k.replace('_', '-')}" for k in set(given) - RESUME_OVERRIDABLE if getattr(cfg, k) != getattr(saved, k)
-    )
-    if changed:
-        raise UserError(
-            f"{', '.join(changed)} cannot change when resuming: the run goes on with the settings saved in {source}"
-        )
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in set(given) & RESUME_OVERRIDABLE})
 
 
 # ---------------------------------------------------------------- the script

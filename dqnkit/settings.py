@@ -1,8 +1,8 @@
 """Every setting of a run beyond the original DQN's hyperparameters, and the named presets.
 
-``main.Config`` is :class:`RunOptions`, :class:`BeyondOptions` and the original hyperparameters
+``main.Config`` is :class:`RunSettings`, :class:`BeyondOptions` and the original hyperparameters
 that ``main.py`` declares itself (``main.Hyperparameters``). Each field is declared with
-:func:`dqnkit.cli.option`: its help, its validator and its ``--help`` group.
+:func:`dqnkit.cli.setting`: its help, its validator and its ``--help`` group.
 """
 
 from __future__ import annotations
@@ -15,45 +15,44 @@ from dqnkit.cli import (
     RUN,
     finite_float,
     nonnegative_int,
-    option,
     positive_float,
     positive_int,
     seed_number,
+    setting,
     unit_interval,
 )
 from dqnkit.cli import apply_preset as _apply
 from dqnkit.envs import SOLVED_SCORE
-from dqnkit.errors import UserError
 
 
 @dataclass
-class RunOptions:
+class RunSettings:
     """Where a run goes, what it shows and what it keeps; none of them changes what it learns."""
 
-    env: str = option(
+    env: str = setting(
         "LunarLander-v3",
         "Gymnasium environment id (LunarLander-v2 was removed in Gymnasium 1.0)",
         metavar="ID",
         group=RUN,
     )
-    seed: int = option(0, "seed for Python, NumPy, PyTorch and the environment", seed_number, group=RUN)
-    target_score: float = option(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
-    keep_training: bool = option(False, "go on after reaching the target score", action="store_true", group=RUN)
-    checkpoint: str = option(
+    seed: int = setting(0, "seed for Python, NumPy, PyTorch and the environment", seed_number, group=RUN)
+    target_score: float = setting(SOLVED_SCORE, "100-episode average that counts as solved", float, group=RUN)
+    keep_training: bool = setting(False, "go on after reaching the target score", action="store_true", group=RUN)
+    checkpoint: str = setting(
         "checkpoint.pth", "the weights of a run that solves (every run: runs/<run>/last.pth)", metavar="PATH", group=RUN
     )
-    video: bool = option(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
-    video_every: int = option(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
-    log_every: int = option(100, "print a progress line every this many episodes", positive_int, group=RUN)
-    save_every: int = option(50, "save the resumable training state every this many episodes", positive_int, group=RUN)
-    quiet: bool = option(False, "no progress bar and no progress lines", action="store_true", group=RUN)
-    tensorboard: bool = option(
+    video: bool = setting(True, "record no videos", flag="--no-video", action="store_false", group=RUN)
+    video_every: int = setting(50, "record a greedy episode every this many episodes", positive_int, group=RUN)
+    log_every: int = setting(100, "print a status line every this many episodes", positive_int, group=RUN)
+    save_every: int = setting(50, "save the resumable training state every this many episodes", positive_int, group=RUN)
+    quiet: bool = setting(False, "no live status bar and no status lines", action="store_true", group=RUN)
+    tensorboard: bool = setting(
         False, "also log the metrics for TensorBoard (needs the tensorboard package)", action="store_true", group=RUN
     )
-    device: str = option(
+    device: str = setting(
         "cpu", "auto = cuda when available; the CPU is fastest at this size", choices=("cpu", "cuda", "auto"), group=RUN
     )
-    backprop: str = option(
+    backprop: str = setting(
         "autograd",
         "how the loss gradient is computed: autograd (loss.backward() and torch.optim.Adam, the code agent.py "
         "shows) or numpy (the opt-in twin in dqnkit/learn/twin.py: the same numbers to float32 rounding, "
@@ -67,62 +66,62 @@ class RunOptions:
 class BeyondOptions:
     """Later improvements of the DQN, each off by default; the NumPy and autograd paths both compute each one."""
 
-    double_dqn: bool = option(
+    double_dqn: bool = setting(
         False,
         "Double DQN (van Hasselt et al., 2016): the local network picks the next action, the target network "
         "values it; removes the overestimation of max over noisy Q-values",
         action="store_true",
         group=BEYOND,
     )
-    dueling: bool = option(
+    dueling: bool = setting(
         False,
         "dueling head (Wang et al., 2016): Q = V(s) + A(s, a) - mean A(s, .); the state value is learnt from "
         "every sample, whatever the action",
         action="store_true",
         group=BEYOND,
     )
-    n_step: int = option(
+    n_step: int = setting(
         1,
         "n-step returns (Sutton, 1988; Hessel et al., 2018 Rainbow): bootstrap after N rewards; rewards "
         "such as the landing bonus reach earlier states N times faster",
         positive_int,
         group=BEYOND,
     )
-    loss: str = option(
+    loss: str = setting(
         "mse",
         "loss on the TD error: mse, or huber (smooth L1, delta 1; Mnih et al., 2015), linear for big "
         "errors so a crash's -100 cannot give a huge gradient",
         choices=("mse", "huber"),
         group=BEYOND,
     )
-    grad_clip: float = option(
+    grad_clip: float = setting(
         0.0,
         "rescale the gradient to at most this L2 norm, a guard against rare huge updates; 0 = off",
         float,
         group=BEYOND,
     )
-    target_update_every: int = option(
+    target_update_every: int = setting(
         0,
         "copy the local network into the target every N learning steps (Mnih et al., 2015) instead of the "
         "soft update; 0 = soft update with --interpolation-parameter",
         nonnegative_int,
         group=BEYOND,
     )
-    gradient_steps: int = option(
+    gradient_steps: int = setting(
         1,
         "learning steps each time the agent learns, each on its own minibatch: a higher replay ratio "
         "(Fedus et al., 2020), more learning from every environment step",
         positive_int,
         group=BEYOND,
     )
-    epsilon_decay_steps: int = option(
+    epsilon_decay_steps: int = setting(
         0,
         "decay epsilon linearly from --epsilon-start to --epsilon-end over N environment steps (Mnih et al., "
         "2015) instead of per episode: exploration ends on time however long the episodes are; 0 = per episode",
         nonnegative_int,
         group=BEYOND,
     )
-    lr_decay_steps: int = option(
+    lr_decay_steps: int = setting(
         0,
         "decay the learning rate linearly from --learning-rate to --learning-rate-end over N environment "
         "steps (decreasing step sizes, Robbins & Monro, 1951): big steps while the Q-values are far off, small "
@@ -130,31 +129,31 @@ class BeyondOptions:
         nonnegative_int,
         group=BEYOND,
     )
-    learning_rate_end: float = option(
+    learning_rate_end: float = setting(
         1e-4, "the learning rate at the end of --lr-decay-steps", positive_float, group=BEYOND
     )
-    prioritized_replay: bool = option(
+    prioritized_replay: bool = setting(
         False,
         "proportional prioritized replay (Schaul et al., 2016): replay transitions with large TD error "
         "more often, corrected by importance weights",
         action="store_true",
         group=BEYOND,
     )
-    priority_alpha: float = option(
+    priority_alpha: float = setting(
         0.6, "prioritized replay: priority = |TD error| ** alpha (0 = uniform)", float, group=BEYOND
     )
-    priority_beta: float = option(
+    priority_beta: float = setting(
         0.4, "prioritized replay: importance-weight exponent at the start, annealed to 1", float, group=BEYOND
     )
-    eval_every: int = option(
+    eval_every: int = setting(
         0,
         "evaluation during training: every N episodes, --eval-episodes greedy episodes on unseen seeds; "
         "the mean goes into metrics.csv and the plot, the best weights to runs/<run>/best.pth; 0 = off",
         nonnegative_int,
         group=BEYOND,
     )
-    eval_episodes: int = option(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
-    eval_target: float | None = option(
+    eval_episodes: int = setting(10, "greedy episodes per evaluation of --eval-every", positive_int, group=BEYOND)
+    eval_target: float | None = setting(
         None,
         "a stopping rule on the greedy policy, not the training average: solved (--checkpoint written; stops unless "
         "--keep-training) once an evaluation of --eval-every scores this mean with --eval-landed of it landed",
@@ -162,13 +161,13 @@ class BeyondOptions:
         metavar="SCORE",
         group=BEYOND,
     )
-    eval_landed: float = option(
+    eval_landed: float = setting(
         0.95,
         "with --eval-target: the least share of an evaluation's episodes that must land",
         unit_interval,
         group=BEYOND,
     )
-    eval_from_average: float | None = option(
+    eval_from_average: float | None = setting(
         None,
         "evaluate only once the training average of the last 100 episodes reaches this: an evaluation costs "
         "about as much as 20 training episodes, and one made earlier seldom passes --eval-target",
@@ -178,7 +177,7 @@ class BeyondOptions:
     )
 
 
-PRESETS: dict[str, dict[str, Any]] = {  # named sets of options; explicit flags override them
+PRESETS: dict[str, dict[str, Any]] = {  # named sets of settings; explicit flags override them
     # fast: trial 19 of the study of docs/tuning.md (its rate and epsilon floor rounded), on agent.Agent
     "fast": {
         "double_dqn": True,
@@ -203,41 +202,3 @@ PRESETS: dict[str, dict[str, Any]] = {  # named sets of options; explicit flags 
 def apply_preset(cfg: Any, name: str) -> Any:
     """``cfg`` (a ``main.Config``) with the fields of preset ``name``."""
     return _apply(cfg, PRESETS[name])
-
-
-def memory_needed(cfg: Any, state_size: int, action_size: int) -> int:
-    """Bytes the replay memory and the networks of ``cfg`` take: an estimate made before allocating them.
-
-    The replay memory holds ``2 * state_size + 3`` float32 numbers per experience (and a sum
-    tree of float64 with prioritized replay); each network's parameters are held five times
-    (local, target, gradient, Adam's two moments).
-    """
-    h = cfg.hidden_size
-    parameters = (state_size + 1) * h + (h + 1) * h + (h + 1) * action_size + (h + 1) * cfg.dueling
-    replay = cfg.replay_buffer_size * (2 * state_size + 3) * 4
-    if cfg.prioritized_replay:
-        replay += 2 * (1 << max(0, (cfg.replay_buffer_size - 1).bit_length())) * 8
-    return replay + 5 * parameters * 4
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still give (Linux's MemAvailable), or None where it cannot tell."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_memory(cfg: Any, state_size: int, action_size: int) -> None:
-    """Refuse, in one line with the figures, a run whose replay memory and networks cannot fit in memory."""
-    needed, available = memory_needed(cfg, state_size, action_size), available_memory()
-    if available is not None and needed > available:
-        raise UserError(
-            f"--replay-buffer-size {cfg.replay_buffer_size} and --hidden-size {cfg.hidden_size} need about "
-            f"{needed / 2**30:.1f} GiB for the replay memory and the networks; this machine has "
-            f"{available / 2**30:.1f} GiB available"
-        )

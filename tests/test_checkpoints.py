@@ -25,7 +25,7 @@ import main
 from dqnkit.envs import episode_outcome, make_env
 from dqnkit.errors import UserError
 from dqnkit.report.evaluation import evaluate, evaluation_video_name
-from dqnkit.report.videos import BackgroundVideos
+from dqnkit.report.filming import BackgroundVideos
 from dqnkit.run.files import load_file, load_training_state
 from nnetwork import Network
 
@@ -60,14 +60,13 @@ def _scores(csv_path: Path) -> list[float]:
 # ---------------------------------------------------------------- resume
 
 
-def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    whole = main.train(_cfg(tmp_path), out=_quiet)
-    first = main.train(_cfg(tmp_path, episodes=3), out=_quiet)
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    whole = main.train(_cfg(tmp_path), out=_quiet, root=tmp_path)
+    first = main.train(_cfg(tmp_path, episodes=3), out=_quiet, root=tmp_path)
     state = load_training_state(first.state_path, main.Config)
     assert state["progress"]["episode"] == 3 and len(state["progress"]["rows"]) == 3
     assert state["agent"]["memory"]["full"]  # 3 episodes of up to 120 steps overflow 500 slots
-    resumed = main.train(_cfg(tmp_path), out=_quiet, resume=first.state_path)
+    resumed = main.train(_cfg(tmp_path), out=_quiet, resume=first.state_path, root=tmp_path)
     assert resumed.run_dir == first.run_dir
     for i, (a, b) in enumerate(zip(whole.scores, resumed.scores, strict=True)):
         assert a == b, f"resumed run diverged at episode {i + 1}: {a} != {b}"
@@ -81,17 +80,16 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not whole.checkpoint.exists()  # neither run solved
 
 
-def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_solved_run_resumes_only_with_keep_training(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, episodes=104, max_steps=5, target_score=-1e9, save_every=50)
-    solved = main.train(cfg, out=_quiet)
+    solved = main.train(cfg, out=_quiet, root=tmp_path)
     assert solved.solved_episode == 100 and len(solved.scores) == 100
     lines: list[str] = []
-    again = main.train(cfg, out=lines.append, resume=solved.state_path)
+    again = main.train(cfg, out=lines.append, resume=solved.state_path, root=tmp_path)
     assert "this run was solved at episode 100; add --keep-training to go on" in lines
     assert again.scores == solved.scores and again.total_steps == solved.total_steps
     assert load_training_state(solved.state_path, main.Config)["progress"]["episode"] == 100
-    kept = main.train(dataclasses.replace(cfg, keep_training=True), out=_quiet, resume=solved.state_path)
+    kept = main.train(dataclasses.replace(cfg, keep_training=True), out=_quiet, resume=solved.state_path, root=tmp_path)
     assert kept.solved_episode == 100 and kept.scores[:100] == solved.scores and len(kept.scores) == 104
 
 
@@ -411,13 +409,9 @@ def _digest(folder: Path) -> dict[str, str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding a user's files: good weights, a training state, and assorted bad files."""
     ws = tmp_path_factory.mktemp("workspace")
-    old = Path.cwd()
-    os.chdir(ws)
-    try:
-        run = main.train(main.Config(episodes=2, max_steps=50, minibatch_size=16, video=False, seed=0), out=_quiet)
-    finally:
-        os.chdir(old)
-    shutil.copy(ws / run.last_weights, ws / "checkpoint.pth")  # a user's weights file
+    cfg = main.Config(episodes=2, max_steps=50, minibatch_size=16, video=False, seed=0)
+    run = main.train(cfg, out=_quiet, root=ws)
+    shutil.copy(run.last_weights, ws / "checkpoint.pth")  # a user's weights file
     good = (ws / "checkpoint.pth").read_bytes()
     (ws / "empty.pth").write_bytes(b"")
     (ws / "truncated.pth").write_bytes(good[: len(good) // 2])
@@ -425,7 +419,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({"answer": 42}, ws / "other.pth")
     acrobot = Network(6, 3)  # a network for another environment
     torch.save(acrobot.state_dict(), ws / "acrobot.pth")
-    (ws / "state_path.txt").write_text(str(run.state_path))  # relative to the workspace
+    (ws / "state_path.txt").write_text(str(run.state_path.relative_to(ws)))  # relative to the workspace
     return ws
 
 

@@ -14,6 +14,7 @@ import pytest
 import main
 from dqnkit import cli
 from dqnkit.errors import UserError
+from dqnkit.saved_config import resumed_config
 
 GROUPS = ["the original hyperparameters", "run and output", "beyond the original", "actions"]
 
@@ -100,7 +101,7 @@ def test_help_shows_no_empty_defaults_and_none_for_switches() -> None:
 
 def test_option_refuses_an_unknown_group() -> None:
     with pytest.raises(ValueError, match="unknown --help group"):
-        cli.option(1, "help", group="misc")
+        cli.setting(1, "help", group="misc")
 
 
 def test_episode_abbreviation_is_refused_with_one_line(root: Path, tmp_path: Path) -> None:
@@ -138,10 +139,10 @@ def test_given_flags_and_preset() -> None:
 def test_resumed_config_takes_only_what_may_change() -> None:
     saved = main.Config(episodes=100, learning_rate=1e-3)
     asked = main.Config(episodes=300, learning_rate=1e-3, quiet=True)
-    cfg = cli.resumed_config(asked, {"episodes", "learning_rate"}, saved, "state.pth")
+    cfg = resumed_config(asked, {"episodes", "learning_rate"}, saved, "state.pth")
     assert cfg == dataclasses.replace(saved, episodes=300)  # quiet was not given: the saved value stays
     with pytest.raises(UserError, match=r"^--learning-rate, --seed cannot change when resuming: .* state\.pth$"):
-        cli.resumed_config(main.Config(learning_rate=0.1, seed=3), {"learning_rate", "seed"}, saved, "state.pth")
+        resumed_config(main.Config(learning_rate=0.1, seed=3), {"learning_rate", "seed"}, saved, "state.pth")
 
 
 # ---------------------------------------------------------------- --config FILE

@@ -11,8 +11,9 @@ from gymnasium.wrappers import TimeLimit
 from stubs import Lander
 
 import main
-from dqnkit.run.files import RunLock, load_training_state
+from dqnkit.run.files import load_training_state
 from dqnkit.run.hooks import Episode, Hook, Hooks
+from dqnkit.run.paths import LOCK_FILE, lock_run
 
 
 def _stub_env(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
@@ -39,7 +40,6 @@ def test_an_episode_is_logged_with_what_env_step_said(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int, outcome: str
 ) -> None:
     """An episode that terminates on its last allowed step (5) landed; it did not time out."""
-    monkeypatch.chdir(tmp_path)
     _stub_env(monkeypatch, length)
     seen: list[Episode] = []
 
@@ -47,17 +47,14 @@ def test_an_episode_is_logged_with_what_env_step_said(
         def on_episode(self, episode: Episode) -> None:
             seen.append(episode)
 
-    result = main.train(_cfg(tmp_path, episodes=2, max_steps=5), out=lambda _: None, hooks=[Keep()])
+    result = main.train(_cfg(tmp_path, episodes=2, max_steps=5), out=lambda _: None, hooks=[Keep()], root=tmp_path)
     rows = _rows(result.run_dir)
     assert [r["outcome"] for r in rows] == [outcome, outcome]
     assert [r["on_pad"] for r in rows] == (["1", "1"] if outcome == "landed" else ["0", "0"])
     assert [(e.length, e.terminated, e.truncated) for e in seen] == [(min(length, 5), length <= 5, length >= 5)] * 2
 
 
-def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(tmp_path: Path) -> None:
     calls: list[str] = []
 
     class StopAtThree(Hook):
@@ -79,7 +76,7 @@ def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(
             calls.append(f"close {error}")
 
     hook, lines = StopAtThree(), []
-    result = main.train(_cfg(tmp_path, episodes=10, max_steps=40), out=lines.append, hooks=[hook])
+    result = main.train(_cfg(tmp_path, episodes=10, max_steps=40), out=lines.append, hooks=[hook], root=tmp_path)
     assert lines[-1].startswith("stopped at episode 3 (enough); last weights saved to ")
     assert calls == ["episode 1", "episode 2", "episode 3", "end", "close None"]
     assert len(result.scores) == 3 and hook.steps == list(range(1, result.total_steps + 1))
@@ -90,8 +87,7 @@ def test_a_callers_hook_sees_each_episode_and_step_and_can_stop_the_run(
     assert result.solved_episode is None and result.stopped_by is None
 
 
-def test_a_failing_hook_ends_the_run_and_every_hook_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_failing_hook_ends_the_run_and_every_hook_is_closed(tmp_path: Path) -> None:
     closed: list[str] = []
     before = signal.getsignal(signal.SIGINT)
 
@@ -107,13 +103,13 @@ def test_a_failing_hook_ends_the_run_and_every_hook_is_closed(tmp_path: Path, mo
             closed.append(repr(error))
 
     with pytest.raises(ValueError, match="a broken hook"):
-        main.train(_cfg(tmp_path, episodes=5, max_steps=30), out=lambda _: None, hooks=[Fails()])
+        main.train(_cfg(tmp_path, episodes=5, max_steps=30), out=lambda _: None, hooks=[Fails()], root=tmp_path)
     assert closed == ["ValueError('a broken hook')"]
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C is the terminal's again
     (run_dir,) = tmp_path.glob("runs/*")
-    lock = RunLock(run_dir)
-    lock.acquire()  # released: another process may resume this run
-    lock.release()
+    lock = lock_run(run_dir / LOCK_FILE)  # released: another process may resume this run
+    if lock is not None:  # None: no flock on this system
+        lock.close()
 
 
 def test_hooks_see_episodes_in_order_and_end_and_close_in_reverse() -> None:

@@ -19,7 +19,7 @@ def _module_name(path: Path) -> str:
 
 def _project_files() -> dict[str, Path]:
     files = {name: ROOT / f"{name}.py" for name in TOP_LEVEL}
-    files.update({_module_name(p): p for p in sorted((ROOT / "dqnkit").glob("*.py"))})
+    files.update({_module_name(p): p for p in sorted((ROOT / "dqnkit").rglob("*.py"))})
     return files
 
 
@@ -54,11 +54,24 @@ def _graph() -> dict[str, set[str]]:
 
 def test_the_walk_finds_the_package_and_its_imports() -> None:
     graph = _graph()
-    assert {"dqnkit.cli", "dqnkit.run.files", "dqnkit.run.hooks", "dqnkit.run.folder", "dqnkit.run.session"} <= set(graph)
-    assert {"dqnkit.cli", "dqnkit.run.hooks", "dqnkit.run.folder", "dqnkit.run.session", "dqnkit.report.videos"} <= graph["main"]
-    assert {"dqnkit.report.logs", "dqnkit.report.videos", "dqnkit.report.evaluation", "dqnkit.run.checkpoints"} <= graph["dqnkit.run.session"]
+    assert {"dqnkit.cli", "dqnkit.run.files", "dqnkit.run.hooks", "dqnkit.run.folder"} <= set(graph)
+    assert {"dqnkit.cli", "dqnkit.run.hooks", "dqnkit.run.folder", "dqnkit.report.videos"} <= graph["main"]
+    assert {"dqnkit.report.logs", "dqnkit.report.filming", "dqnkit.run.checkpoints"} <= graph["dqnkit.run.session"]
     assert "agent" in graph["dqnkit.learn"] and "nnetwork" in graph["agent"]
     assert {"dqnkit.learn.options", "dqnkit.learn.twin"} <= graph["dqnkit.learn"]
+
+
+def test_the_package_shows_its_parts() -> None:
+    """Folders a reader can name: the learning code, a run, what it reports, the tuner."""
+    folders = {p.name for p in (ROOT / "dqnkit").iterdir() if (p / "__init__.py").exists()}
+    assert folders == {"learn", "run", "report", "tune"}
+    assert not list((ROOT / "dqnkit").glob("tuning*.py")), "the tuner's modules live in dqnkit/tune/"
+
+
+def test_no_module_of_the_code_is_over_300_lines() -> None:
+    modules = [ROOT / f"{name}.py" for name in TOP_LEVEL] + sorted((ROOT / "dqnkit").rglob("*.py"))
+    long = [f"{p.relative_to(ROOT)} ({n} lines)" for p in modules if (n := len(p.read_text().splitlines())) > 300]
+    assert not long, long
 
 
 def test_nothing_in_the_package_imports_main() -> None:
@@ -94,7 +107,7 @@ def test_no_class_in_the_package_is_over_150_lines() -> None:
     """One service, one small class: the run's plumbing is hooks, not one object that holds it all."""
     long = [
         f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-        for path in sorted((ROOT / "dqnkit").glob("*.py"))
+        for path in sorted((ROOT / "dqnkit").rglob("*.py"))
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150
     ]

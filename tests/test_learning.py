@@ -15,11 +15,10 @@ from dqnkit.settings import apply_preset
 
 
 @pytest.mark.slow
-def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_run_solves_lunar_lander(tmp_path: Path) -> None:
     """The original hyperparameters reach a 100-episode average of 200 within 2,000 episodes."""
-    monkeypatch.chdir(tmp_path)
     cfg = main.Config(seed=0, video=False, checkpoint=str(tmp_path / "checkpoint.pth"))
-    result = main.train(cfg, out=lambda _: None)
+    result = main.train(cfg, out=lambda _: None, root=tmp_path)
     assert result.solved_episode is not None, f"not solved; last average {np.mean(result.scores[-100:]):.1f}"
     assert np.mean(result.scores[-100:]) >= 200.0
 
@@ -40,13 +39,12 @@ def test_default_run_solves_lunar_lander(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.slow
-def test_preset_saves_an_agent_that_lands_fast_and_sure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preset_saves_an_agent_that_lands_fast_and_sure(tmp_path: Path) -> None:
     """--preset fast, seed 3: its stopping rule saves an agent that passes issue 15's bar on unseen seeds."""
     from dqnkit.report.evaluation import evaluate
 
-    monkeypatch.chdir(tmp_path)
     cfg = apply_preset(main.Config(seed=3, video=False, checkpoint=str(tmp_path / "checkpoint.pth")), "fast")
-    result = main.train(cfg, out=lambda _: None)
+    result = main.train(cfg, out=lambda _: None, root=tmp_path)
     assert result.solved_episode is not None, "the stopping rule never passed"
     unseen = evaluate(cfg.checkpoint, episodes=100, seed=2_000_000, out=lambda _: None)
     landed = unseen.outcomes.count("landed") / 100

@@ -20,7 +20,8 @@ import torch
 import main
 from agent import Agent
 from dqnkit.cli import build_parser
-from dqnkit.report.videos import BackgroundVideos, greedy_policy, record_greedy_video, record_video
+from dqnkit.report.filming import BackgroundVideos
+from dqnkit.report.videos import greedy_policy, record_greedy_video, record_video
 from nnetwork import DuelingNetwork, Network
 
 
@@ -79,21 +80,19 @@ def _tiny(tmp_path: Path, **overrides) -> main.Config:
     return main.Config(**base)
 
 
-def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    first = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
-    second = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
-    other = main.train(_tiny(tmp_path, episodes=4, seed=6), out=lambda _: None).scores
+def test_same_seed_same_scores(tmp_path: Path) -> None:
+    first = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None, root=tmp_path).scores
+    second = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None, root=tmp_path).scores
+    other = main.train(_tiny(tmp_path, episodes=4, seed=6), out=lambda _: None, root=tmp_path).scores
     for i, (a, b) in enumerate(zip(first, second, strict=True)):
         assert a == b, f"runs with the same seed diverged at episode {i + 1}: {a} != {b}"
     assert first != other
 
 
-def test_videos_do_not_change_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    quiet = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None).scores
-    filmed = main.train(_tiny(tmp_path, episodes=4, video=True, video_every=2), out=lambda _: None).scores
-    assert quiet == filmed
+def test_videos_do_not_change_training(tmp_path: Path) -> None:
+    quiet = main.train(_tiny(tmp_path, episodes=4), out=lambda _: None, root=tmp_path).scores
+    filmed = main.train(_tiny(tmp_path, episodes=4, video=True, video_every=2), out=lambda _: None, root=tmp_path)
+    assert quiet == filmed.scores
     (run_videos,) = (tmp_path / "videos").iterdir()  # one folder per run, named like the run
     # Each video with its thumbnail and what happened in it, for the training-progress table.
     names = [f"episode_000{e}.{kind}" for e in (2, 4) for kind in ("json", "mp4", "webp")]
@@ -150,9 +149,8 @@ def test_background_videos_fall_back_to_inline_where_no_process_can_start(
     assert sorted(videos.scores) == [3, 4] and (tmp_path / "three.mp4").is_file() and (tmp_path / "four.mp4").is_file()
 
 
-def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = main.train(_tiny(tmp_path), out=lambda _: None)
+def test_train_writes_loadable_weights_and_metrics(tmp_path: Path) -> None:
+    result = main.train(_tiny(tmp_path), out=lambda _: None, root=tmp_path)
     assert result.last_weights == result.run_dir / "last.pth"
     assert not (tmp_path / "weights.pth").exists()  # the checkpoint is written only by a run that solves
     net = Network(8, 4)
@@ -165,13 +163,12 @@ def test_train_writes_loadable_weights_and_metrics(tmp_path: Path, monkeypatch: 
     assert float(rows[1]["epsilon"]) == pytest.approx(0.995)
 
 
-def test_training_stops_at_target_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_stops_at_target_score(tmp_path: Path) -> None:
     """With a target every run reaches, training stops at the first full 100-episode window."""
-    monkeypatch.chdir(tmp_path)
     cfg = _tiny(tmp_path, episodes=150, max_steps=5, target_score=-1e9)
-    result = main.train(cfg, out=lambda _: None)
+    result = main.train(cfg, out=lambda _: None, root=tmp_path)
     assert result.solved_episode == 100 and len(result.scores) == 100
-    kept = main.train(dataclasses.replace(cfg, episodes=103, keep_training=True), out=lambda _: None)
+    kept = main.train(dataclasses.replace(cfg, episodes=103, keep_training=True), out=lambda _: None, root=tmp_path)
     assert kept.solved_episode == 100 and len(kept.scores) == 103
 
 
@@ -314,9 +311,8 @@ def test_the_default_device_is_the_cpu_even_with_a_gpu(tmp_path: Path, monkeypat
         return build_agent(cfg, env, device, rng)
 
     monkeypatch.setattr(main, "build_agent", recording_build_agent)
-    monkeypatch.chdir(tmp_path)
     lines: list[str] = []
-    main.train(main.Config(episodes=1, max_steps=20, video=False), out=lines.append)
+    main.train(main.Config(episodes=1, max_steps=20, video=False), out=lines.append, root=tmp_path)
     assert devices == [torch.device("cpu")]
     assert lines[0].startswith("run ") and " on cpu;" in lines[0]
 

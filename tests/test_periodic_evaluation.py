@@ -82,17 +82,15 @@ def test_a_real_evaluation_is_greedy_and_repeatable(tmp_path: Path) -> None:
     assert len(periodic.last.scores) == 3 and all(length <= 60 for length in periodic.last.lengths)
 
 
-def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_with_evaluation_keeps_its_best_weights_and_trains_the_same(tmp_path: Path) -> None:
     import main
     from dqnkit.report.logs import read_metrics
     from dqnkit.report.videos import greedy_policy
 
-    monkeypatch.chdir(tmp_path)
     cfg = main.Config(episodes=6, max_steps=80, minibatch_size=16, video=False, quiet=True, seed=3)
-    plain = main.train(cfg, out=lambda _: None)
-    evaluated = main.train(main.Config(**{**cfg.__dict__, "eval_every": 2, "eval_episodes": 2}), out=lambda _: None)
+    plain = main.train(cfg, out=lambda _: None, root=tmp_path)
+    with_evaluation = main.Config(**{**cfg.__dict__, "eval_every": 2, "eval_episodes": 2})
+    evaluated = main.train(with_evaluation, out=lambda _: None, root=tmp_path)
     a, b = read_metrics(plain.run_dir / "metrics.csv"), read_metrics(evaluated.run_dir / "metrics.csv")
     for column in ("score", "length", "epsilon", "total_steps"):
         assert np.array_equal(a[column], b[column]), f"evaluating changed the training's {column}"
@@ -125,19 +123,16 @@ def test_the_stopping_rule_needs_the_mean_and_the_landings() -> None:
 
 
 @pytest.mark.parametrize("target", [-1e6, 1e6], ids=["passes", "never"])
-def test_a_run_with_an_eval_target_saves_the_agent_that_passed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: float
-) -> None:
+def test_a_run_with_an_eval_target_saves_the_agent_that_passed(tmp_path: Path, target: float) -> None:
     """The checkpoint is the evaluated network that passed, and the run stops there; never passing saves none."""
     import main
 
-    monkeypatch.chdir(tmp_path)
     cfg = main.Config(
         episodes=6, max_steps=60, minibatch_size=16, video=False, quiet=True, seed=4,
         checkpoint=str(tmp_path / "agent.pth"), eval_every=2, eval_episodes=2, eval_target=target, eval_landed=0.0,
     )  # fmt: skip
     messages: list[str] = []
-    result = main.train(cfg, out=messages.append)
+    result = main.train(cfg, out=messages.append, root=tmp_path)
     if target < 0:
         assert result.solved_episode == 2 and len(result.scores) == 2  # the first evaluation passed: stop
         saved = torch.load(tmp_path / "agent.pth", weights_only=True)
@@ -160,9 +155,7 @@ def test_the_eval_target_needs_evaluations(capsys: pytest.CaptureFixture[str]) -
     assert main.parse_config(["--eval-target", "250", "--eval-every", "20"]).eval_target == 250.0
 
 
-def test_evaluations_wait_for_the_training_average_and_change_nothing_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_evaluations_wait_for_the_training_average_and_change_nothing_else(tmp_path: Path) -> None:
     """--eval-from-average: due episodes whose training average is below it are skipped, the training is the same."""
     import main
     from dqnkit.report.logs import read_metrics
@@ -179,12 +172,11 @@ def test_evaluations_wait_for_the_training_average_and_change_nothing_else(
         ]
     finally:
         periodic.close()
-    monkeypatch.chdir(tmp_path)
     cfg = main.Config(episodes=6, max_steps=80, minibatch_size=16, video=False, quiet=True, seed=3, eval_every=1)
     cfg = main.Config(**{**cfg.__dict__, "eval_episodes": 2})
-    every = read_metrics(main.train(cfg, out=lambda _: None).run_dir / "metrics.csv")
+    every = read_metrics(main.train(cfg, out=lambda _: None, root=tmp_path).run_dir / "metrics.csv")
     gate = float(np.median(every["average_100"]))  # half the episodes reach it
-    gated = main.train(main.Config(**{**cfg.__dict__, "eval_from_average": gate}), out=lambda _: None)
+    gated = main.train(main.Config(**{**cfg.__dict__, "eval_from_average": gate}), out=lambda _: None, root=tmp_path)
     b = read_metrics(gated.run_dir / "metrics.csv")
     for column in ("score", "length", "epsilon", "total_steps", "average_100"):
         assert np.array_equal(every[column], b[column]), f"the gate changed the training's {column}"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import main
+from docs.flags_page import markdown_flags
 from docs.relink import QUOTED_LINK, line_of, relink
 from docs.tuning_page import SECTION, open_journal, rewrite
-from dqnkit.cli import markdown_flags
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 ANY_LINK = re.compile(r"\[(\w+\.py) line (\d+)\]\((\w+\.py)#L(\d+)\)")

@@ -56,11 +56,10 @@ def test_a_solved_checkpoint_survives_interrupted_unsolved_and_exploding_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue item 1: only a run that solves writes --checkpoint; the others keep their weights in their folder."""
-    monkeypatch.chdir(tmp_path)
     checkpoint = tmp_path / "checkpoint.pth"
     # Solving needs a full 100-episode window: 100 episodes of 5 steps, and a target every run reaches.
     solving = _cfg(tmp_path, episodes=100, max_steps=5, target_score=-10_000)
-    solved = main.train(solving, out=_quiet)
+    solved = main.train(solving, out=_quiet, root=tmp_path)
     assert solved.solved_episode == 100 and checkpoint.is_file()
     good = checkpoint.read_bytes()
 
@@ -76,7 +75,7 @@ def test_a_solved_checkpoint_survives_interrupted_unsolved_and_exploding_runs(
 
     monkeypatch.setattr(main, "play_episode", interrupted_play)
     lines: list[str] = []
-    stopped = main.train(_cfg(tmp_path, seed=1, episodes=50), out=lines.append)
+    stopped = main.train(_cfg(tmp_path, seed=1, episodes=50), out=lines.append, root=tmp_path)
     monkeypatch.setattr(main, "play_episode", play)
     assert stopped.stopped_by == signal.SIGINT and len(stopped.scores) == 2
     assert checkpoint.read_bytes() == good
@@ -84,7 +83,7 @@ def test_a_solved_checkpoint_survives_interrupted_unsolved_and_exploding_runs(
     torch.load(stopped.last_weights, weights_only=True)
 
     lines.clear()
-    unsolved = main.train(_cfg(tmp_path, seed=2), out=lines.append)
+    unsolved = main.train(_cfg(tmp_path, seed=2), out=lines.append, root=tmp_path)
     assert unsolved.solved_episode is None and checkpoint.read_bytes() == good
     assert lines[-1] == (
         f"not solved in 3 episodes; last weights saved to {unsolved.last_weights} "
@@ -92,19 +91,18 @@ def test_a_solved_checkpoint_survives_interrupted_unsolved_and_exploding_runs(
     )
 
     # A non-finite loss saves the last good weights too, and into the run's folder.
-    with pytest.raises(UserError, match=r"The last good weights are in runs/.*/last\.pth"):
-        main.train(_cfg(tmp_path, seed=3, episodes=30, max_steps=100, learning_rate=1e30), out=_quiet)
+    with pytest.raises(UserError, match=rf"The last good weights are in {re.escape(str(tmp_path))}/runs/.*/last\.pth"):
+        main.train(_cfg(tmp_path, seed=3, episodes=30, max_steps=100, learning_rate=1e30), out=_quiet, root=tmp_path)
     assert checkpoint.read_bytes() == good
 
 
-def test_a_solving_run_keeps_the_checkpoint_it_replaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_solving_run_keeps_the_checkpoint_it_replaces(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint.pth"
     solving = _cfg(tmp_path, episodes=100, max_steps=5, target_score=-10_000)
-    main.train(solving, out=_quiet)
+    main.train(solving, out=_quiet, root=tmp_path)
     first = checkpoint.read_bytes()
     lines: list[str] = []
-    second = main.train(dataclasses.replace(solving, seed=4), out=lines.append)
+    second = main.train(dataclasses.replace(solving, seed=4), out=lines.append, root=tmp_path)
     kept = second.run_dir / "previous-checkpoint.pth"
     assert kept.read_bytes() == first and checkpoint.read_bytes() != first
     (line,) = [line for line in lines if "previous" in line]
@@ -181,7 +179,7 @@ def test_save_on_a_full_disk_is_one_error_and_leaves_the_old_file(
 def test_a_full_disk_during_training_ends_with_one_line_and_the_state_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the command line's run: its files, and the paths it names, are the working folder's
     snapshot: dict[str, bytes] = {}
 
     def second_state_save(name: str) -> bool:
@@ -279,10 +277,9 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_stale_temporary_files_are_removed_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_temporary_files_are_removed_and_named(tmp_path: Path) -> None:
     """Issue item 14: what a save killed between its write and its rename leaves, as the next run finds it."""
-    monkeypatch.chdir(tmp_path)
-    first = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
+    first = main.train(_cfg(tmp_path, episodes=2), out=_quiet, root=tmp_path)
     dead = _dead_pid()
     stale = [
         tmp_path / f".checkpoint.pth.{dead}.zzzz9999.tmp",  # the checkpoint's folder
@@ -294,7 +291,7 @@ def test_stale_temporary_files_are_removed_and_named(tmp_path: Path, monkeypatch
     for path in [*stale, live, other]:
         path.write_bytes(b"half a file")
     lines: list[str] = []
-    main.train(_cfg(tmp_path, episodes=3), out=lines.append, resume=first.state_path)
+    main.train(_cfg(tmp_path, episodes=3), out=lines.append, resume=first.state_path, root=tmp_path)
     assert [path.exists() for path in stale] == [False, False, False]
     assert live.exists() and other.exists()
     (line,) = [line for line in lines if line.startswith("removed")]
@@ -304,7 +301,7 @@ def test_stale_temporary_files_are_removed_and_named(tmp_path: Path, monkeypatch
     stale_checkpoint = tmp_path / f".checkpoint.pth.{dead}.qwer5678.tmp"
     stale_checkpoint.write_bytes(b"half a file")
     lines.clear()
-    main.train(_cfg(tmp_path, episodes=1), out=lines.append)
+    main.train(_cfg(tmp_path, episodes=1), out=lines.append, root=tmp_path)
     assert not stale_checkpoint.exists()
     assert f"removed 1 temporary file left by an interrupted save: {stale_checkpoint}" in lines
 
@@ -337,7 +334,6 @@ def test_metrics_reach_disk_every_episode_and_a_resume_keeps_them_exact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue item 15: the file never lags the run; after a crash and a resume it holds exactly the run's rows."""
-    monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path, episodes=6, save_every=2, log_every=100)
     play = main.play_episode
     on_disk: list[int] = []
@@ -351,13 +347,13 @@ def test_metrics_reach_disk_every_episode_and_a_resume_keeps_them_exact(
 
     monkeypatch.setattr(main, "play_episode", play_and_look)
     with pytest.raises(RuntimeError, match="went down"):
-        main.train(cfg, out=_quiet)
+        main.train(cfg, out=_quiet, root=tmp_path)
     monkeypatch.setattr(main, "play_episode", play)
     assert on_disk == [0, 1, 2, 3, 4, 5]  # before each episode, every finished one is on disk
     (state,) = tmp_path.glob("runs/*/training_state.pth")
     assert load_training_state(state, main.Config)["progress"]["episode"] == 4
-    resumed = main.train(cfg, out=_quiet, resume=state)
-    whole = main.train(cfg, out=_quiet)
+    resumed = main.train(cfg, out=_quiet, resume=state, root=tmp_path)
+    whole = main.train(cfg, out=_quiet, root=tmp_path)
     text = (resumed.run_dir / "metrics.csv").read_text()
     assert text.count("episode,") == 1  # one header
 
@@ -370,17 +366,14 @@ def test_metrics_reach_disk_every_episode_and_a_resume_keeps_them_exact(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the run lock is an flock, which Windows lacks")
-def test_a_run_that_another_process_trains_cannot_be_resumed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_run_that_another_process_trains_cannot_be_resumed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """While another process holds a run, --resume of it stops in one line and writes nothing; after, it goes on."""
     import subprocess
 
-    from dqnkit.run.files import LOCK_FILE
+    from dqnkit.run.paths import LOCK_FILE
 
-    monkeypatch.chdir(tmp_path)
-    first = main.train(_cfg(tmp_path, episodes=2, quiet=True), out=lambda _: None)
-    lock = first.run_dir / LOCK_FILE
+    first = main.train(_cfg(tmp_path, episodes=2, quiet=True), out=lambda _: None, root=tmp_path)
+    lock = first.run_dir / LOCK_FILE  # absolute paths: main.main below writes nothing in the working folder
     holder = subprocess.Popen(  # another process that trains in the run: it holds the lock
         [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+b'); "
          "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],

@@ -139,12 +139,11 @@ def test_train_solves_at_the_episode_whose_average_reaches_the_target(
     At a target of 1.5 that is exactly the target at episode 150 and 1.49 at 149. With
     --keep-training the run goes on to 160, and the checkpoint holds the weights of episode 150.
     """
-    monkeypatch.chdir(tmp_path)
     scores = [1.0] * 100 + [2.0] * 60
     monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(ScriptedScores(scores), max_steps))
     cfg = _cfg(tmp_path, episodes=160, target_score=1.5, keep_training=True)
     watch = WatchCheckpoint(Path(cfg.checkpoint))
-    result = main.train(cfg, out=lambda _: None, hooks=[watch])
+    result = main.train(cfg, out=lambda _: None, hooks=[watch], root=tmp_path)
     assert result.scores == scores and result.solved_episode == 150
     assert [e for e, solved, _ in watch.seen if solved] == [150]
     assert [e for e, _, on_disk in watch.seen if on_disk] == list(range(150, 161))  # written at 150, not before
@@ -157,28 +156,25 @@ def test_train_solves_at_the_episode_whose_average_reaches_the_target(
 def test_a_resumed_run_solves_at_the_same_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped after episode 120 and resumed: the last 100 scores come back with the run (80 ones, 20 twos),
     so it solves at 150 as the uninterrupted run does, not at 121 on the scores since the resume alone."""
-    monkeypatch.chdir(tmp_path)
     scores = iter([1.0] * 100 + [2.0] * 60)  # one stream for both parts of the run
     monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(ScriptedScores(scores), max_steps))
     cfg = _cfg(tmp_path, episodes=120, target_score=1.5)
-    first = main.train(cfg, out=lambda _: None)
+    first = main.train(cfg, out=lambda _: None, root=tmp_path)
     assert first.solved_episode is None and not Path(cfg.checkpoint).exists()
     watch = WatchCheckpoint(Path(cfg.checkpoint))
-    resumed = main.train(
-        dataclasses.replace(cfg, episodes=160), out=lambda _: None, resume=first.state_path, hooks=[watch]
-    )
+    more = dataclasses.replace(cfg, episodes=160)
+    resumed = main.train(more, out=lambda _: None, resume=first.state_path, hooks=[watch], root=tmp_path)
     assert resumed.solved_episode == 150 and len(resumed.scores) == 150
     assert [e for e, solved, _ in watch.seen if solved] == [150]
 
 
 def test_train_never_solves_before_the_100th_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every episode scores the target, so the average is at it from the first: the run stops at 100."""
-    monkeypatch.chdir(tmp_path)
     scores = [5.0] * 120
     monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(ScriptedScores(scores), max_steps))
     cfg = _cfg(tmp_path, episodes=120, target_score=5.0)
     watch = WatchCheckpoint(Path(cfg.checkpoint))
-    result = main.train(cfg, out=lambda _: None, hooks=[watch])
+    result = main.train(cfg, out=lambda _: None, hooks=[watch], root=tmp_path)
     assert result.solved_episode == 100 and len(result.scores) == 100  # stopped there
     assert [e for e, _, on_disk in watch.seen if on_disk] == [100]
 
@@ -192,7 +188,6 @@ def test_train_with_eval_target_solves_at_the_evaluation_that_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eval_target: float, eval_landed: float, solved_episode: int | None
 ) -> None:
     """Every evaluation plays 10 three-step episodes (mean score 3.0): 9 come to rest, the 10th crashes."""
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(main, "make_env", lambda env_id, max_steps: TimeLimit(Lander(3, True), max_steps))
     landings = itertools.cycle([True] * 9 + [False])  # PeriodicEvaluation makes its 10 environments once
     monkeypatch.setattr(
@@ -200,7 +195,7 @@ def test_train_with_eval_target_solves_at_the_evaluation_that_passes(
     )
     cfg = _cfg(tmp_path, episodes=4, eval_every=2, eval_episodes=10, eval_target=eval_target, eval_landed=eval_landed)
     watch = WatchCheckpoint(Path(cfg.checkpoint))
-    result = main.train(cfg, out=lambda _: None, hooks=[watch])
+    result = main.train(cfg, out=lambda _: None, hooks=[watch], root=tmp_path)
     assert watch.evaluations[0] == (2, 3.0, 0.9)
     assert result.solved_episode == solved_episode
     if solved_episode is None:

@@ -170,7 +170,6 @@ def test_train_seeds_the_environment_once_and_decays_epsilon_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decay_steps: int, expected: list[float]
 ) -> None:
     """Three episodes cut off at 3 steps, seed 7: reset seeds 7, None, None; epsilon by its one schedule."""
-    monkeypatch.chdir(tmp_path)
     made: list[Countdown] = []
 
     def make_env(env_id: str, max_steps: int) -> gym.Env:
@@ -191,7 +190,7 @@ def test_train_seeds_the_environment_once_and_decays_epsilon_once(
         checkpoint=str(tmp_path / "c.pth"),
     )
     epsilons = Epsilons()
-    main.train(cfg, out=lambda _: None, hooks=[epsilons])
+    main.train(cfg, out=lambda _: None, hooks=[epsilons], root=tmp_path)
     assert [env.reset_seeds for env in made] == [[7, None, None]]  # one world stream, seeded once
     assert epsilons.seen == pytest.approx(expected)
 

@@ -22,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 import main
 from docs import tuning_page
-from dqnkit import cli
+from dqnkit.saved_config import read_config_file
 from dqnkit.settings import apply_preset
 from dqnkit.tune import command as tuning
 from dqnkit.tune.report import summary_lines, trial_line, write_report
@@ -269,7 +269,7 @@ def test_two_workers_share_one_journal_study_and_the_same_command_continues_it(t
     with open(tmp_path / "runs" / "tune" / "t" / "trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["number"] for r in rows] == ["0", "1", "2", "3", "4"] and rows[0]["start"] == "the original defaults"
-    best = cli.read_config_file(tmp_path / "runs" / "tune" / "t" / "best_config.json", main.Config)
+    best = read_config_file(tmp_path / "runs" / "tune" / "t" / "best_config.json", main.Config)
     assert best["episodes"] == 6 and best["video"] is True and best["seed"] in range(1000, 1005)
 
     again = tune(tmp_path, "--study", "t", "--trials", "10", "--jobs", "2", "--max-total-trials", "7", *TINY)
@@ -367,10 +367,9 @@ def test_confirm_trials_names_finished_trials_or_says_which_is_not(tmp_path: Pat
 # ---------------------------------------------------------------- bad input: one line, nothing written
 
 
-def _existing_study(cwd: Path, monkeypatch) -> None:
-    """Make study ``x`` (its journal and two queued trials) as ``tune.py --study x`` with TINY would."""
-    monkeypatch.chdir(cwd)
-    spec, _ = tuning.parse_arguments(["--study", "x", *TINY], main.Config, main.train)
+def _existing_study(root: Path) -> None:
+    """Make study ``x`` (its journal and two queued trials) as ``tune.py --study x`` with TINY would in ``root``."""
+    spec, _ = tuning.parse_arguments(["--study", "x", *TINY], main.Config, main.train, root=root)
     open_study(spec)
 
 
@@ -393,12 +392,11 @@ BAD = [
 
 @pytest.mark.parametrize("case, args, status, message", BAD, ids=[c[0] for c in BAD])
 def test_bad_input_is_one_line_and_writes_nothing(
-    case: str, args: list[str], status: int, message: str, tmp_path: Path, monkeypatch, capsys
+    case: str, args: list[str], status: int, message: str, tmp_path: Path, capsys
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     argv = [*(["--study", "x"] if "--study" not in args else []), *TINY, *args]
     try:
-        code = tuning.main(argv, main.Config, main.train)
+        code = tuning.main(argv, main.Config, main.train, root=tmp_path)
     except SystemExit as exit:
         code = exit.code
     err = capsys.readouterr().err
@@ -417,22 +415,21 @@ EXISTING = [
 
 @pytest.mark.parametrize("case, args, message", EXISTING, ids=[c[0] for c in EXISTING])
 def test_a_study_that_exists_with_other_settings_is_refused(
-    case: str, args: list[str], message: str, tmp_path: Path, monkeypatch, capsys
+    case: str, args: list[str], message: str, tmp_path: Path, capsys
 ) -> None:
-    _existing_study(tmp_path, monkeypatch)
+    _existing_study(tmp_path)
     journal = tmp_path / "runs" / "tune" / "x.log"
     before = journal.read_bytes()
-    code = tuning.main(["--study", "x", *TINY, *args], main.Config, main.train)
+    code = tuning.main(["--study", "x", *TINY, *args], main.Config, main.train, root=tmp_path)
     err = capsys.readouterr().err
     assert code == 1 and err.splitlines() == [err.strip()] and message in err, err
     assert journal.read_bytes() == before and sorted(p.name for p in journal.parent.iterdir()) == ["x", "x.log"]
     assert list((journal.parent / "x").iterdir()) == []
 
 
-def test_a_file_that_is_not_a_journal_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_file_that_is_not_a_journal_is_one_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "notes.log").write_text("these are my notes\n")
-    code = tuning.main(["--study", "x", "--storage", "notes.log", *TINY], main.Config, main.train)
+    code = tuning.main(["--study", "x", "--storage", "notes.log", *TINY], main.Config, main.train, root=tmp_path)
     err = capsys.readouterr().err
     assert code == 1 and err.splitlines() == [
         f"tune.py: error: {tmp_path / 'notes.log'} is not an Optuna journal file: its first line is no journal entry"

@@ -1,4 +1,4 @@
-"""Seeing the agent learn: progress output, the learning curve, TensorBoard, videos, separate run folders."""
+"""Seeing the agent learn: the console output, the learning curve, TensorBoard, videos, separate run folders."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
-import pytest
 
 import main
 from dqnkit.report.logs import METRIC_FIELDS, learning_curve_figure, plot_learning_curve, read_metrics, solved_at
-from dqnkit.run.files import new_run_dir
+from dqnkit.run.paths import new_run_dir
 
 TINY = ["--max-steps", "60", "--minibatch-size", "16", "--replay-buffer-size", "2000"]
 
@@ -109,10 +108,9 @@ def test_plot_flag_draws_an_existing_csv(root: Path, tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.strip() == "main.py: error: nothing.csv: no such file"
 
 
-def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_training_run_leaves_a_plot(tmp_path: Path) -> None:
     cfg = main.Config(episodes=3, max_steps=40, minibatch_size=16, video=False, checkpoint="w.pth")
-    result = main.train(cfg, out=lambda _: None)
+    result = main.train(cfg, out=lambda _: None, root=tmp_path)
     image = imageio.imread(result.run_dir / "learning_curve.png")
     assert image.shape[:2] == (500, 900)
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
@@ -125,10 +123,10 @@ def test_training_run_leaves_a_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ]
 
 
-# ---------------------------------------------------------------- progress
+# ---------------------------------------------------------------- console
 
 
-def test_progress_is_plain_lines_when_not_a_terminal(root: Path, tmp_path: Path) -> None:
+def test_console_is_plain_lines_when_not_a_terminal(root: Path, tmp_path: Path) -> None:
     proc = _run(root, tmp_path, "--episodes", "6", "--log-every", "2", "--no-video", *TINY)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("episode")]
@@ -167,11 +165,11 @@ def _run_in_pty(root: Path, cwd: Path, *args: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_progress_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> None:
+def test_console_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> None:
     screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--log-every", "2", "--no-video", *TINY)
     assert re.search(r"\r(?!\n)", screen), screen  # the bar redraws itself in place
     assert "avg100" in screen and "eps" in screen and "steps/s" in screen
-    assert "episode     2" not in screen  # no plain progress lines under the bar
+    assert "episode     2" not in screen  # no plain console lines under the bar
     assert "learning curve:" in screen  # messages still get through
     # The run may stop at the target score: episodes against the most it may play, and no time left,
     # which for 2,000 episodes said "06:18 left" to a run that solved 40 s later.
@@ -179,7 +177,7 @@ def test_progress_is_a_live_bar_in_a_terminal(root: Path, tmp_path: Path) -> Non
     assert not re.search(r"<\d\d:\d\d", screen), screen
 
 
-def test_progress_bar_shows_time_left_when_every_episode_will_be_played(root: Path, tmp_path: Path) -> None:
+def test_console_bar_shows_time_left_when_every_episode_will_be_played(root: Path, tmp_path: Path) -> None:
     screen = _run_in_pty(root, tmp_path, "--episodes", "8", "--keep-training", "--no-video", *TINY)
     assert "8/8" in screen and re.search(r"<\d\d:\d\d", screen), screen
 
@@ -223,10 +221,9 @@ def test_tensorboard_only_when_asked(root: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- videos
 
 
-def test_every_video_is_browser_ready_h264(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_every_video_is_browser_ready_h264(tmp_path: Path) -> None:
     cfg = main.Config(episodes=4, max_steps=50, minibatch_size=16, video_every=2, checkpoint="w.pth")
-    result = main.train(cfg, out=lambda _: None)
+    result = main.train(cfg, out=lambda _: None, root=tmp_path)
     videos = sorted((tmp_path / "videos" / result.run_dir.name).glob("*.mp4"))
     assert [v.name for v in videos] == ["episode_0002.mp4", "episode_0004.mp4"]
     for video in videos:

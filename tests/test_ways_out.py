@@ -123,31 +123,33 @@ class Breaks(Hook):
 
 
 def test_an_error_between_episodes_saves_that_episode_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    whole = main.train(_cfg(tmp_path, episodes=7), out=lambda _: None)
+    whole = main.train(_cfg(tmp_path, episodes=7), out=lambda _: None, root=tmp_path)
     lines: list[str] = []
     with pytest.raises(RuntimeError, match="a bug"):  # ours: the traceback is kept
         main.train(
-            _cfg(tmp_path, episodes=7, save_every=100), out=lines.append, hooks=[Breaks(RuntimeError("a bug"), at=4)]
+            _cfg(tmp_path, episodes=7, save_every=100),
+            out=lines.append,
+            hooks=[Breaks(RuntimeError("a bug"), at=4)],
+            root=tmp_path,
         )
     (run_dir,) = [p for p in tmp_path.glob("runs/*") if p.name != whole.run_dir.name]
     assert _agree(run_dir) == 4  # not the last periodic save (none): the episode the error came after
     assert lines[-1].startswith("training stopped by an unexpected error (RuntimeError: a bug); the training state")
-    resumed = main.train(_cfg(tmp_path, episodes=7), out=lambda _: None, resume=run_dir / "training_state.pth")
+    resumed = main.train(
+        _cfg(tmp_path, episodes=7), out=lambda _: None, resume=run_dir / "training_state.pth", root=tmp_path
+    )
     assert resumed.scores == whole.scores  # the saved episode is a true boundary: the same run as without the error
 
 
-def test_an_error_inside_an_episode_keeps_the_last_weights_and_the_last_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_an_error_inside_an_episode_keeps_the_last_weights_and_the_last_state(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^training stopped: I/O error; the training state on disk is episode \d+'s"):
         main.train(
             _cfg(tmp_path, episodes=9, save_every=2),
             out=lambda _: None,
             hooks=[Breaks(OSError(5, "I/O error"), step=500)],
+            root=tmp_path,
         )
     (run_dir,) = tmp_path.glob("runs/*")
     state = load_training_state(run_dir / "training_state.pth", main.Config)
@@ -208,10 +210,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_at_the_start(
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
-def test_a_solving_run_keeps_its_weights_when_the_checkpoint_write_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_a_solving_run_keeps_its_weights_when_the_checkpoint_write_fails(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
 
     class BreakTheFolder(Hook):  # the checkpoint's folder is removed mid-run, and a file takes its name
@@ -224,7 +223,7 @@ def test_a_solving_run_keeps_its_weights_when_the_checkpoint_write_fails(
     with pytest.raises(
         Exception, match=r"the run solved at episode 100, but cannot save .*; its weights are in .*solved\.pth"
     ):
-        main.train(cfg, out=lambda _: None, hooks=[BreakTheFolder()])
+        main.train(cfg, out=lambda _: None, hooks=[BreakTheFolder()], root=tmp_path)
     (run_dir,) = tmp_path.glob("runs/*")
     solved, last = load_file(run_dir / "solved.pth"), load_file(run_dir / "last.pth")
     assert all(torch.equal(solved[k], last[k]) for k in solved)  # the network of episode 100
@@ -237,12 +236,7 @@ def test_a_solving_run_keeps_its_weights_when_the_checkpoint_write_fails(
 @pytest.fixture(scope="module")
 def saved_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("state")
-    old = Path.cwd()
-    os.chdir(folder)
-    try:
-        return folder / main.train(_cfg(folder, episodes=2), out=lambda _: None).state_path
-    finally:
-        os.chdir(old)
+    return main.train(_cfg(folder, episodes=2), out=lambda _: None, root=folder).state_path
 
 
 def _tampered(saved_state: Path, tmp_path: Path, change) -> str:
@@ -263,10 +257,9 @@ TAMPERED = {
 
 @pytest.mark.parametrize("change", TAMPERED.values(), ids=TAMPERED.keys())
 def test_a_training_state_that_does_not_fit_its_run_is_one_line(
-    saved_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], change
+    saved_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    path = _tampered(saved_state, tmp_path, change)
+    path = _tampered(saved_state, tmp_path, change)  # absolute paths: the refused resume writes nothing here
     assert main.main(["--resume", path, "--episodes", "4"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"main.py: error: {path} does not fit the run it describes (")

@@ -16,7 +16,6 @@ import torch
 
 from agent import Agent
 from dqnkit.errors import UserError, first_line
-from dqnkit.settings import check_memory
 
 # The Config fields that agent.Agent takes.
 CORE_FIELDS = (
@@ -73,3 +72,41 @@ def build_agent(cfg: Any, env, device: torch.device, rng: np.random.Generator) -
         return make_agent(cfg, state_size, action_size, device, rng)
     except ValueError as exc:  # a network the NumPy twin cannot differentiate, a bad option
         raise UserError(first_line(exc)) from None
+
+
+def memory_needed(cfg: Any, state_size: int, action_size: int) -> int:
+    """Bytes the replay memory and the networks of ``cfg`` take: an estimate made before allocating them.
+
+    The replay memory holds ``2 * state_size + 3`` float32 numbers per experience (and a sum
+    tree of float64 with prioritized replay); each network's parameters are held five times
+    (local, target, gradient, Adam's two moments).
+    """
+    h = cfg.hidden_size
+    parameters = (state_size + 1) * h + (h + 1) * h + (h + 1) * action_size + (h + 1) * cfg.dueling
+    replay = cfg.replay_buffer_size * (2 * state_size + 3) * 4
+    if cfg.prioritized_replay:
+        replay += 2 * (1 << max(0, (cfg.replay_buffer_size - 1).bit_length())) * 8
+    return replay + 5 * parameters * 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(cfg: Any, state_size: int, action_size: int) -> None:
+    """Refuse, in one line with the figures, a run whose replay memory and networks cannot fit in memory."""
+    needed, available = memory_needed(cfg, state_size, action_size), available_memory()
+    if available is not None and needed > available:
+        raise UserError(
+            f"--replay-buffer-size {cfg.replay_buffer_size} and --hidden-size {cfg.hidden_size} need about "
+            f"{needed / 2**30:.1f} GiB for the replay memory and the networks; this machine has "
+            f"{available / 2**30:.1f} GiB available"
+        )

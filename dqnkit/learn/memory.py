@@ -75,7 +75,7 @@ class OptionsMemory(ReplayMemory):
     ``last_indices`` and ``last_weights`` for the learner, which reports :meth:`update_priorities`.
 
     Args:
-        *args: :class:`agent.ReplayMemory`'s (capacity, state size, device, rng).
+        capacity, state_size, device, rng: as :class:`agent.ReplayMemory`'s.
         n_step, discount_factor: rewards summed into a transition, and gamma inside the sum.
         prioritized, alpha, beta: prioritized replay and its exponents.
         arrays: :meth:`sample` gives NumPy arrays (``sample_arrays``), for the NumPy twin.
@@ -85,7 +85,11 @@ class OptionsMemory(ReplayMemory):
 
     def __init__(
         self,
-        *args,
+        capacity: int,
+        state_size: int = 8,
+        device: torch.device | str = "cpu",
+        rng: np.random.Generator | None = None,
+        *,
         n_step: int = 1,
         discount_factor: float = 0.99,
         prioritized: bool = False,
@@ -95,7 +99,7 @@ class OptionsMemory(ReplayMemory):
     ) -> None:
         if n_step < 1:
             raise ValueError(f"bad option: n_step={n_step}, must be 1 or more")
-        super().__init__(*args)
+        super().__init__(capacity, state_size, device, rng)
         self.n_step, self.discount_factor = n_step, discount_factor
         self.pending: deque[tuple[np.ndarray, int, float]] = deque()  # the last n_step - 1 transitions
         self.prioritized, self.alpha, self.beta_start, self.arrays = prioritized, alpha, beta, arrays

@@ -9,40 +9,38 @@ import torch
 
 
 def numpy_adam_step(
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    exp_avgs: list[np.ndarray],
-    exp_avg_sqs: list[np.ndarray],
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
     step: int,
     lr: float,
     betas: tuple[float, float],
     eps: float,
 ) -> None:
-    """One Adam update in place, the arithmetic of ``torch.optim.Adam`` (Kingma & Ba, 2015).
+    """One Adam update of ``param`` in place, the arithmetic of ``torch.optim.Adam`` (Kingma & Ba, 2015).
 
-    ``step`` is the count including this update (1 on the first call). :class:`NumpyAdam`
-    calls it with one flat array each for all the parameters.
+    ``step`` is the count including this update (1 on the first call).
     """
     beta1, beta2 = betas
     bias_correction1 = 1.0 - beta1**step
     bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
-    for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
-        # Two scratch arrays and out=: the same operations in the same order, without a new array for each.
-        scratch, denom = np.empty_like(param), np.empty_like(param)
-        np.subtract(grad, exp_avg, out=scratch)  # m <- m + (1 - beta1) (g - m) = beta1 m + (1 - beta1) g
-        scratch *= 1.0 - beta1
-        exp_avg += scratch
-        exp_avg_sq *= beta2  # v <- beta2 v + (1 - beta2) g^2
-        np.square(grad, out=scratch)
-        scratch *= 1.0 - beta2
-        exp_avg_sq += scratch
-        np.sqrt(exp_avg_sq, out=denom)  # sqrt(v) / sqrt(1 - beta2^t) + eps
-        denom /= bias_correction2_sqrt
-        denom += eps
-        np.multiply(exp_avg, step_size, out=scratch)  # theta <- theta - step_size * m / denom
-        scratch /= denom
-        param -= scratch
+    # Two scratch arrays and out=: the same operations in the same order, without a new array for each.
+    scratch, denom = np.empty_like(param), np.empty_like(param)
+    np.subtract(grad, exp_avg, out=scratch)  # m <- m + (1 - beta1) (g - m) = beta1 m + (1 - beta1) g
+    scratch *= 1.0 - beta1
+    exp_avg += scratch
+    exp_avg_sq *= beta2  # v <- beta2 v + (1 - beta2) g^2
+    np.square(grad, out=scratch)
+    scratch *= 1.0 - beta2
+    exp_avg_sq += scratch
+    np.sqrt(exp_avg_sq, out=denom)  # sqrt(v) / sqrt(1 - beta2^t) + eps
+    denom /= bias_correction2_sqrt
+    denom += eps
+    np.multiply(exp_avg, step_size, out=scratch)  # theta <- theta - step_size * m / denom
+    scratch /= denom
+    param -= scratch
 
 
 class NumpyAdam:
@@ -91,10 +89,7 @@ class NumpyAdam:
         """One Adam update of every parameter from the gradients in the flat gradient buffer."""
         group = self.param_groups[0]
         self._steps += 1
-        param, grad, exp_avg, exp_avg_sq = self._flat
-        numpy_adam_step(
-            [param], [grad], [exp_avg], [exp_avg_sq], int(self._steps[0]), group["lr"], group["betas"], group["eps"]
-        )
+        numpy_adam_step(*self._flat, int(self._steps[0]), group["lr"], group["betas"], group["eps"])
 
     def _moment_views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(exp_avg, exp_avg_sq)`` of each parameter: views of the flat moment buffers."""
@@ -131,16 +126,8 @@ class NumpyAdam:
 
 
 # The flags torch.optim.Adam(fused=True) records in its param group, kept so both formats match.
-_TORCH_ADAM_FLAGS = {
-    "weight_decay": 0,
-    "amsgrad": False,
-    "maximize": False,
-    "foreach": None,
-    "capturable": False,
-    "differentiable": False,
-    "fused": True,
-    "decoupled_weight_decay": False,
-}
+_TORCH_ADAM_FLAGS = dict(weight_decay=0, amsgrad=False, maximize=False, foreach=None, capturable=False)
+_TORCH_ADAM_FLAGS.update(differentiable=False, fused=True, decoupled_weight_decay=False)
 
 
 def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:

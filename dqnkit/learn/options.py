@@ -122,7 +122,8 @@ class OptionsAgent(Agent):
             OptionsMemory, n_step=n_step, discount_factor=discount_factor, prioritized=prioritized_replay,
             alpha=priority_alpha, beta=priority_beta, arrays=arrays,
         )  # fmt: skip
-        network = DuelingNetwork if dueling else kwargs.pop("network_class", Network)
+        network = kwargs.pop("network_class", Network)
+        network = DuelingNetwork if dueling else network
         super().__init__(*args, network_class=network, memory_class=memory, **kwargs)
         self.learning_rate_end = self.learning_rate if learning_rate_end is None else learning_rate_end
 
@@ -139,21 +140,21 @@ class OptionsAgent(Agent):
         """One learning step: :meth:`agent.Agent.learn`, whose named steps are the ones below."""
         return super().learn(experiences, discount_factor)
 
-    @torch.no_grad()
     def bellman_targets(self, experiences: Experiences, discount_factor: float) -> Array:
         """``r + gamma^n * Q_target(s', a*) * (1 - done)``: ``a*`` the target's best, or the local's with Double DQN."""
         _, next_states, _, rewards, dones = experiences
-        next_q_target = self.q_values(self.target_qnetwork, next_states)
+        next_q_target = self.next_q_values(self.target_qnetwork, next_states)
         if self.double_dqn:
-            next_q = double_dqn_next_q(self.q_values(self.local_qnetwork, next_states), next_q_target)
+            next_q = double_dqn_next_q(self.next_q_values(self.local_qnetwork, next_states), next_q_target)
         else:
             next_q = row_max(next_q_target)
         # An n-step transition holds n discounted rewards and bootstraps n steps ahead.
         return bellman_target(rewards, next_q, dones, discount_factor**self.memory.n_step)
 
-    def q_values(self, network: torch.nn.Module, states: Array) -> Array:
-        """``network(states)``: the Q-values of each action (the twin computes them on NumPy views)."""
-        return network(states)
+    @torch.no_grad()  # the targets are constants of the loss: no gradient flows into them
+    def next_q_values(self, network: torch.nn.Module, next_states: Array) -> Array:
+        """``network(next_states)``, the Q-values a target is built from (the twin computes them on NumPy views)."""
+        return network(next_states)
 
     def td_loss(self, q_expected: torch.Tensor, q_targets: torch.Tensor) -> torch.Tensor:
         """The squared (or Huber) TD error averaged over the minibatch; weighted under prioritized replay."""

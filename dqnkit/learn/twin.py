@@ -164,6 +164,8 @@ class NumpyAgent(OptionsAgent):
         super().__init__(state_size, action_size, arrays=True, **kwargs)
         if self.device.type != "cpu":
             raise ValueError(f"--backprop numpy runs on the CPU only, not on {self.device}: use --backprop autograd")
+        if self.loss not in ("mse", "huber"):  # td_loss_and_slope knows these derivatives, no other
+            raise ValueError(f"--backprop numpy differentiates the mse and huber losses, not {self.loss!r}")
         check_network(self.local_qnetwork)
         self._bind()
         self.optimizer = NumpyAdam(self._local_params, self._flat_local, self._flat_grad, lr=self.learning_rate)
@@ -192,9 +194,9 @@ class NumpyAgent(OptionsAgent):
         self._bind()
         self.optimizer.bind(self._local_params, self._flat_local, self._flat_grad)
 
-    def q_values(self, network: nn.Module, states: np.ndarray) -> np.ndarray:
+    def next_q_values(self, network: nn.Module, next_states: np.ndarray) -> np.ndarray:
         """The Q-values of ``network`` (the local or the target one), computed on its NumPy views."""
-        return numpy_q_values(self._local_views if network is self.local_qnetwork else self._target_views, states)
+        return numpy_q_values(self._local_views if network is self.local_qnetwork else self._target_views, next_states)
 
     def greedy_action(self, state) -> int:
         """The action with the highest Q-value, computed on NumPy views of the local network."""

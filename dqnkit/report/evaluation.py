@@ -108,10 +108,7 @@ def evaluate(
 
 
 def evaluation_video_name(path: str | os.PathLike, seed: int) -> str:
-    """``evaluate_<folder>_<name>_<hash>_seed<seed>.mp4``: two files never share a video, the same file keeps its own.
-
-    Many files have the same name (every run's ``last.pth``); the hash of the file's full path tells them apart.
-    """
+    """``evaluate_<folder>_<name>_<hash>_seed<seed>.mp4``; the full path's hash tells apart every run's ``last.pth``."""
     import hashlib
 
     full = Path(path).resolve()
@@ -148,11 +145,9 @@ def play_greedy(policy: Callable[[np.ndarray], int], env: gym.Env, seeds: Iterab
 def play_greedy_together(network: Network, envs: list[gym.Env], seeds: Iterable[int]) -> EvalResult:
     """:func:`play_greedy` of ``network``'s greedy policy, one episode per environment, all played at once.
 
-    Every step, one forward pass scores the states of all the episodes still running (a batch
-    costs little more than one state: the time of a small network is per call, not per row),
-    and each of those environments takes its action. The scores are those of :func:`play_greedy`
-    on the same seeds, up to the rounding of a batched matrix product, which only a near-tie
-    between two actions could notice (a test holds them equal).
+    Each step, one forward pass scores the states of all the episodes still running: a small network's
+    time is per call, not per row. The scores are :func:`play_greedy`'s on the same seeds, up to the rounding
+    of a batched matrix product, which only a near-tie between two actions could notice (a test holds them equal).
     """
     import torch
 
@@ -183,17 +178,12 @@ def play_greedy_together(network: Network, envs: list[gym.Env], seeds: Iterable[
 class PeriodicEvaluation(Hook):
     """Evaluation during training: every ``every`` episodes, ``episodes`` greedy episodes; keeps the best weights.
 
-    The evaluation episodes start from reset seeds ``SEED_BASE``, ``SEED_BASE + 1``, ..., which
-    no training run uses (training seeds its environment once with ``--seed``, the videos use
-    ``--seed`` + episode): the score says how the greedy policy flies on worlds it never trained
-    on. Each evaluation uses the same seeds, so two evaluations compare like with like. It has
-    its own environments (one per episode, played together by :func:`play_greedy_together`) and
-    draws no random numbers from the training's generators: a run computes the same numbers with
-    or without it. The highest-scoring weights so far go to ``best_path`` (atomically), which
-    ``--evaluate`` accepts like any weights file.
-
-    As a hook of a run, it evaluates ``network`` after each due episode and hands the result on
-    in the episode's record (``Episode.evaluation``), where the metrics and the stopping rule read it.
+    The episodes start from reset seeds ``SEED_BASE``, ``SEED_BASE + 1``, ..., which no training run uses
+    (training seeds its environment once with ``--seed``, the videos with ``--seed`` + episode): worlds the
+    policy never trained on, the same each time, so evaluations compare like with like. Its own environments,
+    played together (:func:`play_greedy_together`), draw nothing from training's generators: a run computes
+    the same numbers with or without it. The best weights so far go to ``best_path`` (atomically); the result
+    travels in the episode's record (``Episode.evaluation``) to the metrics and the stopping rule.
     ``best_score`` is the best of a resumed run's earlier evaluations.
     """
 

@@ -1,4 +1,4 @@
-"""What a run shows and keeps: the progress bar or lines, metrics.csv, the learning curve, TensorBoard."""
+"""What a run shows and keeps: the console (a live bar or plain lines), metrics.csv, the learning curve, TensorBoard."""
 
 from __future__ import annotations
 
@@ -32,13 +32,12 @@ EXTRA_FIELDS = ("outcome", "on_pad", "eval_score")
 METRIC_FIELDS = NUMBER_FIELDS + EXTRA_FIELDS
 
 
-class Progress:
-    """Episode progress: a live bar on a terminal, plain lines every ``log_every`` otherwise.
+class Console:
+    """The run's console: a live bar on a terminal, else a plain line every ``log_every`` episodes.
 
-    Messages go through :meth:`write`, which prints above the bar instead of through it.
-    ``total`` is the number of episodes the run will play, or None when it may stop earlier
-    (at the target score): the bar then counts episodes against ``most`` and shows no time left,
-    since an estimate for all of them would be minutes for a run that ends in seconds.
+    Messages go through :meth:`write`, above the bar. ``total`` is None when the run may stop early (at the
+    target score): the bar then counts against ``most`` and estimates no time left, which would say minutes
+    to a run that may end in seconds.
     """
 
     def __init__(
@@ -50,30 +49,20 @@ class Progress:
         out: Callable[[str], None] | None = None,
         most: int | None = None,
     ) -> None:
-        self.log_every = log_every
-        self.quiet = quiet
-        self._out = out
+        self.log_every, self.quiet, self._out = log_every, quiet, out
         self.muted = False  # True once the terminal stopped taking our lines
-        use_bar = out is None and sys.stdout.isatty()
         self._bar = None
-        if use_bar and not quiet:
+        if out is None and not quiet and sys.stdout.isatty():
             import shutil
 
             from tqdm import tqdm
 
-            # Without a total: "episode 37 of at most 2000 [00:12, avg100 ... steps/s]": no time left,
-            # and no bar, which would fill towards 2,000 as wrongly; under 80 columns, so nothing is cut.
+            # Without a total: "episode 37 of at most 2000 [00:12, avg100 ... steps/s]": no time left, and no
+            # bar, which would fill towards 2,000 as wrongly; under 80 columns, so nothing is cut.
             open_ended = f"episode {{n_fmt}} of at most {most} [{{elapsed}}{{postfix}}]"
-            # A terminal that reports no width (some IDE consoles) would get an empty bar.
-            width = shutil.get_terminal_size().columns
-            self._bar = tqdm(
-                total=total,
-                initial=initial,
-                unit="ep",
-                ncols=width,
-                file=sys.stdout,
-                bar_format=None if total is not None or most is None else open_ended,
-            )
+            form = None if total is not None or most is None else open_ended
+            width = shutil.get_terminal_size().columns  # a terminal that reports no width would get an empty bar
+            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout, bar_format=form)
 
     def write(self, message: str) -> None:
         """Print one message line; a terminal that is gone (closed, full, hung up) is not the run's end."""
@@ -87,8 +76,8 @@ class Progress:
     def _quietly(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """``write(*args, **kwargs)`` to the terminal; after its first failure, nothing more is written there.
 
-        Why: a full disk under a redirected stdout, a closed pipe or a hung-up terminal makes
-        every write fail, and the training itself is fine: it goes on, silent, and its files say the rest.
+        A full disk under a redirected stdout, a closed pipe or a hung-up terminal fails every write, and
+        the training goes on, silent: its files say the rest.
         """
         if self.muted:
             return
@@ -102,15 +91,12 @@ class Progress:
     def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
         """Report one finished episode."""
         if self._bar is not None:
-            self._bar.set_postfix_str(
-                f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s", refresh=False
-            )
+            postfix = f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s"
+            self._bar.set_postfix_str(postfix, refresh=False)
             self._quietly(self._bar.update, 1)
         elif not self.quiet and episode % self.log_every == 0:
-            self.write(
-                f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  "
-                f"steps {total_steps:8d}  {steps_per_s:6.0f} steps/s"
-            )
+            steps = f"steps {total_steps:8d}  {steps_per_s:6.0f} steps/s"
+            self.write(f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  {steps}")
 
     def close(self) -> None:
         """End the bar, if there is one."""
@@ -118,14 +104,22 @@ class Progress:
             self._quietly(self._bar.close)
 
 
-# ---------------------------------------------------------------- the hooks of a run
+class ConsoleLog(Hook):
+    """Each finished episode to the :class:`Console`: the bar moves, or a line every ``log_every`` episodes."""
+
+    def __init__(self, console: Console, elapsed: Callable[[], float]) -> None:
+        self.console, self.elapsed = console, elapsed
+
+    def on_episode(self, episode: Episode) -> None:
+        e, steps_per_s = episode, episode.total_steps / max(self.elapsed(), 1e-9)
+        self.console.update(e.episode, e.average_100, e.next_epsilon, e.total_steps, steps_per_s)
 
 
 class MetricsLog(Hook):
     """Each finished episode as a row: appended to metrics.csv at once, kept in ``rows``, and for TensorBoard.
 
-    ``rows`` is the run's list (a resumed run's saved rows first), which the training state
-    saves. At the end of the run the learning curve is drawn from metrics.csv.
+    ``rows`` is the run's list (a resumed run's rows first), which the training state saves. At the end:
+    the learning curve.
     """
 
     def __init__(
@@ -141,18 +135,32 @@ class MetricsLog(Hook):
     ) -> None:
         self.path, self.rows, self.env, self.agent, self.elapsed = path, rows, env, agent, elapsed
         self.out, self.target_score, self.tensorboard_dir = out, target_score, tensorboard
-        self.tensorboard: TensorBoard | None = None
+        self.tensorboard: Any = None  # a SummaryWriter with --tensorboard
 
     def on_start(self, agent: Agent) -> None:
-        if self.tensorboard_dir is not None:
-            self.tensorboard = TensorBoard(self.tensorboard_dir)
+        if self.tensorboard_dir is not None:  # imported only then
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir))
 
     def on_episode(self, episode: Episode) -> None:
         row = self.row(episode)
         self.rows.append(row)
         if self.tensorboard is not None:
-            self.tensorboard.log(row, self.agent.last_loss)
+            self.to_tensorboard(row)
         append_metrics(self.path, row)  # every episode: a crashed run's metrics are never stale
+
+    def to_tensorboard(self, row: dict[str, Any]) -> None:
+        """A metrics row as TensorBoard scalars, and the last learning step's loss when it is finite."""
+        step, loss = int(row["episode"]), self.agent.last_loss
+        for key in ("score", "average_100", "epsilon", "length"):
+            self.tensorboard.add_scalar(f"train/{key}", row[key], step)
+        if math.isfinite(loss):
+            self.tensorboard.add_scalar("train/loss", loss, step)
+        if row["eval_score"] != "":
+            self.tensorboard.add_scalar("eval/score", row["eval_score"], step)
 
     def row(self, episode: Episode) -> dict[str, Any]:
         """The metrics row of ``episode``; read before the next reset (how it ended, from what env.step said)."""
@@ -181,22 +189,7 @@ class MetricsLog(Hook):
 
     def close(self, error: BaseException | None) -> None:
         if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-class ProgressDisplay(Hook):
-    """Move the live bar, or print a progress line every ``log_every`` episodes (:class:`Progress`)."""
-
-    def __init__(self, display: Progress, elapsed: Callable[[], float]) -> None:
-        self.display, self.elapsed = display, elapsed
-
-    def on_episode(self, episode: Episode) -> None:
-        steps_per_s = episode.total_steps / max(self.elapsed(), 1e-9)
-        e = episode
-        self.display.update(e.episode, e.average_100, e.next_epsilon, e.total_steps, steps_per_s)
-
-
-# ---------------------------------------------------------------- metrics.csv
+            self.tensorboard.close()  # flushes the event file
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -209,10 +202,10 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Append one episode's row to the CSV :func:`write_metrics` began; it is on disk when this returns.
+    """Append one row to the CSV :func:`write_metrics` began; it is on disk when this returns.
 
-    Opened and closed each time (tens of microseconds): the file never lags the training
-    state, and no descriptor stays open to keep a full disk's space.
+    Opened and closed each time (tens of microseconds): the file never lags the training state, and no
+    descriptor stays open to keep a full disk's space.
     """
     try:
         with open(path, "a", newline="") as fh:
@@ -247,9 +240,6 @@ def solved_at(average_100: np.ndarray, target_score: float = SOLVED_SCORE) -> in
     return int(hits[0]) + 100 if hits.size else None
 
 
-# ---------------------------------------------------------------- learning curve
-
-
 def plot_learning_curve(
     metrics_csv: str | os.PathLike, png_path: str | os.PathLike | None = None, target_score: float = SOLVED_SCORE
 ) -> Path:
@@ -264,8 +254,8 @@ def plot_learning_curve(
 def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: str) -> Figure:
     """Score per episode, the 100-episode average, epsilon and the solved line, as a 9x5 inch figure.
 
-    The legend sits below the axes and the "solved at" label at their top, so that neither
-    hides the end of a curve, which is where a run is judged.
+    The legend sits below the axes and the "solved at" label at their top: neither hides the end of a
+    curve, where a run is judged.
     """
     # The object API with the Agg canvas: no display needed, no global pyplot state to close,
     # and no pyplot import (about half a second at the end of every run).
@@ -275,82 +265,34 @@ def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: 
     fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.plot(m["episode"], m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
-    ax.plot(m["episode"], m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
+    episodes = m["episode"]
+    ax.plot(episodes, m["score"], color="tab:blue", alpha=0.3, linewidth=0.8, label="score")
+    ax.plot(episodes, m["average_100"], color="tab:blue", linewidth=2, label="100-episode average")
     evaluated = np.isfinite(m["eval_score"]) if "eval_score" in m else np.zeros(0, dtype=bool)
     if evaluated.any():
-        ax.plot(
-            m["episode"][evaluated],
-            m["eval_score"][evaluated],
-            "o-",
-            color="tab:purple",
-            markersize=3,
-            linewidth=1,
-            label="greedy evaluation",
-        )
-        best = int(np.nanargmax(np.where(evaluated, m["eval_score"], np.nan)))  # the first of equal maxima
-        ax.plot(
-            m["episode"][best],
-            m["eval_score"][best],
-            "*",
-            color="tab:purple",
-            markersize=14,
-            label=f"best evaluation, best.pth ({m['eval_score'][best]:.1f}, episode {int(m['episode'][best])})",
-        )
+        scores = m["eval_score"]
+        ax.plot(episodes[evaluated], scores[evaluated], "o-", color="tab:purple", ms=3, lw=1, label="greedy evaluation")
+        best = int(np.nanargmax(np.where(evaluated, scores, np.nan)))  # the first of equal maxima
+        label = f"best evaluation, best.pth ({scores[best]:.1f}, episode {int(episodes[best])})"
+        ax.plot(episodes[best], scores[best], "*", color="tab:purple", markersize=14, label=label)
     ax.axhline(target_score, color="tab:green", linestyle="--", linewidth=1, label=f"solved ({target_score:g})")
     crossed = solved_at(m["average_100"], target_score)
     if crossed is not None:
         ax.axvline(crossed, color="tab:green", linewidth=1)
-        # At the top of the axes, beside the line: on the side with more room (a run that stops
-        # at the target crosses at its right end).
-        left = crossed > (m["episode"][0] + m["episode"][-1]) / 2
-        ax.annotate(
-            f"solved at episode {crossed}",
-            (crossed, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(-4 if left else 4, -4),
-            textcoords="offset points",
-            ha="right" if left else "left",
-            va="top",
-            color="tab:green",
-            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
-        )
+        # At the top of the axes, beside the line, on the side with more room (a run that stops at the
+        # target crosses at its right end).
+        left = crossed > (episodes[0] + episodes[-1]) / 2
+        side = {"ha": "right", "xytext": (-4, -4)} if left else {"ha": "left", "xytext": (4, -4)}
+        box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
+        where = {"xycoords": ("data", "axes fraction"), "textcoords": "offset points", "va": "top", "bbox": box}
+        ax.annotate(f"solved at episode {crossed}", (crossed, 1.0), color="tab:green", **where, **side)
     ax.set_xlabel("episode")
     ax.set_ylabel("score")
     ax.set_title(title, fontsize=10)
     eps_ax = ax.twinx()
-    eps_ax.plot(m["episode"], m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
+    eps_ax.plot(episodes, m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
     eps_ax.set_ylabel("epsilon")
     eps_ax.set_ylim(0, 1.05)
-    lines = ax.get_legend_handles_labels()
-    more = eps_ax.get_legend_handles_labels()
-    fig.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    (lines, labels), (more, more_labels) = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
+    fig.legend(lines + more, labels + more_labels, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
     return fig
-
-
-# ---------------------------------------------------------------- TensorBoard
-
-
-class TensorBoard:
-    """The metrics as TensorBoard scalars; imported only when ``--tensorboard`` asks for it."""
-
-    def __init__(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def log(self, row: dict[str, Any], loss: float) -> None:
-        """One episode's metrics row, and the last learning step's loss when it is finite."""
-        step = int(row["episode"])
-        for key in ("score", "average_100", "epsilon", "length"):
-            self.writer.add_scalar(f"train/{key}", row[key], step)
-        if math.isfinite(loss):
-            self.writer.add_scalar("train/loss", loss, step)
-        if row.get("eval_score", "") != "":
-            self.writer.add_scalar("eval/score", row["eval_score"], step)
-
-    def close(self) -> None:
-        """Flush and close the event file."""
-        self.writer.close()

@@ -1,10 +1,8 @@
-"""The training-progress table the original description promised: one row per filmed stage of a run.
+"""The training-progress table: one row per filmed stage of a run, the episodes since the previous video (1-50, ...).
 
-Each row covers the episodes since the previous video (1-50, 51-100, ...): the training average
-there, the greedy score of the filmed episode, what the agent does in words derived from the
-measurements (landing share, crashes, time-outs, episode length), and a small animated
-thumbnail linked to the full video. ``python main.py --progress RUN`` writes it as Markdown and
-HTML into the run's folder; :func:`show_progress` shows it in Jupyter.
+A row gives the training average, the filmed greedy episode's score, what the agent does in words derived from the
+measurements (landings, crashes, time-outs, episode length), and an animated thumbnail linked to the video.
+``python main.py --progress RUN`` writes it into the run's folder; :func:`show_progress` shows it in Jupyter.
 """
 
 from __future__ import annotations
@@ -89,20 +87,17 @@ def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None =
     filmed = sorted(int(p.stem.split("_")[1]) for p in videos.glob("episode_*.mp4"))
     if not filmed:
         raise UserError(f"no videos of {run_dir.name} in {videos}/; a run films one every --video-every episodes")
-    stages, first = [], 1
+    stages, first, lander = [], 1, not set(m["outcome"]) <= GENERIC_OUTCOMES
     for last in filmed:
         window = (m["episode"] >= first) & (m["episode"] <= last)
         if not window.any():
             continue
-        landed = float(np.mean(m["outcome"][window] == "landed"))
-        on_pad = float(np.mean(m["on_pad"][window]))
-        timed_out = float(np.mean(m["outcome"][window] == "timed out"))
-        average = float(m["average_100"][m["episode"] == last][0]) if (m["episode"] == last).any() else float("nan")
+        outcomes, at_last = m["outcome"][window], m["episode"] == last
+        landed, timed_out = float(np.mean(outcomes == "landed")), float(np.mean(outcomes == "timed out"))
+        on_pad, length = float(np.mean(m["on_pad"][window])), float(np.mean(m["length"][window]))
+        average = float(m["average_100"][at_last][0]) if at_last.any() else float("nan")
         video = videos / f"episode_{last:04d}.mp4"
-        sidecar = video.with_suffix(".json")
-        greedy = _summary(sidecar)
-        length = float(np.mean(m["length"][window]))
-        lander = not set(m["outcome"]) <= GENERIC_OUTCOMES
+        greedy = _summary(video.with_suffix(".json"))
         stages.append(Stage(first, last, average, greedy, landed, on_pad, timed_out, length, video, lander=lander))
         first = last + 1
     return stages
@@ -122,11 +117,8 @@ def write_thumbnail(video: str | os.PathLike, thumbnail: str | os.PathLike) -> P
     """The animated WebP of a saved video (for videos recorded before thumbnails were made with them)."""
     import imageio.v2 as imageio
 
-    reader = imageio.get_reader(str(video))
-    try:
+    with imageio.get_reader(str(video)) as reader:
         return save_thumbnail(reader, thumbnail)
-    finally:
-        reader.close()
 
 
 def add_thumbnails(stages: list[Stage]) -> None:
@@ -200,10 +192,7 @@ def write_progress(run_dir: str | os.PathLike, video_dir: str | os.PathLike | No
 
 
 class ProgressTable(Hook):
-    """At the end of a run with videos, once they are all written: its training-progress table.
-
-    A failure (no video finished, a full disk) is a warning: the run itself is complete.
-    """
+    """At the end of a run with videos, once all are written, its progress table; a failure is only a warning."""
 
     def __init__(self, run_dir: Path, video_dir: Path, out: Callable[[str], None]) -> None:
         self.run_dir, self.video_dir, self.out = run_dir, video_dir, out

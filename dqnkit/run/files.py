@@ -1,14 +1,14 @@
-"""Files that survive a crash: atomic writes, safe loading, run folders and the resumable training state."""
+"""Files that survive a crash: atomic writes, stale temporary files, output checks, safe loading, the training state."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import pickle
 import random
 import re
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,20 +25,12 @@ if TYPE_CHECKING:
 RUNS_DIR = Path("runs")
 STATE_FORMAT = "lunarlander-dqn-training-state"
 STATE_FILE = "training_state.pth"
-_UMASK = os.umask(0)
+_UMASK = os.umask(0)  # the only way to read the umask is to set it: once, at import
 os.umask(_UMASK)
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``.
-
-    For writers that need a file name (ffmpeg); :func:`atomic_write_file` is for those that take a
-    file object. The temporary file sits in the same folder, so the rename is atomic: a crash at
-    any moment leaves either the old complete file or the new complete one.
-    """
+    """Call ``write(tmp_path)`` (for writers that need a file name: ffmpeg), then rename it onto ``path``."""
 
     def fill(fd: int, tmp: str) -> None:
         os.close(fd)
@@ -50,14 +42,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
 
 
 def atomic_write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(fh)`` on an open binary temporary file, then rename it onto ``path``.
-
-    The file is closed here whatever ``write`` does. A writer that opens the file by name may
-    keep it open when it fails: ``torch.save(obj, name)`` on a full disk left its descriptor
-    open, so the unlinked file kept its space and the next write failed too.
-    """
+    """Call ``write(fh)`` on an open temporary file, then rename it onto ``path``."""
 
     def fill(fd: int, tmp: str) -> None:
+        # Closed here whatever write does: torch.save(obj, name) on a full disk left its file open, holding the space.
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -67,10 +55,10 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None]
 
 
 def _replace(path: Path, fill: Callable[[int, str], None], suffix: str = "") -> None:
-    """Fill a new temporary file beside ``path`` (``fill`` closes its descriptor), then rename it onto ``path``.
+    """Fill a temporary file beside ``path`` (``fill`` closes its descriptor), then rename it onto ``path``.
 
-    On any failure the temporary file is removed and ``path`` is left as it was; a full disk or
-    an unwritable folder becomes a one-line :class:`UserError`, a Ctrl-C stays a KeyboardInterrupt.
+    In the same folder the rename is atomic: a crash leaves the old complete file or the new one. On any
+    failure the temporary file is removed; a full disk becomes a one-line :class:`UserError`.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,24 +111,21 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
     atomic_write_file(target, lambda fh: fh.write(data))
 
 
-# A temporary file of :func:`atomic_write`: ``.<name>.<pid>.<8 random characters>.tmp[.ext]``;
-# files of older versions have no pid.
+# A temporary file of :func:`_replace`: ``.<name>.<pid>.<8 random characters>.tmp[.ext]``; older versions had no pid.
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp(?:\.\w+)?$")
+# The longest name a temporary file adds to a file's: ".<name>.<pid>.<8 characters>.tmp.<ext>".
+TEMP_EXTRA = len(".") + len(".4194304.") + 8 + len(".tmp.webp")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove the temporary files a killed save left in ``folder`` (of file ``name`` only, if given).
-
-    A temporary file whose writing process is still alive is a save in progress and stays.
-    Returns the files removed.
-    """
+    """Remove and return the temporary files a killed save left in ``folder`` (of file ``name`` only, if given)."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in sorted(Path(folder).iterdir()):
             match = _TEMP_NAME.match(entry.name)
             if match is None or (name is not None and match["name"] != name) or not entry.is_file():
                 continue
-            if match["pid"] is not None and _alive(int(match["pid"])):
+            if match["pid"] is not None and _alive(int(match["pid"])):  # a save in progress
                 continue
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
@@ -159,16 +144,9 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
-# ---------------------------------------------------------------- run folders
-
-
 def check_writable(folder: Path, what: str) -> Path:
-    """Fail before training, not after it, when an output folder cannot be written.
-
-    Creates nothing: it writes and removes a probe file in the folder, or in the
-    nearest folder above it that exists (the one the missing folders will go in),
-    and returns that folder.
-    """
+    """Fail before training, not after it, when ``folder`` cannot be written; create nothing: a probe file
+    comes and goes in ``folder``, or in the nearest folder above it that exists, which is returned."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # exists() follows links: a link to nowhere would fail every write later
@@ -186,16 +164,8 @@ def check_writable(folder: Path, what: str) -> Path:
     return existing
 
 
-# The longest name a temporary file of atomic_write adds to a file's: ".<name>.<pid>.<8 characters>.tmp.<ext>".
-TEMP_EXTRA = len(".") + len(".4194304.") + 8 + len(".tmp.webp")
-
-
 def check_file_path(path: Path, what: str) -> None:
-    """Fail before training, not when the file is first written: ``path`` must be a file name that can be written.
-
-    Not a folder; in a folder that can be written (:func:`check_writable`); and short enough
-    that its temporary twin's name (:func:`atomic_write`) fits the file system's limit.
-    """
+    """Fail before training when ``path`` is a folder, in one that cannot be written, or too long a name to save."""
     if path.is_dir():
         raise UserError(f"{what} path {path} is a folder; give a file path, such as {path / 'checkpoint.pth'}")
     existing = check_writable(path.parent, what)
@@ -210,80 +180,8 @@ def check_file_path(path: Path, what: str) -> None:
         )
 
 
-LOCK_FILE = ".lock"  # in a run's folder, locked while a process trains there
-
-
-class RunLock:
-    """An exclusive lock on a run's folder while one process trains in it.
-
-    Two processes resuming the same run would append to one ``metrics.csv`` and overwrite each
-    other's training state; the second is refused in one line instead. The lock is an ``flock``
-    on ``<run>/lock``, which the operating system drops when its process ends, however it ends,
-    so a crashed run never leaves a stale lock. Where ``fcntl`` is missing (Windows) it does nothing.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_FILE
-        self._file: BinaryIO | None = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise :class:`UserError` if another process holds it."""
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock
-            return
-        handle = open(self.path, "a+b")  # noqa: SIM115 - held open for the run's life; closed by release()
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise UserError(
-                f"{self.path.parent} is in use: another process is training in it; wait for it to stop, "
-                "or stop it (Ctrl-C saves its state) and resume then"
-            ) from None
-        self._file = handle
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file releases it); nothing to do if not held."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def run_name(cfg: Any, start: float) -> str:
-    """``{env}__seed{seed}__{YYYYmmdd-HHMMSS}``: sortable, and says what the run was."""
-    return f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S', time.localtime(start))}"
-
-
-def new_run_dir(parent: Path, name: str) -> Path:
-    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it.
-
-    ``mkdir`` without ``exist_ok`` is atomic: of two runs started in the same second
-    with the same seed, exactly one gets each name, so they never share files.
-    """
-    check_writable(parent, "the run's files")
-    for n in range(1, 1000):
-        path = parent / (name if n == 1 else f"{name}-{n}")
-        try:
-            path.mkdir(parents=True)  # still raises FileExistsError for the run folder itself
-            return path
-        except FileExistsError:
-            continue
-    raise UserError(f"too many runs named {name} in {parent}/")
-
-
-# ---------------------------------------------------------------- safe loading
-
-
 def load_file(path: str | os.PathLike) -> Any:
-    """Load a ``.pth`` file safely: tensors and plain data only, never code.
-
-    ``weights_only=True`` makes the unpickler refuse anything but tensors, numbers,
-    strings and containers, so a file from a stranger cannot run code on load.
-    Every way a file can be unusable becomes a one-line :class:`UserError`.
-    """
-    import pickle
-
+    """Load a ``.pth`` file: tensors and plain data only (``weights_only``), never code; a bad file is one line."""
     import torch
 
     p = Path(path)
@@ -298,6 +196,7 @@ def load_file(path: str | os.PathLike) -> Any:
     # torch.save writes a zip archive; very old PyTorch wrote a bare pickle (protocol byte 0x80).
     if head != b"PK\x03\x04" and head[:1] != b"\x80":
         raise UserError(f"{p} is not a PyTorch checkpoint file")
+    broken = f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy"
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; one line is enough
             warnings.simplefilter("ignore")
@@ -308,9 +207,9 @@ def load_file(path: str | os.PathLike) -> Any:
                 f"{p} holds more than tensors and plain data (Python objects or pickle code); "
                 "refusing to load it, since that could run code"
             ) from None
-        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
+        raise UserError(broken) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError):
-        raise UserError(f"{p} is not a complete checkpoint (truncated or corrupt); use an intact copy") from None
+        raise UserError(broken) from None
 
 
 def network_from_weights(weights: Any, source: str | os.PathLike) -> Network:
@@ -324,7 +223,7 @@ def network_from_weights(weights: Any, source: str | os.PathLike) -> Network:
         raise UserError(f"{source} is not a checkpoint of this project (no fc1/fc2/fc3 network weights in it)")
     hidden, state_size = weights["fc1.weight"].shape
     network = DuelingNetwork if "value.weight" in weights else Network
-    net = network(state_size, weights["fc3.weight"].shape[0], hidden)
+    net = network(state_size, weights["fc3.weight"].shape[0], hidden_size=hidden)
     try:
         net.load_state_dict(weights)
     except RuntimeError:
@@ -347,20 +246,14 @@ def check_network_fits(net: Network, env: gym.Env, source: str | os.PathLike) ->
         )
 
 
-# ---------------------------------------------------------------- training state
-
-
 def is_training_state(obj: Any) -> bool:
     """True for what :func:`save_training_state` writes."""
     return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
 
 
-def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progress: dict[str, Any]) -> None:
-    """Write everything a run needs to continue exactly where it is, atomically.
-
-    ``cfg`` is the run's configuration, a dataclass instance; the random states are
-    Python's, PyTorch's and the environment's (NumPy's generator travels in the agent).
-    """
+def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, history: dict[str, Any]) -> None:
+    """Write, atomically, all a run needs to go on exactly: ``cfg`` (a dataclass), the agent, ``history`` (saved
+    as ``"progress"``) and the random states (NumPy's generator travels in the agent)."""
     import torch
 
     state = {
@@ -368,7 +261,7 @@ def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progre
         "version": 1,
         "config": dataclasses.asdict(cfg),
         "agent": agent.state_dict(),
-        "progress": progress,
+        "progress": history,
         "rng": {
             "python": random.getstate(),
             "torch": torch.get_rng_state(),
@@ -380,7 +273,7 @@ def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, progre
 
 
 def restore_training_state(saved: dict[str, Any], agent: Agent, env: gym.Env) -> dict[str, Any]:
-    """Put what :func:`save_training_state` saved back into ``agent`` and the random states; return the progress."""
+    """Put what :func:`save_training_state` saved back into ``agent`` and the random states; return the history."""
     import torch
 
     agent.load_state_dict(saved["agent"])
@@ -392,10 +285,7 @@ def restore_training_state(saved: dict[str, Any], agent: Agent, env: gym.Env) ->
 
 
 def load_training_state(path: str | os.PathLike, config_cls: Callable[..., Any]) -> dict[str, Any]:
-    """Load and check a training state written by :func:`save_training_state`.
-
-    ``config_cls`` is the configuration class the run was saved with; its saved fields must fit it.
-    """
+    """Load a training state written by :func:`save_training_state`, whose settings must fit ``config_cls``."""
     state = load_file(path)
     if not is_training_state(state):
         if isinstance(state, dict) and "fc1.weight" in state:

@@ -1,9 +1,4 @@
-"""A run's folder: its name, its lock, what a resumed run gets back, ``config.json``, and its console.
-
-Where the weights go: ``--checkpoint`` (``checkpoint.pth``) is written only by a run that
-solves, as in the original, and the checkpoint it replaces is kept in that run's folder.
-Every run keeps the weights it ended with in its own folder (``runs/<run>/last.pth``).
-"""
+"""A run's folder in named pieces: its paths, its lock, its history, its console and its closing line."""
 
 from __future__ import annotations
 
@@ -12,39 +7,32 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dqnkit.errors import UserError, first_line
-from dqnkit.report.logs import Progress, write_metrics
+from dqnkit.report.logs import Console, write_metrics
 from dqnkit.report.videos import VIDEO_DIR
 from dqnkit.run.files import (
     RUNS_DIR,
-    STATE_FILE,
-    RunLock,
     check_file_path,
     check_writable,
     load_training_state,
-    new_run_dir,
     remove_stale_temp_files,
     restore_training_state,
-    run_name,
     write_text,
 )
+from dqnkit.run.paths import BEST_WEIGHTS as BEST_WEIGHTS  # re-exported: the tuner and benchmarks read it here
+from dqnkit.run.paths import RunPaths, lock_run, new_run_dir
 
 if TYPE_CHECKING:
     import gymnasium as gym
     import torch
 
     from agent import Agent
-
-LAST_WEIGHTS = "last.pth"  # in the run's folder: the network a run ended with
-BEST_WEIGHTS = "best.pth"  # in the run's folder: the network that scored best in --eval-every's evaluations
-PREVIOUS_CHECKPOINT = "previous-checkpoint.pth"  # in the run's folder: the checkpoint its solving replaced
-SOLVED_WEIGHTS = "solved.pth"  # in the run's folder: the network that solved, whatever became of --checkpoint
 
 
 @dataclass
@@ -62,11 +50,6 @@ class TrainResult:
     last_weights: Path | None = None  # the network the run ended with, in its folder
 
 
-def fresh_progress(epsilon_start: float) -> dict[str, Any]:
-    """The progress of a run that has played nothing yet (what :meth:`RunFolder.open` returns)."""
-    return dict(episode=0, total_steps=0, epsilon=epsilon_start, solved_episode=None, seconds=0.0, rows=[])
-
-
 def resolve_device(name: str) -> torch.device:
     """Pick the device once: ``cpu`` unless asked; ``auto`` means CUDA when available, else the CPU."""
     import torch
@@ -78,98 +61,100 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class RunFolder:
-    """The folder of one training run, held (locked) while the run trains in it.
+@dataclass
+class History:
+    """How far a run has come: what a resumed run gets back, and its training state saves (as ``"progress"``)."""
 
-    ``RunFolder(cfg, out, resume)`` checks every output folder before minutes of training and
-    creates none (``cfg`` is a ``main.Config``; messages go to ``out``, by default the terminal,
-    with a live bar when stdout is one; ``resume`` is a training state whose folder is reused).
-    :meth:`open` makes the folder (or takes a resumed run's), locks it, puts a resumed run's
-    agent and random states back, writes ``config.json`` and says where everything goes. As a
-    context manager around the loop it releases the lock however the loop ends, and turns a
-    diverging loss into one line that says where the last good files are.
+    episode: int = 0  # the last finished
+    total_steps: int = 0
+    epsilon: float = 1.0  # the next episode's
+    solved_episode: int | None = None
+    seconds: float = 0.0  # of training, those before a resume included
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv's
+
+    @classmethod
+    def restored(cls, saved: dict[str, Any], agent: Agent, env: gym.Env, source: Any) -> History:
+        """The run ``saved`` put back into ``agent`` and ``env``; one line if the file does not fit them."""
+        try:
+            history = restore_training_state(saved, agent, env)
+            return cls(**{f.name: history[f.name] for f in dataclasses.fields(cls)})
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:  # another network, a missing entry
+            raise UserError(
+                f"{source} does not fit the run it describes ({type(exc).__name__}: "
+                f"{first_line(exc)[:200]}); it is not a training state this version wrote whole"
+            ) from None
+
+    def nothing_left(self, cfg: Any) -> str | None:
+        """Why a resumed run has no episode left to play, or None."""
+        if self.solved_episode is not None and not cfg.keep_training:
+            return f"this run was solved at episode {self.solved_episode}; add --keep-training to go on"
+        if self.episode >= cfg.episodes:
+            return f"this run already played its {self.episode} episodes; raise --episodes to go on"
+        return None
+
+
+class RunFolder:
+    """One training run's folder: its :class:`RunPaths`, its lock, its :class:`History` and its console.
+
+    Made, it has checked every output and created nothing: ``runs/``, ``videos/`` and a relative
+    ``--checkpoint`` go under ``root`` (by default the working folder), messages to ``out`` (by default
+    the terminal). :meth:`open` makes the folder (or takes a resumed run's), locks it and restores the run;
+    as a context manager around the loop it lets go of the lock, and turns an error into one line.
     """
 
-    def __init__(self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None):
-        self.cfg = cfg
-        self.resume, self.saved = resume, load_training_state(resume, type(cfg)) if resume is not None else None
-        self.checkpoint = Path(cfg.checkpoint)
+    def __init__(
+        self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
+    ) -> None:  # fmt: skip
+        self.cfg, self.resume, self._out = cfg, resume, out
+        self.root = Path(root if root is not None else "")  # Path("") / "runs" is "runs": messages stay relative
+        self.saved = load_training_state(resume, type(cfg)) if resume is not None else None
         if cfg.video:
-            check_writable(VIDEO_DIR, "videos")
-        check_file_path(self.checkpoint, "the checkpoint")
+            check_writable(self.root / VIDEO_DIR, "videos")
+        check_file_path(self.root / cfg.checkpoint, "the checkpoint")
         # A new run's folder is made by open(), once the environment exists: a mistyped --env leaves none.
-        self.dir: Path | None = Path(resume).parent if resume is not None else None
-        check_writable(self.dir or RUNS_DIR, "the run's files")
-        self._out = out
+        self._dir = Path(resume).parent if resume is not None else None
+        check_writable(self._dir or self.root / RUNS_DIR, "the run's files")
         self.stopped_by: int | None = None  # the signal that stopped the run, once one did
         self.saved_episode: int | None = None  # the episode of the training state on disk, once there is one
         self.rescued = False  # True once the state of the episode an error came after is saved
 
-    def open(self, agent: Agent, env: gym.Env, device: torch.device) -> dict[str, Any]:
-        """Make (or take) the folder, lock it, restore a resumed run into ``agent`` and ``env``; return the progress.
+    def open(self, agent: Agent, env: gym.Env, device: torch.device) -> History:
+        """Make (or take) the folder, lock it, restore a resumed run into ``agent`` and ``env``; return its history.
 
-        The progress holds ``episode`` (the last finished), ``total_steps``, ``epsilon`` (the next
-        episode's), ``solved_episode``, ``seconds`` and ``rows`` (metrics.csv's). Call it after
-        seeding and building the agent, so a resumed run overrides their random states.
+        Call it after seeding and building the agent, so that a resumed run overrides their random states.
         """
-        self.agent, self.env = agent, env
-        if self.dir is None:
-            self.dir = new_run_dir(RUNS_DIR, run_name(self.cfg, time.time()))
-        self.state_path, self.metrics_path = self.dir / STATE_FILE, self.dir / "metrics.csv"
-        self.last_weights = self.dir / LAST_WEIGHTS
-        self._lock = RunLock(self.dir)
-        self._lock.acquire()  # before any write: a second process resuming this run stops here, in one line
+        cfg = self.cfg
+        name = f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"  # sortable, and says what the run was
+        run_dir = self._dir or new_run_dir(self.root / RUNS_DIR, name)
+        self.paths = paths = RunPaths.of(run_dir, self.root, cfg.checkpoint)
+        self._lock = lock_run(paths.lock)  # before any write: a second process resuming this run stops here
         try:
-            if self.saved is not None:
-                self.progress = self._restore(agent, env)
+            if self.saved is None:
+                self.history = History(epsilon=cfg.epsilon_start)
             else:
-                self.progress = fresh_progress(self.cfg.epsilon_start)
-            self.done_before = self._nothing_to_do()
-            self.saved_episode = self.progress["episode"] if self.saved is not None else None
-            config = dataclasses.asdict(self.cfg)
-            write_text(self.dir / "config.json", json.dumps(config, indent=2) + "\n")
+                self.history = History.restored(self.saved, agent, env, self.resume)
+                self.saved_episode = self.history.episode
+            self.done_before = self.history.nothing_left(cfg)
+            config = dataclasses.asdict(cfg)
+            write_text(paths.config, json.dumps(config, indent=2) + "\n")
             # Exactly the saved rows: a crash after the last save may have appended some that resuming replays.
-            write_metrics(self.metrics_path, self.progress["rows"])
-            # The bar's total only when the run will play every episode: one that may stop at the
-            # target would show minutes left for a run that ends in seconds.
-            total = self.cfg.episodes if self.cfg.keep_training else None
-            episode, cfg = self.progress["episode"], self.cfg
-            self.display = Progress(total, episode, cfg.log_every, cfg.quiet, self._out, most=cfg.episodes)
+            write_metrics(paths.metrics, self.history.rows)
+            total = cfg.episodes if cfg.keep_training else None  # None: the run may stop early, at the target
+            self.display = Console(total, self.history.episode, cfg.log_every, cfg.quiet, self._out, most=cfg.episodes)
             self.out = self.display.write
             announce(self, device, config)
         except BaseException:  # a run that cannot begin holds nothing
-            self._lock.release()
+            self._unlock()
             raise
-        self._seconds_before: float = self.progress["seconds"]
-        self._loop_start = time.perf_counter()
-        return self.progress
-
-    def _restore(self, agent: Agent, env: gym.Env) -> dict[str, Any]:
-        """The saved run put back into ``agent`` and ``env``; one line if the file does not fit them."""
-        try:
-            progress = restore_training_state(self.saved, agent, env)
-            for key in ("episode", "total_steps", "epsilon", "solved_episode", "seconds", "rows"):
-                progress[key]  # noqa: B018 - presence check
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:  # another network, a missing entry
-            raise UserError(
-                f"{self.resume} does not fit the run it describes ({type(exc).__name__}: "
-                f"{first_line(exc)[:200]}); it is not a training state this version wrote whole"
-            ) from None
-        return progress
-
-    def _nothing_to_do(self) -> str | None:
-        """Why a resumed run has no episode left to play, or None."""
-        if self.progress["solved_episode"] is not None and not self.cfg.keep_training:
-            return f"this run was solved at episode {self.progress['solved_episode']}; add --keep-training to go on"
-        if self.progress["episode"] >= self.cfg.episodes:
-            return f"this run already played its {self.progress['episode']} episodes; raise --episodes to go on"
-        return None
+        self._seconds_before, self._loop_start = self.history.seconds, time.perf_counter()
+        return self.history
 
     def episodes(self) -> Iterator[int]:
         """The numbers of the episodes to play; none if a resumed run has none left (open() said why)."""
         if self.done_before:
             return
-        for episode in range(self.progress["episode"] + 1, self.cfg.episodes + 1):
+        for episode in range(self.history.episode + 1, self.cfg.episodes + 1):
             self.playing = episode
             yield episode
 
@@ -189,37 +174,23 @@ class RunFolder:
             if exc is not None:
                 explain_failure(self, exc)
         finally:
-            self._lock.release()  # the run's files are complete (or the run failed): another process may have it
+            self._unlock()  # the run's files are complete (or the run failed): another process may have it
             self.display.close()
 
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+
     def result(self, stop: str | None = None) -> TrainResult:
-        """What the run produced; with a closing line that says where to find it. ``stop``: why the loop stopped."""
-        scores = [float(r["score"]) for r in self.progress["rows"]]
-        solved = self.progress["solved_episode"]
-        if self.done_before:
-            pass  # a resumed run with nothing left to play: open() said so, all is as it was
-        elif self.stopped_by is not None or (stop is not None and stop != "solved"):  # a signal, a caller's hook
-            why = "" if self.stopped_by is not None else f" ({stop})"
-            self.out(
-                f"stopped at episode {self.progress['episode']}{why}; last weights saved to {self.last_weights}; "
-                f"continue with: python main.py --resume {self.state_path}"
-            )
-        elif solved is None:
-            self.out(
-                f"not solved in {len(scores)} episodes; last weights saved to {self.last_weights} "
-                f"({self.checkpoint} is written only by a run that solves)"
-            )
+        """What the run produced, after its :func:`closing_line`; ``stop`` is why the loop stopped."""
+        if (line := closing_line(self, stop)) is not None:
+            self.out(line)
+        h, p = self.history, self.paths
+        scores = [float(r["score"]) for r in h.rows]
         return TrainResult(
-            scores,
-            solved,
-            self.progress["total_steps"],
-            self.elapsed(),
-            self.dir,
-            self.checkpoint,
-            self.state_path,
-            self.stopped_by,
-            self.last_weights,
-        )
+            scores, h.solved_episode, h.total_steps, self.elapsed(), p.dir, p.checkpoint, p.state, self.stopped_by,
+            p.last_weights,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- what the run says
@@ -227,16 +198,15 @@ class RunFolder:
 
 def announce(run: RunFolder, device: torch.device, config: dict[str, Any]) -> None:
     """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
+    p = run.paths
     if run.done_before:
         run.out(run.done_before)
     else:
-        verb = f"resuming at episode {run.progress['episode'] + 1}" if run.saved is not None else "run"
-        run.out(
-            f"{verb} {run.dir.name} on {device}; metrics: {run.metrics_path}; training state: {run.state_path}"
-        )
-    removed = remove_stale_temp_files(run.checkpoint.parent, run.checkpoint.name)
+        verb = f"resuming at episode {run.history.episode + 1}" if run.saved is not None else "run"
+        run.out(f"{verb} {p.dir.name} on {device}; metrics: {p.metrics}; training state: {p.state}")
+    removed = remove_stale_temp_files(p.checkpoint.parent, p.checkpoint.name)
     if run.saved is not None:
-        removed += remove_stale_temp_files(run.dir) + remove_stale_temp_files(VIDEO_DIR / run.dir.name)
+        removed += remove_stale_temp_files(p.dir) + remove_stale_temp_files(p.videos)
     if removed:
         plural = "s" if len(removed) > 1 else ""
         listed = ", ".join(str(path) for path in removed)
@@ -245,9 +215,27 @@ def announce(run: RunFolder, device: torch.device, config: dict[str, Any]) -> No
         run.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
 
 
+def closing_line(run: RunFolder, stop: str | None) -> str | None:
+    """The last line of a run stopped early (by a signal, or a hook's ``stop``) or not solved; else None.
+
+    A run that solved said so then; a resumed run with nothing left to play said so when it opened.
+    """
+    h, p = run.history, run.paths
+    if run.done_before:
+        return None
+    if run.stopped_by is not None or (stop is not None and stop != "solved"):
+        why = "" if run.stopped_by is not None else f" ({stop})"
+        resume = f"continue with: python main.py --resume {p.state}"
+        return f"stopped at episode {h.episode}{why}; last weights saved to {p.last_weights}; {resume}"
+    if h.solved_episode is None:
+        unsolved = f"({p.checkpoint} is written only by a run that solves)"
+        return f"not solved in {len(h.rows)} episodes; last weights saved to {p.last_weights} {unsolved}"
+    return None
+
+
 def explain_failure(run: RunFolder, exc: BaseException) -> None:
     """Say in one line what ended the run and what is kept (the hooks have saved what they could)."""
-    resume = f"python main.py --resume {run.state_path}"
+    resume = f"python main.py --resume {run.paths.state}"
     if run.saved_episode is None:
         kept = "; no training state was saved yet"
     elif run.rescued:
@@ -255,13 +243,13 @@ def explain_failure(run: RunFolder, exc: BaseException) -> None:
     else:  # an error inside an episode, or the disk is still full: the last state saved before stands
         kept = f"; the training state on disk is episode {run.saved_episode}'s: {resume}"
     if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: main.py says it, with this note
-        complete = "; the last saved training state is still complete"
-        exc.note = complete if run.saved_episode is not None else "; no training state was saved yet"
+        complete = run.saved_episode is not None
+        exc.note = "; the last saved training state is still complete" if complete else kept
     elif isinstance(exc, FloatingPointError):
-        last = f"; the last saved training state is {run.state_path}" if run.saved_episode is not None else ""
+        last = f"; the last saved training state is {run.paths.state}" if run.saved_episode is not None else ""
         raise UserError(
             f"training stopped in episode {run.playing}: {exc}; try a smaller --learning-rate. "
-            f"The last good weights are in {run.last_weights}{last}"
+            f"The last good weights are in {run.paths.last_weights}{last}"
         ) from None
     elif isinstance(exc, UserError | OSError):  # a full disk, an unwritable file: the user can mend it
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)

@@ -1,11 +1,7 @@
-"""Hooks: the services around the episode loop, each a small object with its own state.
+"""Hooks: the services around the episode loop, each a small object with its own state (docs/hooks.md).
 
-``main.train`` plays episodes and hands each finished one, as an :class:`Episode` record, to
-every hook in a :class:`Hooks` list; any hook may ask the loop to stop after the episode. The
-run's own services (metrics, progress, videos, evaluation, the solved checkpoint, the training
-state, Ctrl-C) are hooks, and so are a benchmark's measurements or a tuner's pruning: a caller
-passes its own with ``main.train(cfg, hooks=[...])``. The models: Stable-Baselines3's callbacks
-(``callback.on_step()`` in the loop, ``False`` stops training) and PFRL's ``step_hooks``.
+``main.train`` hands each finished episode, an :class:`Episode`, to every hook of a :class:`Hooks` list; any
+may ask the loop to stop. The models: Stable-Baselines3's callbacks and PFRL's ``step_hooks``.
 """
 
 from __future__ import annotations
@@ -15,69 +11,54 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dqnkit.run import processes
+
 
 @dataclass
 class Episode:
-    """One finished training episode, as the loop saw it.
-
-    ``terminated`` and ``truncated`` are what ``env.step`` said at the last step: an episode
-    that terminates on its last allowed step is terminated, not cut off. ``epsilon`` is the
-    exploration rate the episode ended with, ``next_epsilon`` the next episode's. Hooks
-    fill in what they found: ``evaluation`` when the greedy evaluation ran after this episode,
-    ``solved`` on the episode at which the run solved (and wrote ``--checkpoint``).
-    """
+    """One finished training episode, as the loop saw it; hooks fill in ``evaluation`` and ``solved``."""
 
     episode: int
     score: float
     length: int
+    # What env.step said at the last step: one that comes to rest on its last allowed step is terminated, not cut off.
     terminated: bool
     truncated: bool
-    epsilon: float
-    next_epsilon: float
+    epsilon: float  # the exploration rate the episode ended with
+    next_epsilon: float  # the next episode's
     total_steps: int
     average_100: float  # the mean score of the last 100 episodes (of all of them while fewer)
     evaluation: Any = None  # a dqnkit.report.evaluation.EvalResult (not imported: evaluation.py builds on this module)
-    solved: bool = False
+    solved: bool = False  # True on the episode at which the run solved (and wrote --checkpoint)
 
 
 class Hook:
-    """A service around the episode loop; every method is optional.
-
-    Set up in ``__init__``; :meth:`on_start` hands it the agent before the first episode
-    (for a caller's hook, which is made before the agent). :meth:`on_episode` after each episode, in list order;
-    :meth:`on_step` after each environment step, only where a hook overrides it;
-    :meth:`on_end` once the loop is over without an error (in reverse list order, so that
-    the first hooks have the last word), :meth:`on_failure` instead after an error (in list
-    order); :meth:`close` always, in reverse order. Setting
-    :attr:`stop` to a reason asks the loop to stop after the episode.
-    """
+    """A service around the episode loop; every method is optional. Setting :attr:`stop` to a reason asks
+    the loop to stop after the episode."""
 
     stop: str | None = None
 
     def on_start(self, agent: Any) -> None:
-        """Before the first episode, with the agent the run trains."""
+        """Before the first episode, with the agent the run trains (a caller's hook is made before it)."""
 
     def on_step(self, total_steps: int) -> None:
-        """After every environment step, with the run's step count."""
+        """After every environment step, with the run's step count; called only where a hook overrides it."""
 
     def on_episode(self, episode: Episode) -> None:
-        """After every finished episode."""
+        """After every finished episode, in list order."""
 
     def on_end(self) -> None:
-        """When the loop has ended (finished, solved or stopped), not after an error."""
+        """When the loop has ended without an error, in reverse list order: the first hooks have the last word."""
 
     def on_failure(self, error: BaseException, episode: Episode | None) -> None:
         """When an error ended the loop, before :meth:`close`, in list order: save what can be saved.
 
-        ``episode`` is the last finished episode when the error came between episodes (from a
-        hook), so that the agent stands at its end; None when it came in the middle of one.
+        ``episode`` is the last finished one when the error came between episodes (from a hook), so
+        that the agent stands at its end; None when it came in the middle of one.
         """
 
     def close(self, error: BaseException | None) -> None:
-        """Let go of what the hook holds (files, processes, environments), however the run ended.
-
-        ``error`` is what ended the loop early (a second Ctrl-C is a KeyboardInterrupt), or None.
-        """
+        """Always, in reverse order: let go of files, processes, environments. ``error``: what ended the loop."""
 
 
 class Hooks:
@@ -87,16 +68,13 @@ class Hooks:
         self.hooks, self.agent = list(hooks), agent
         self.last: Episode | None = None  # the last episode handed to the hooks
         self._between = True  # False while an episode is being played: an error then strikes inside it
-        stepping = [h.on_step for h in self.hooks if type(h).on_step is not Hook.on_step]
+        self._stepping = [h.on_step for h in self.hooks if type(h).on_step is not Hook.on_step]
         # None when no hook wants steps: the loop then calls nothing per step.
-        self.on_step: Callable[[int], None] | None = None
-        if stepping:
+        self.on_step: Callable[[int], None] | None = self._step if self._stepping else None
 
-            def on_step(total_steps: int) -> None:
-                for call in stepping:
-                    call(total_steps)
-
-            self.on_step = on_step
+    def _step(self, total_steps: int) -> None:
+        for call in self._stepping:
+            call(total_steps)
 
     def on_episode(self, episode: Episode) -> None:
         """Hand the episode to every hook, in order; the next episode starts when this returns."""
@@ -148,29 +126,19 @@ class Hooks:
 
 
 class StopOnSignal(Hook):
-    """Turn the first SIGINT, SIGTERM or SIGHUP into a request to stop after the current episode.
+    """The first SIGINT, SIGTERM or SIGHUP (a closed terminal) stops the run after this episode; a second, at once.
 
-    SIGHUP is what a closed terminal or ssh session sends: the run saves and stops as on Ctrl-C
-    (its messages then go nowhere, which the console takes in its stride).
-
-    The episode is finished (well under a second) so that the saved state sits on an
-    episode boundary and a resumed run is exactly the uninterrupted one. A second
-    signal stops at once; the last periodic state on disk is still complete. The run
-    (a :class:`~dqnkit.run.folder.RunFolder`) learns which signal stopped it.
+    The episode is finished (well under a second), so that the saved state sits on an episode boundary
+    and a resumed run is exactly the uninterrupted one; after a second signal, the last periodic state on
+    disk is still complete. The run (a :class:`~dqnkit.run.folder.RunFolder`) learns which signal it was.
     """
 
     def __init__(self, run: Any) -> None:
         self.run = run
-        self._old: dict[int, Any] = {}
+        self._before: dict[int, Any] = {}
 
     def on_start(self, agent: Any) -> None:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []  # none on Windows
-            for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
-                self._old[sig] = signal.signal(sig, self._handle)
+        self._before = processes.catch_stop_signals(self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.stop is not None:
@@ -179,8 +147,5 @@ class StopOnSignal(Hook):
         self.run.out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
 
     def close(self, error: BaseException | None) -> None:
-        import signal
-
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old = {}
+        processes.restore(self._before)
+        self._before = {}

@@ -1,11 +1,9 @@
-"""Worker processes: started apart from the terminal, stopped by the command that started them, never left behind.
+"""Signals and child processes, in one place: how children start, take signals, and are stopped or killed.
 
-Ctrl-C in a terminal reaches every process of the foreground process group, at any moment, even in
-the middle of a write to a study's storage. Workers here have a process group of their own, so only
-the command gets it. The command then tells each worker (SIGINT), which ends its run after the
-current episode, and kills (SIGKILL) any worker still running ``GRACE_SECONDS`` later, or at once on
-a second Ctrl-C. A worker whose command is gone stops too. Processes, not threads: a training run
-holds the GIL, and Optuna's ``n_jobs`` threads would take turns on one core.
+Ctrl-C in a terminal reaches its whole foreground process group, at any moment, even mid-write. So each
+child leads a group of its own, and only the parent gets Ctrl-C and decides: training stops after the
+episode (``StopOnSignal``), the tuner tells its workers (:func:`watch`), the video worker is killed with
+what it started when a run stops at once (:func:`kill_pool`). Processes, not threads: training holds the GIL.
 """
 
 from __future__ import annotations
@@ -15,33 +13,51 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-GRACE_SECONDS = 10.0
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.process import BaseProcess
+
+GRACE_SECONDS = 10.0  # how long the tuner's workers have to end their runs once told to stop
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-class StopFlag:
-    """In a worker: set by SIGINT, SIGTERM or SIGHUP (which interrupt nothing), asked between episodes and trials.
+def catch_stop_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """Hand SIGINT, SIGTERM and SIGHUP (a closed terminal) to ``handler``; return the handlers before."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
-    Also true once the command that started the worker is gone: its parent process id changes.
-    """
+
+def restore(handlers: dict[int, Any]) -> None:
+    """Put back the signal handlers :func:`catch_stop_signals` returned."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------- the tuner's workers
+
+
+class StopFlag:
+    """In a worker: true once SIGINT, SIGTERM or SIGHUP came (they interrupt nothing), or its command is gone."""
 
     def __init__(self, parent: int) -> None:
         self.parent, self.set = parent, False
 
     def install(self) -> None:
         """Catch the stop signals from now on (a training run puts its own handlers in place while it runs)."""
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
+        catch_stop_signals(self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.set = True
 
     def __call__(self) -> bool:
-        return self.set or os.getppid() != self.parent
+        return self.set or os.getppid() != self.parent  # a new parent: the command that started it is gone
 
 
 def _enter(target: Callable[..., Any], index: int, parent: int, args: tuple) -> None:
@@ -55,17 +71,13 @@ def _enter(target: Callable[..., Any], index: int, parent: int, args: tuple) -> 
         sys.exit(130)
 
 
-def start(target: Callable[..., Any], args: tuple, jobs: int) -> list[multiprocessing.process.BaseProcess]:
-    """Start ``jobs`` worker processes, each running ``target(index, stop, *args)`` (all picklable).
-
-    Fresh interpreters (spawn), which import what they need; Ctrl-C is ignored from their start
-    until they have left the terminal's process group.
-    """
+def start(target: Callable[..., Any], args: tuple, jobs: int) -> list[BaseProcess]:
+    """Start ``jobs`` workers, fresh (spawned) interpreters each running ``target(index, stop, *args)``."""
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_enter, args=(target, i, os.getpid(), args), name=f"worker-{i}") for i in range(jobs)
     ]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the new interpreters
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: ignored until they leave the terminal
     try:
         for process in processes:
             process.start()
@@ -74,18 +86,14 @@ def start(target: Callable[..., Any], args: tuple, jobs: int) -> list[multiproce
     return processes
 
 
-def watch(
-    processes: list[multiprocessing.process.BaseProcess],
-    ended: Callable[[multiprocessing.process.BaseProcess], None],
-    say: Callable[[str], None],
-) -> int | None:
-    """Wait for every worker, calling ``ended(process)`` as each one ends; return the signal that stopped them, if any.
+def watch(processes: list[BaseProcess], ended: Callable[[BaseProcess], None], say: Callable[[str], None]) -> int | None:
+    """Wait for every worker, calling ``ended(process)`` as each ends; return the signal that stopped them, if any.
 
-    The first SIGINT, SIGTERM or SIGHUP tells each worker to stop after its episode; a second one,
-    or ``GRACE_SECONDS`` without an end, kills those still running.
+    The first stop signal tells each worker to stop after its episode; a second one, or ``GRACE_SECONDS``
+    without an end, kills those still running.
     """
     received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
+    previous = catch_stop_signals(lambda signum, frame: received.append(signum))
     told_at: float | None = None
     running = list(processes)
     try:
@@ -104,13 +112,95 @@ def watch(
                 for process in running:
                     _signal(process, signal.SIGKILL)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore(previous)
     return received[0] if received else None
 
 
-def _signal(process: multiprocessing.process.BaseProcess, sig: int) -> None:
+def _signal(process: BaseProcess, sig: int) -> None:
     """Send ``sig`` to a worker that may have just ended."""
     if process.pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, sig)
+
+
+# ---------------------------------------------------------------- the video worker
+
+
+def _pool_setup() -> None:
+    """In the pool's worker, first: a process group of its own, which its ffmpeg joins; Ctrl-C and SIGHUP ignored.
+
+    imageio-ffmpeg starts each ffmpeg in a group of its own, and then nothing ends it with the worker: one
+    that outlived a stopped worker created a video's temporary file after it was removed.
+    """
+    if hasattr(os, "setpgrp"):  # none on Windows
+        os.setpgrp()
+        os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"  # imageio-ffmpeg: no group of its own for ffmpeg
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: the training process saves, then waits for these videos
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGTERM from outside ends the task in hand: imageio kills its ffmpeg, the atomic write removes its file.
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def start_pool() -> ProcessPoolExecutor:
+    """A pool of one worker process, for :func:`pool_task`; raises what the system does where none can start."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Spawned, not forked: a forked copy of a process that runs torch threads can deadlock.
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_setup)
+
+
+def pool_task(target: Callable[..., Any], *args: Any) -> Any:
+    """In the pool's worker: ``target(*args)``; a SIGTERM ends the process instead of letting it take the next task."""
+    try:
+        return target(*args)
+    except SystemExit as stop:
+        os._exit(int(stop.code or 1))
+
+
+def kill_pool(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's worker and every process of its group now, and wait (a second at most) until none runs.
+
+    Not SIGTERM, which the worker turns into SystemExit: one that lands inside the start of an ffmpeg
+    leaves that ffmpeg running on, unseen, and one that lands in a callback that ignores exceptions
+    (an at-fork handler) is lost, and the worker goes on.
+    """
+    # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        deadline = time.monotonic() + 1.0
+        _kill_group(worker.pid)  # all at once: no process of the group can fork its way out
+        worker.kill()  # where it has no group (yet; no killpg on Windows); nothing if it has ended
+        worker.join(1.0)
+        while _group_runs(worker.pid) and time.monotonic() < deadline:
+            _kill_group(worker.pid)
+            time.sleep(0.005)
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL every process of process group ``group``, if there is one."""
+    with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def _group_runs(group: int) -> bool:
+    """Whether a process of process group ``group`` still runs: a zombie has ended, and holds no files."""
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():  # no /proc to tell a zombie from a live process: alive while it exists
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == group and state not in ("Z", "X"):
+                return True
+    return False

@@ -1,18 +1,14 @@
 """``tune.py``: an Optuna study over the settings of ``main.Config``, run by worker processes.
 
-    python tune.py --study lander --trials 20 --jobs 2            # one machine: a journal file
-    python tune.py --study lander --storage postgresql://...      # several machines: the same command on each
-
-Each trial is a real run, ``main.train`` with one more hook (:mod:`dqnkit.tune.trial`); the search
-space is :mod:`dqnkit.tune.space`, the storage, sampler and pruner :mod:`dqnkit.tune.study`, what
-the user gets :mod:`dqnkit.tune.report`, and ``--confirm`` :mod:`dqnkit.tune.confirm`. The package
-never imports ``main.py``: the command hands in ``main.Config`` and ``main.train``.
+Each trial is a real ``main.train`` run (:mod:`dqnkit.tune.trial`), handed in by ``tune.py`` with
+``main.Config``: the package never imports ``main.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import re
 import sys
@@ -21,15 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqnkit.cli import (
-    HelpFormatter,
-    OneLineParser,
-    add_field_flag,
-    config_problem,
-    nonnegative_int,
-    positive_int,
-    seed_number,
-)
+from dqnkit import cli
+from dqnkit.cli import nonnegative_int, positive_int, seed_number
 from dqnkit.errors import UserError
 from dqnkit.run import processes
 from dqnkit.tune.confirm import confirm
@@ -52,16 +41,8 @@ from dqnkit.tune.trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, wor
 PROG = "tune.py"
 DESCRIPTION = "Tune the DQN's settings with an Optuna study; every trial is a run of main.py (docs/tuner.md)."
 # Each trial's budget and stopping rule: main.py's flags, with these defaults (--preset fast's rule).
-BUDGET = {
-    "env": "LunarLander-v3",
-    "episodes": 1000,
-    "max_steps": 1000,
-    "eval_every": 20,
-    "eval_episodes": 100,
-    "eval_target": 260.0,
-    "eval_landed": 0.98,
-    "backprop": "autograd",
-}
+BUDGET = {"env": "LunarLander-v3", "episodes": 1000, "max_steps": 1000, "eval_every": 20, "eval_episodes": 100}
+BUDGET |= {"eval_target": 260.0, "eval_landed": 0.98, "backprop": "autograd"}
 SEED = 1000  # trial N trains with seed SEED + N
 CONFIRM_SEEDS = (100, 101, 102, 103, 104)  # no trial's (the study seed's default is 1000) and no benchmark's
 LEAST_CONFIRM_SEEDS = 5
@@ -80,78 +61,52 @@ CONFIRM_HELP = (
 
 def build_parser(config_cls: type) -> argparse.ArgumentParser:
     """The command line of tune.py: the study, each trial's budget, and the confirmation."""
-    parser = OneLineParser(prog=PROG, description=DESCRIPTION, formatter_class=HelpFormatter, allow_abbrev=False)
-    study = parser.add_argument_group("the study")
-    study.add_argument("--study", required=True, metavar="NAME", help="the study's name: letters, digits, . _ -")
-    study.add_argument(
-        "--trials", type=nonnegative_int, default=20, metavar="N", help="trials this command runs, over its workers"
-    )
-    study.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine")
-    study.add_argument(
-        "--max-total-trials", type=positive_int, metavar="N", help="stop once the study holds N trials, every worker's"
-    )
-    study.add_argument("--objective", choices=tuple(OBJECTIVES), default="quality", help=OBJECTIVE_HELP)
-    study.add_argument(
-        "--space",
-        choices=tuple(SPACES),
-        default="all",
-        help="all settings, the original's only, or the cheap ones (docs/tuner.md)",
-    )
-    study.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
-    study.add_argument(
-        "--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality"
-    )
-    study.add_argument("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N")
-    study.add_argument("--storage", metavar="URL", help=f"default: {TUNE_DIR}/<study>.log; or postgresql://...")
-    study.add_argument(
-        "--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats"
-    )
-    study.add_argument(
-        "--grace-period",
-        type=positive_int,
-        default=120,
-        metavar="S",
-        help="database: a trial silent this long has failed",
-    )
+    parser = cli.OneLineParser(PROG, description=DESCRIPTION, formatter_class=cli.HelpFormatter, allow_abbrev=False)
+    add = parser.add_argument_group("the study").add_argument
+    add("--study", required=True, metavar="NAME", help="the study's name: letters, digits, . _ -")
+    add("--trials", type=nonnegative_int, default=20, metavar="N", help="trials this command runs, over its workers")
+    add("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine")
+    add("--max-total-trials", type=positive_int, metavar="N", help="stop once the study holds N trials, every worker's")
+    add("--objective", choices=tuple(OBJECTIVES), default="quality", help=OBJECTIVE_HELP)
+    spaces = "all settings, the original's only, or the cheap ones (docs/tuner.md)"
+    add("--space", choices=tuple(SPACES), default="all", help=spaces)
+    add("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
+    add("--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality")
+    add("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N")
+    add("--storage", metavar="URL", help=f"default: {TUNE_DIR}/<study>.log; or postgresql://...")
+    add("--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats")
+    silent = "database: a trial silent this long has failed"
+    add("--grace-period", type=positive_int, default=120, metavar="S", help=silent)
     budget = parser.add_argument_group("each trial's budget and stopping rule (as in main.py)")
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for name, default in BUDGET.items():
-        add_field_flag(budget, fields[name], default)
-    confirm = parser.add_argument_group("confirmation")
-    confirm.add_argument("--confirm", type=nonnegative_int, default=0, metavar="K", help=CONFIRM_HELP)
-    confirm.add_argument(
-        "--confirm-seeds", type=seed_number, nargs="+", default=list(CONFIRM_SEEDS), metavar="SEED", help="5 or more"
-    )
-    confirm.add_argument(
-        "--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent"
-    )
-    confirm.add_argument(
-        "--confirm-trials",
-        type=nonnegative_int,
-        nargs="+",
-        default=[],
-        metavar="N",
-        help="retrain these finished trials instead of the K best (the one a preset was chosen from)",
-    )
+        cli.add_field_flag(budget, fields[name], default)
+    add = parser.add_argument_group("confirmation").add_argument
+    add("--confirm", type=nonnegative_int, default=0, metavar="K", help=CONFIRM_HELP)
+    add("--confirm-seeds", type=seed_number, nargs="+", default=list(CONFIRM_SEEDS), metavar="SEED", help="5 or more")
+    add("--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent")
+    named = "retrain these finished trials instead of the K best (the one a preset was chosen from)"
+    add("--confirm-trials", type=nonnegative_int, nargs="+", default=[], metavar="N", help=named)
     return parser
 
 
-def parse_arguments(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) -> tuple[StudySpec, Any]:
-    """The study the command line names and the command's other options; bad input exits with one line."""
+def parse_arguments(
+    argv: list[str] | None, config_cls: type, train: Callable[..., Any], root: Path = Path()
+) -> tuple[StudySpec, Any]:
+    """The study the command line names (in ``root``'s ``runs/tune/``, by default the working directory's) and
+    the command's other options; bad input exits with one line."""
     parser = build_parser(config_cls)
     args = parser.parse_args(argv)
     if problem := arguments_problem(args):
         parser.error(problem)
-    budget = {name: getattr(args, name) for name in BUDGET}
-    base = config_cls(**budget, **TRIAL_RUN_OPTIONS)
-    if problem := config_problem(base):
+    base = config_cls(**{name: getattr(args, name) for name in BUDGET}, **TRIAL_RUN_OPTIONS)
+    if problem := cli.config_problem(base):
         parser.error(problem)
     try:
-        storage = storage_location(args.storage, args.study)
+        storage = storage_location(args.storage, args.study, root)
     except UserError as exc:
         parser.error(str(exc))
-    folder = (TUNE_DIR / args.study).resolve()
-    plan = TrialPlan(base, args.space, args.objective, args.seed, folder, train)
+    plan = TrialPlan(base, args.space, args.objective, args.seed, (root / TUNE_DIR / args.study).resolve(), train)
     pruner = args.pruner or ("median" if args.objective == "quality" else "none")
     spec = StudySpec(args.study, storage, plan, args.sampler, pruner, args.heartbeat_interval, args.grace_period)
     return spec, args
@@ -179,18 +134,12 @@ def arguments_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- the workers
-
-
 @dataclass
 class Budget:
-    """The trials this command may still start, shared by its workers (``claim`` before each trial).
+    """The trials this command may still start, shared by its workers: ``claim`` one before each trial.
 
-    The count of the study's trials and the new trial's creation happen under one lock, which the
-    objective lets go of once the trial exists: two workers of one command never pass
-    ``--max-total-trials`` together. (Workers of different machines count the storage alone, as
-    Optuna's ``MaxTrialsCallback(n, states=None)`` does, and may pass it by one each.) A queued trial
-    (the original defaults, a trial stopped by Ctrl-C) counts once it starts.
+    Counting the study's trials and creating the next one happen under one lock, so two workers of one
+    command never pass ``--max-total-trials``; other machines count the storage alone and may pass it by one.
     """
 
     trials: int
@@ -261,8 +210,6 @@ def study_worker(index: int, stop: processes.StopFlag, spec: StudySpec, budget: 
 
 def run_study(spec: StudySpec, study: Any, trials: int, jobs: int, max_total: int | None) -> int | None:
     """Run up to ``trials`` trials on ``jobs`` worker processes; return the signal that stopped them, if any."""
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     budget = Budget(trials, max_total, context.Value("i", 0), context.Lock())
     workers = processes.start(study_worker, (spec, budget), jobs)
@@ -275,14 +222,11 @@ def run_study(spec: StudySpec, study: Any, trials: int, jobs: int, max_total: in
     return processes.watch(workers, ended, lambda text: print(text, file=sys.stderr, flush=True))
 
 
-# ---------------------------------------------------------------- the command
-
-
-def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) -> int:
+def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any], root: Path = Path()) -> int:
     """The command: open (or make) the study, run the trials, report, confirm; returns the exit status."""
     import optuna
 
-    spec, args = parse_arguments(argv, config_cls, train)
+    spec, args = parse_arguments(argv, config_cls, train, root)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     stopped_by = None
     try:
@@ -312,10 +256,10 @@ def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any]) ->
 def say_where(study: Any, spec: StudySpec, args: argparse.Namespace) -> None:
     """The first line: which study, where, how many trials it holds, and what this command will do."""
     held = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
-    where = spec.storage if "://" in spec.storage else relative(spec.storage)
+    where = hide_password(spec.storage) if "://" in spec.storage else relative(spec.storage)
     pruner = f", pruner {spec.pruner}" if spec.plan.objective == "quality" else ""
     print(
-        f"study {spec.name} in {hide_password(where) if '://' in where else where}: {held or 'new, no'} trials so far; "
+        f"study {spec.name} in {where}: {held or 'new, no'} trials so far; "
         f"objective {spec.plan.objective}, sampler {spec.sampler}{pruner}; this command: up to {args.trials} "
         f"trials on {args.jobs} worker process{'es' if args.jobs > 1 else ''}; trials in {relative(spec.plan.folder)}/"
     )
@@ -323,8 +267,7 @@ def say_where(study: Any, spec: StudySpec, args: argparse.Namespace) -> None:
 
 def relative(path: str | os.PathLike) -> str:
     """``path`` relative to the working directory when it lies below it, as the user would type it."""
-    full = Path(path)
     try:
-        return str(full.relative_to(Path.cwd()))
+        return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
-        return str(full)
+        return str(Path(path))

@@ -1,18 +1,14 @@
-"""``tune.py --confirm K``: retrain the K best settings on fresh seeds and evaluate the saved agents.
-
-A study picks its best trial on the seeds it trained and evaluated on; settings that won there can
-lose on others (rl-baselines3-zoo's users report tuned settings that do not reproduce). Here each of
-the K best is trained again on every ``--confirm-seeds`` (seeds no trial used) with the study's budget
-and stopping rule, and the agent each run saves (its checkpoint if the rule passed, else ``best.pth``,
-as ``benchmarks/compare.py`` takes them) plays ``--confirm-episodes`` greedy episodes from seed
-2,000,000, which no run trains, films or selects on. Only these figures are results.
-Each run keeps ``result.json`` in its folder; the same command again reuses the finished ones.
+"""``tune.py --confirm K``: settings that won on the seeds a study trained on can lose on others, so
+each of the K best is trained again on every ``--confirm-seeds`` with the study's budget and rule, and the
+agent it saves (as ``benchmarks/compare.py`` takes it) plays greedy episodes on seeds no run trains, films
+or selects on. Only these figures are results. Each run keeps ``result.json``, which a rerun reuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import statistics
 import sys
 from collections.abc import Callable
@@ -27,7 +23,7 @@ from dqnkit.run.files import write_text
 from dqnkit.run.folder import BEST_WEIGHTS
 from dqnkit.tune.report import TRIAL_RUN_OPTIONS, best_config, best_trials
 from dqnkit.tune.study import StudySpec
-from dqnkit.tune.trial import TrialReport, inside
+from dqnkit.tune.trial import TrialReport
 
 
 @dataclass
@@ -41,30 +37,23 @@ class ConfirmRun:
 
 
 def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
-    """Retrain and evaluate the ``args.confirm`` best trials (or ``args.confirm_trials``); print and keep the figures.
-
-    Returns the signal that stopped the workers, if one did.
-    """
+    """Retrain and evaluate the ``args.confirm`` best trials (or ``args.confirm_trials``); print and keep the
+    figures. Returns the signal that stopped the workers, if one did."""
     best = chosen_trials(study, spec, args.confirm, args.confirm_trials)
-    runs = [
-        ConfirmRun(t.number, seed, _trial_config(t, spec, seed), spec.plan.folder / "confirm" / _name(t.number, seed))
-        for t in best
-        for seed in args.confirm_seeds
-    ]
-    numbers = ", ".join(str(t.number) for t in best)
-    print(
-        f"confirming {'the trials named' if args.confirm_trials else f'the {len(best)} best'} ({numbers})"
-        f" on seeds {', '.join(map(str, args.confirm_seeds))}: {len(runs)} runs on {args.jobs} worker processes",
-        flush=True,
-    )
-    import multiprocessing
-
+    runs, folder = [], spec.plan.folder / "confirm"
+    for t in best:
+        for seed in args.confirm_seeds:  # each trained as a trial is: quiet, no videos, in a folder of its own
+            cfg = dataclasses.replace(best_config(t, spec), seed=seed, **TRIAL_RUN_OPTIONS)
+            runs.append(ConfirmRun(t.number, seed, cfg, folder / f"trial-{t.number:04d}-seed-{seed}"))
+    what = "the trials named" if args.confirm_trials else f"the {len(best)} best"
+    named, seeds = ", ".join(str(t.number) for t in best), ", ".join(map(str, args.confirm_seeds))
+    print(f"confirming {what} ({named}) on seeds {seeds}: {len(runs)} runs on {args.jobs} worker processes", flush=True)
     started = multiprocessing.get_context("spawn").Value("i", 0)
     workers = processes.start(confirm_worker, (runs, started, spec.plan.train, args.confirm_episodes), args.jobs)
     stopped_by = processes.watch(workers, lambda process: None, lambda text: print(text, file=sys.stderr, flush=True))
     if stopped_by is not None:
         return stopped_by
-    results = [_load(run, args.confirm_episodes) for run in runs]
+    results = [kept_result(run, args.confirm_episodes) for run in runs]
     rows = [summarize([r for r in results if r and r["trial"] == t.number], t.number) for t in best]
     print("\n".join(confirm_table(rows, args.confirm_seeds, args.confirm_episodes)))
     path = spec.plan.folder / "confirm.json"
@@ -80,23 +69,13 @@ def chosen_trials(study: Any, spec: StudySpec, k: int, numbers: list[int]) -> li
         if not best:
             raise UserError("--confirm: no trial of the study has finished yet")
         return best
-    trials = study.get_trials(deepcopy=False)
-    done = {t.number: t for t in trials if t.state.name == "COMPLETE"}
+    done = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
     if missing := [n for n in numbers if n not in done]:
         raise UserError(f"--confirm-trials: trial {missing[0]} of study {spec.name} has not finished (or is not there)")
     return [done[n] for n in numbers]
 
 
-def _name(trial: int, seed: int) -> str:
-    return f"trial-{trial:04d}-seed-{seed}"
-
-
-def _trial_config(trial: Any, spec: StudySpec, seed: int) -> Any:
-    """The trial's settings on ``seed``, trained as a trial is (quiet, no videos, in its folder)."""
-    return dataclasses.replace(best_config(trial, spec), seed=seed, **TRIAL_RUN_OPTIONS)
-
-
-def _load(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
+def kept_result(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
     """The result a run kept, if it was made with these settings and this many evaluation episodes."""
     try:
         saved = json.loads((run.folder / "result.json").read_text())
@@ -116,7 +95,7 @@ def confirm_worker(
         if i >= len(runs):
             return
         run = runs[i]
-        if _load(run, episodes) is not None:
+        if kept_result(run, episodes) is not None:
             continue  # an earlier command finished it
         result = confirm_run(run, train, episodes, stop)
         if result is None:
@@ -129,17 +108,14 @@ def confirm_worker(
 def confirm_run(run: ConfirmRun, train: Callable[..., Any], episodes: int, stop: Callable[[], bool]) -> dict | None:
     """Train ``run``, then play its saved agent greedily on the unseen seeds; None if it was stopped."""
     hook = TrialReport(None, report=False, stopping=stop)
-    result: dict[str, Any] = {"trial": run.trial, "seed": run.seed, "episodes": episodes}
-    result["config"] = dataclasses.asdict(run.cfg)
+    result = {"trial": run.trial, "seed": run.seed, "episodes": episodes, "config": dataclasses.asdict(run.cfg)}
     try:
-        with inside(run.folder):
-            trained = train(run.cfg, out=lambda _: None, hooks=[hook])
-            if trained.stopped_by is not None or hook.stop is not None:
-                return None
-            saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
-            agent = evaluate(
-                saved, episodes, UNSEEN_SEED_BASE, env_id=run.cfg.env, max_steps=run.cfg.max_steps, out=lambda _: None
-            )
+        trained = train(run.cfg, out=lambda _: None, hooks=[hook], root=run.folder)
+        if trained.stopped_by is not None or hook.stop is not None:
+            return None
+        saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
+        cfg = run.cfg
+        agent = evaluate(saved, episodes, UNSEEN_SEED_BASE, env_id=cfg.env, max_steps=cfg.max_steps, out=lambda _: None)
     except UserError as exc:  # a diverging loss, say: this seed's run has no agent
         return {**result, "error": first_line(exc)}
     measured = hook.outcome(run.cfg.episodes * run.cfg.max_steps)

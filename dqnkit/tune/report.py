@@ -20,26 +20,13 @@ from dqnkit.tune.study import StudySpec
 # The run options every trial sets (trials train quietly, film nothing, stop when their agent passes
 # and save it in their own folder); best_config.json puts them back to the defaults of main.py.
 TRIAL_RUN_OPTIONS = {"video": False, "quiet": True, "keep_training": False, "checkpoint": "checkpoint.pth"}
-RECORDED = (
-    "start",
-    "seed",
-    "passed",
-    "score",
-    "landed",
-    "mean_length",
-    "saved_episode",
-    "episodes",
-    "steps",
-    "cpu_seconds",
-    "wall_seconds",
-    "time_cost",
-    "reason",
-    "worker",
-    "folder",
-)
+# The user attributes of a trial, in the columns of trials.csv.
+RECORDED = ("start", "seed", "passed", "score", "landed", "mean_length", "saved_episode", "episodes", "steps")
+RECORDED += ("cpu_seconds", "wall_seconds", "time_cost", "reason", "worker", "folder")
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
-def _number(value: Any) -> str:
+def short(value: Any) -> str:
     """A parameter value, short: 4 significant digits for floats."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -47,27 +34,26 @@ def _number(value: Any) -> str:
 def differing(params: dict[str, Any], spec: StudySpec) -> str:
     """The parameters that differ from the original defaults, as ``name=value, ...``."""
     default = params_of(spec.plan.base, spec.plan.space)
-    changed = [f"{k}={_number(v)}" for k, v in params.items() if default.get(k) != v]
+    changed = [f"{k}={short(v)}" for k, v in params.items() if default.get(k) != v]
     return ", ".join(changed) or "the original defaults"
 
 
 def outcome_text(attrs: dict[str, Any], objective: str = "quality") -> str:
-    """The saved agent and the cost of a trial, as its user attributes recorded them.
-
-    Under a time objective, a run that never passed says what it is charged (see ``tuning_trial.time_cost``).
-    """
+    """The saved agent and the cost of a trial, from its user attributes; under a time objective, what a
+    run that never passed is charged (:func:`dqnkit.tune.trial.time_cost`)."""
     parts = []
     if attrs.get("score") is not None:
         which = "" if attrs.get("passed") else f" (best evaluation, episode {attrs.get('saved_episode')})"
         parts.append(f"score {attrs['score']:.1f}, landed {attrs['landed']:.0%}{which}")
     if "steps" in attrs:
         if attrs["passed"]:
-            parts.append(f"passed at episode {attrs['saved_episode']}: ")
+            cost = f"passed at episode {attrs['saved_episode']}: "
         else:
-            parts.append(f"not passed in {attrs['episodes']} episodes: ")
-        parts[-1] += f"{attrs['steps']:,} steps, {attrs['cpu_seconds']:.1f} CPU s"
+            cost = f"not passed in {attrs['episodes']} episodes: "
+        cost += f"{attrs['steps']:,} steps, {attrs['cpu_seconds']:.1f} CPU s"
         if objective != "quality" and not attrs["passed"]:
-            parts[-1] += f", charged {attrs['time_cost']:.1f} CPU s as if it had played its whole budget"
+            cost += f", charged {attrs['time_cost']:.1f} CPU s as if it had played its whole budget"
+        parts.append(cost)
     return "; ".join(parts)
 
 
@@ -96,7 +82,7 @@ def best_trials(study: Any, spec: StudySpec) -> list[Any]:
 
 def state_counts(trials: list[Any]) -> dict[str, int]:
     """How many of ``trials`` are in each state: COMPLETE, PRUNED, FAIL, RUNNING, WAITING."""
-    return {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    return {s: sum(t.state.name == s for t in trials) for s in STATES}
 
 
 def summary_lines(study: Any, spec: StudySpec) -> list[str]:
@@ -127,9 +113,10 @@ def best_config(trial: Any, spec: StudySpec) -> Any:
     return dataclasses.replace(cfg, **{k: getattr(default, k) for k in TRIAL_RUN_OPTIONS})
 
 
-def write_trials_csv(study: Any, path: Path) -> None:
-    """Every trial, one row: state, values, what it recorded, and its parameters."""
-    trials = study.get_trials(deepcopy=False)
+def write_report(study: Any, spec: StudySpec) -> list[Path]:
+    """trials.csv (every trial: state, values, what it recorded, its parameters), best_config.json (once a
+    trial has finished) and the plots, in the study's folder."""
+    folder, trials = spec.plan.folder, study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
     values = [f"value_{i}" for i in range(len(study.directions))]
     buf = io.StringIO()
@@ -140,16 +127,9 @@ def write_trials_csv(study: Any, path: Path) -> None:
         row += [t.user_attrs.get(k, "") for k in RECORDED]
         row += [t.datetime_start or "", t.datetime_complete or ""]
         writer.writerow(row + [t.params.get(p, "") for p in params])
-    write_text(path, buf.getvalue())
-
-
-def write_report(study: Any, spec: StudySpec) -> list[Path]:
-    """trials.csv, best_config.json (once a trial has finished) and the plots, in the study's folder."""
-    folder = spec.plan.folder
     written = [folder / "trials.csv"]
-    write_trials_csv(study, written[0])
-    best = best_trials(study, spec)
-    if best:
+    write_text(written[0], buf.getvalue())
+    if best := best_trials(study, spec):
         cfg = dataclasses.asdict(best_config(best[0], spec))
         write_text(folder / "best_config.json", json.dumps(cfg, indent=2) + "\n")
         written.append(folder / "best_config.json")
@@ -157,14 +137,14 @@ def write_report(study: Any, spec: StudySpec) -> list[Path]:
 
 
 def write_plots(study: Any, spec: StudySpec) -> list[Path]:
-    """The PNG plots that the study's trials allow; a plot that cannot be drawn yet is left out."""
+    """The PNG plots that the study's trials allow: an empty figure says nothing."""
     from optuna.visualization import matplotlib as plots
 
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     two = len(spec.directions) == 2
     first = {"target": (lambda t: t.values[0]), "target_name": "score"} if two else {}
-    wanted = {}  # only the plots that have something to show: an empty figure says nothing
+    wanted = {}
     if complete >= 1:
         wanted["history"] = lambda: plots.plot_optimization_history(study, **first)
     if complete >= 2:  # importances compare finished trials
@@ -178,10 +158,8 @@ def write_plots(study: Any, spec: StudySpec) -> list[Path]:
 
 
 def save_plot(plot: Callable[[], Any], path: Path) -> bool:
-    """Draw ``plot()`` (an ``optuna.visualization.matplotlib`` call) into the PNG ``path``, atomically.
-
-    False, and nothing written, when the study has too few finished trials for this plot.
-    """
+    """Draw ``plot()`` (an ``optuna.visualization.matplotlib`` call) into the PNG ``path``, atomically;
+    False, and nothing written, when the study has too few finished trials for it."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, no display needed

@@ -1,16 +1,12 @@
 """The search space of ``tune.py``: which settings a trial draws, from which ranges, and why.
 
-Ranges are rl-baselines3-zoo's DQN space (``rl_zoo3/hyperparams_opt.py``, ``sample_dqn_params``)
-wherever it has the setting, translated to this project's names; the rest are the options beyond the
-original DQN, each with off among its values. Every trial draws every parameter of its space (a flat
-space, no parameter that exists only for some values of another), so that multivariate TPE models
-them together. The original defaults and ``--preset fast`` are points of the space: a study runs
-them first (:func:`params_of` turns a configuration into its parameters).
+Ranges are rl-baselines3-zoo's DQN space (``sample_dqn_params``) wherever it has the setting, in this
+project's names; the options beyond the original DQN each have off among their values. The space is
+flat (every trial draws every parameter) so that multivariate TPE models them together.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,13 +74,10 @@ FAST = (
     Param("subsample_steps", "choice", (8,), "one gradient step per learning step"),
     Param("target_update_every", "choice", (0,), "the soft update"),
     Param("epsilon_decay_steps", "int", (0, 30_000, 1_000), "0 = per episode"),
-    Param("double_dqn", "choice", (False, True), "off or on"),
-    Param("dueling", "choice", (False, True), "off or on"),
+    *(p for p in SPACE if p.name in ("double_dqn", "dueling")),
     Param("n_step", "choice", (1, 3, 5), "1 = off"),
     Param("lr_decay_steps", "choice", (0, 100_000, 250_000), f"to {LR_END_SHARE:g}x the rate; 0 = off"),
-    Param("loss", "choice", ("mse", "huber"), "SB3's DQN uses huber"),
-    Param("grad_clip", "choice", (0.0, 10.0), "SB3's DQN clips at 10; 0 = off"),
-    Param("prioritized_replay", "choice", (False, True), "off or on"),
+    *(p for p in SPACE if p.name in ("loss", "grad_clip", "prioritized_replay")),
     Param("eval_every", "choice", (10, 20, 50), "episodes between checks of the stopping rule"),
 )
 SPACES = {"all": SPACE, "original": tuple(p for p in SPACE if p.original), "fast": FAST}
@@ -120,10 +113,8 @@ def draw(trial: Any, space: str) -> dict[str, Any]:
 
 
 def config_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Config fields from a trial's parameters: ``subsample_steps`` becomes ``gradient_steps``, as in the zoo.
-
-    A learning-rate decay ends at :data:`LR_END_SHARE` of the rate.
-    """
+    """Config fields from a trial's parameters: ``subsample_steps`` becomes ``gradient_steps``, as in the zoo,
+    and a learning-rate decay ends at :data:`LR_END_SHARE` of the rate."""
     fields = dict(params)
     if "subsample_steps" in fields:
         fields["gradient_steps"] = max(fields["learn_every"] // fields.pop("subsample_steps"), 1)
@@ -133,11 +124,8 @@ def config_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def params_of(cfg: Any, space: str) -> dict[str, Any]:
-    """The parameters that give ``cfg``'s settings (the inverse of :func:`config_overrides`).
-
-    ValueError when ``cfg`` is not a point of the space: a value outside a range, a gradient-steps
-    count no ``subsample_steps`` gives, or a learning-rate end other than :data:`LR_END_SHARE`.
-    """
+    """The parameters that give ``cfg``'s settings (the inverse of :func:`config_overrides`); ValueError when
+    ``cfg`` is no point of the space (so a study can queue the original defaults and the preset first)."""
     params: dict[str, Any] = {}
     for p in SPACES[space]:
         if p.name == "subsample_steps":
@@ -158,10 +146,3 @@ def params_of(cfg: Any, space: str) -> dict[str, Any]:
 def fingerprint(space: str) -> str:
     """The named space as text, stored with a study so that another space cannot continue it."""
     return json.dumps([[p.name, p.kind, list(p.values)] for p in SPACES[space]])
-
-
-def settings_differing(cfg: Any, default: Any, space: str) -> dict[str, Any]:
-    """The Config fields the space sets in ``cfg`` whose values differ from ``default``'s."""
-    names = {p.name for p in SPACES[space]} - {"subsample_steps"} | {"gradient_steps", "learning_rate_end"}
-    mine, theirs = dataclasses.asdict(cfg), dataclasses.asdict(default)
-    return {name: mine[name] for name in sorted(names) if mine[name] != theirs[name]}

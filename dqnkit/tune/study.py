@@ -1,18 +1,17 @@
 """The study of ``tune.py``: its storage, sampler and pruner, and what makes a study the same study.
 
-Storage, as Optuna advises: a journal file for any number of processes on one machine (the default,
-``runs/tune/<study>.log``), a database (PostgreSQL) for several machines, never SQLite for parallel
-workers. A database has heartbeats: a trial whose worker stopped beating is failed by the next worker
-that starts a trial. A journal file has none; on this machine, a trial whose worker process is gone
-is failed by the command (:func:`fail_orphaned_trials`).
+Storage as Optuna advises: a journal file for one machine's processes, PostgreSQL for several machines
+(with heartbeats), never SQLite for parallel workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,34 +42,23 @@ class StudySpec:
 
     @property
     def directions(self) -> tuple[str, ...]:
-        """The directions of the objective values."""
         return OBJECTIVES[self.plan.objective]
 
     def identity(self) -> dict[str, Any]:
         """What a study keeps from its first command; a later command must ask for the same."""
-        budget = dataclasses.asdict(self.plan.base)
-        budget.pop("seed")
-        return {
-            "objective": self.plan.objective,
-            "space": self.plan.space,
-            "space_fingerprint": fingerprint(self.plan.space),
-            "seed": self.plan.seed,
-            "budget": budget,
-        }
+        plan, budget = self.plan, dataclasses.asdict(self.plan.base)
+        del budget["seed"]
+        space = {"space": plan.space, "space_fingerprint": fingerprint(plan.space)}
+        return {"objective": plan.objective, **space, "seed": plan.seed, "budget": budget}
 
 
-# ---------------------------------------------------------------- storage
-
-
-def storage_location(given: str | None, name: str) -> str:
-    """``--storage`` as the workers open it: an absolute journal path, or a database URL.
-
-    A bad value is a one-line :class:`UserError`; nothing is connected to or written here.
-    """
+def storage_location(given: str | None, name: str, root: Path = Path()) -> str:
+    """``--storage`` as the workers open it: an absolute journal path (relative ones are under ``root``, the
+    working directory by default) or a database URL. A bad one is a one-line :class:`UserError`."""
     if given is None:
-        return str((TUNE_DIR / f"{name}.log").resolve())
+        return str((root / TUNE_DIR / f"{name}.log").resolve())
     if given.endswith(".log") and "://" not in given:
-        return str(Path(given).resolve())
+        return str((root / given).resolve())
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -88,54 +76,48 @@ def storage_location(given: str | None, name: str) -> str:
 
 
 def open_storage(spec: StudySpec) -> Any:
-    """The Optuna storage of ``spec``: opens the journal file or connects to the database.
-
-    Journal: the file and its folder are created only by :func:`create_study`. Database:
-    unreachable, refused or missing is a one-line :class:`UserError`.
-    """
+    """The Optuna storage of ``spec``: its journal file, or its database (an unreachable, refusing or missing
+    one is a one-line :class:`UserError`)."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if "://" not in spec.storage:
-        path = Path(spec.storage)
-        check_journal(path)
-        try:
-            storage = JournalStorage(JournalFileBackend(str(path)))
-            storage.get_all_studies()  # reads the file through
-            return storage
-        except Exception as exc:
-            raise UserError(f"{path} is not an Optuna journal file ({type(exc).__name__}: {first_line(exc)})") from None
+        return journal_storage(Path(spec.storage))
     connect = {"connect_args": {"connect_timeout": 10}} if spec.storage.startswith("postgresql") else {}
+    beats = {"heartbeat_interval": spec.heartbeat_interval, "grace_period": spec.grace_period}
     try:
         with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                spec.storage,
-                engine_kwargs={"pool_pre_ping": True, **connect},
-                heartbeat_interval=spec.heartbeat_interval,
-                grace_period=spec.grace_period,
-            )
-    except Exception as exc:
-        raise UserError(f"cannot open --storage {hide_password(spec.storage)}: {database_error(exc)}") from None
+            return optuna.storages.RDBStorage(spec.storage, engine_kwargs={"pool_pre_ping": True, **connect}, **beats)
+    except Exception as exc:  # the line that says what went wrong, without SQLAlchemy's wrapping
+        error = first_line(Exception(str(getattr(exc, "orig", None) or exc))).removeprefix("connection failed: ")
+        if isinstance(exc, ImportError):
+            error = "the driver is missing: pip install -r requirements-tune.txt"
+        raise UserError(f"cannot open --storage {hide_password(spec.storage)}: {error}") from None
 
 
-def check_journal(path: Path) -> None:
-    """Refuse a file that is not an Optuna journal (Optuna would skip a line it cannot read, then append to it)."""
-    import json
+def journal_storage(path: Path) -> Any:
+    """The journal file ``path`` as an Optuna storage; a file that is not a journal is a one-line :class:`UserError`.
+    Opening creates a missing file: :func:`open_study` opens one only once every check has passed."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    try:
+    try:  # Optuna would skip a first line it cannot read, then append to the file
         with open(path, "rb") as fh:
             first = fh.readline()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
         entry = json.loads(first) if first else {"op_code": 0}
+    except FileNotFoundError:
+        entry = {"op_code": 0}
     except ValueError:
         entry = None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(entry, dict) or "op_code" not in entry:
         raise UserError(f"{path} is not an Optuna journal file: its first line is no journal entry")
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage.get_all_studies()  # reads the file through
+        return storage
+    except Exception as exc:
+        raise UserError(f"{path} is not an Optuna journal file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def hide_password(url: str) -> str:
@@ -145,32 +127,18 @@ def hide_password(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def database_error(exc: Exception) -> str:
-    """The line of a database error that says what went wrong, without SQLAlchemy's wrapping."""
-    text = str(getattr(exc, "orig", None) or exc)
-    line = first_line(Exception(text))
-    if isinstance(exc, ImportError):
-        return "the driver is missing: pip install -r requirements-tune.txt"
-    return line.removeprefix("connection failed: ")
-
-
-# ---------------------------------------------------------------- sampler and pruner
-
-
 def make_sampler(spec: StudySpec) -> Any:
-    """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling, seeded per trial."""
-    return PerTrialSeed(lambda seed: one_sampler(spec.sampler, seed), spec.plan.seed)
-
-
-def one_sampler(kind: str, seed: int) -> Any:
-    """An Optuna sampler of ``kind`` ("tpe" or "random") with ``seed``."""
+    """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling, seeded afresh for every trial."""
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
+    def one(seed: int) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if spec.sampler == "random":
+                return optuna.samplers.RandomSampler(seed=seed)
+            return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
+
+    return PerTrialSeed(one, spec.plan.seed)
 
 
 def sampler_seed(study_seed: int, number: int) -> int:
@@ -179,15 +147,12 @@ def sampler_seed(study_seed: int, number: int) -> int:
 
 
 class PerTrialSeed:
-    """A sampler whose draws for trial N depend only on the study seed, N and the trials before it.
+    """A sampler whose draws for trial N depend only on the study seed, N and the trials before it: the
+    storage numbers trials once across workers, commands and machines, so no two trials share a seed (one
+    seed per worker let two commands started together draw the same settings). Optuna calls ``before_trial``
+    before any draw; every other call goes to the sampler made there."""
 
-    The storage numbers trials once across every worker, command and machine, so no two trials
-    share a seed: two commands started together on one study no longer draw the same settings
-    (one seed per worker did, on the first study), and one command on a fresh study draws
-    the same sequence every time. Optuna calls ``before_trial`` before any parameter is drawn.
-    """
-
-    def __init__(self, make: Any, study_seed: int) -> None:
+    def __init__(self, make: Callable[[int], Any], study_seed: int) -> None:
         self.make, self.study_seed = make, study_seed
         self.inner = make(sampler_seed(study_seed, -1))
 
@@ -195,28 +160,15 @@ class PerTrialSeed:
         self.inner = self.make(sampler_seed(self.study_seed, trial.number))
         self.inner.before_trial(study, trial)
 
-    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
-        return self.inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
-        return self.inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
-        return self.inner.sample_independent(study, trial, name, distribution)
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
+    def __getattr__(self, name: str) -> Any:  # sample_relative, sample_independent, after_trial, ...
+        if name == "inner":  # not set yet: no endless recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def make_pruner(spec: StudySpec) -> Any:
-    """The pruner; its steps are episodes, its values the evaluation means of ``--eval-every``.
-
-    median: no pruning before a third of the budget (rl-baselines3-zoo's warm-up), nor before
-    5 trials have finished; halving: successive halving with rungs at a ninth, a third and all of it.
-    """
+    """The pruner, on each evaluation's mean at its episode. median: not before a third of the budget
+    (rl-baselines3-zoo's warm-up) nor 5 finished trials; halving: rungs at a ninth, a third and all of it."""
     import optuna
 
     episodes = spec.plan.base.episodes
@@ -227,15 +179,12 @@ def make_pruner(spec: StudySpec) -> Any:
     return optuna.pruners.NopPruner()
 
 
-# ---------------------------------------------------------------- the study
-
-
-def load_study(spec: StudySpec, storage: Any, sampler: Any = None) -> Any:
+def load_study(spec: StudySpec, storage: Any) -> Any:
     """The study ``spec`` names, checked to be the same study; None if the storage has none of that name."""
     import optuna
 
     try:
-        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec))
+        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
     except KeyError:
         return None
     check_identity(study, spec)
@@ -288,18 +237,12 @@ def create_study(spec: StudySpec, storage: Any) -> Any:
 
 def open_study(spec: StudySpec) -> Any:
     """Load the study, or create it (and the journal file and study folder); one line on any problem.
-
-    Nothing is written before every check has passed: a journal file is opened only if it exists.
-    """
+    Nothing is written before every check has passed: a journal file is opened only if it exists."""
     journal = "://" not in spec.storage
-    storage = None
-    if not journal or Path(spec.storage).exists():
-        storage = open_storage(spec)
-        study = load_study(spec, storage)
-        if study is not None:
-            return study
-    leftovers = sorted(spec.plan.folder.glob("trial-*"))
-    if leftovers:
+    storage = open_storage(spec) if not journal or Path(spec.storage).exists() else None
+    if storage is not None and (study := load_study(spec, storage)) is not None:
+        return study
+    if leftovers := sorted(spec.plan.folder.glob("trial-*")):
         raise UserError(
             f"{spec.plan.folder} holds trials of an earlier study {spec.name} whose storage has no such study "
             f"({leftovers[0].name}, ...); move that folder away or give another --study"
@@ -313,11 +256,8 @@ def open_study(spec: StudySpec) -> Any:
 
 
 def fail_orphaned_trials(study: Any) -> list[int]:
-    """Fail the running trials of this machine whose worker process is gone (killed); return their numbers.
-
-    The journal file has no heartbeat, so a trial of a killed worker would stay RUNNING; its
-    worker is recorded as ``host:pid`` (``worker`` user attribute).
-    """
+    """Fail the RUNNING trials of this machine whose worker process (``host:pid``, the ``worker`` user
+    attribute) is gone; return their numbers. A journal file has no heartbeat to do it."""
     from optuna.trial import TrialState
 
     host, failed = socket.gethostname(), []
@@ -332,19 +272,15 @@ def fail_orphaned_trials(study: Any) -> list[int]:
 
 
 def requeue_unfinished(study: Any) -> list[int]:
-    """Queue again the settings of trials that Ctrl-C or a killed worker stopped; return their numbers.
-
-    Those trials say nothing about their settings; so the next command runs them (the original
-    defaults, say) instead of losing them. Each is queued once (``retry_of`` names it).
-    """
+    """Queue again, once each (``retry_of``), the settings of trials that Ctrl-C or a killed worker stopped,
+    so that the next command runs them (the original defaults, say); return their numbers."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     queued = {t.user_attrs.get("retry_of") for t in trials}
     again = []
     for trial in trials:
-        reason = str(trial.user_attrs.get("reason", ""))
-        stopped = reason.startswith("interrupted") or reason.startswith("its worker")
+        stopped = str(trial.user_attrs.get("reason", "")).startswith(("interrupted", "its worker"))
         if trial.state == TrialState.FAIL and stopped and trial.number not in queued:
             attrs = {"retry_of": trial.number, **{k: v for k, v in trial.user_attrs.items() if k == "start"}}
             study.enqueue_trial(trial.params, user_attrs=attrs)

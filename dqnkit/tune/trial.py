@@ -1,20 +1,14 @@
-"""One trial of ``tune.py``: a real training run, ``main.train`` with one more hook.
-
-The hook (:class:`TrialReport`) hands each greedy evaluation of ``--eval-every`` to Optuna as an
-intermediate value, stops the run when the pruner says so, and measures what the run cost until its
-agent passed the stopping rule. Each trial trains in a folder of its own, ``runs/tune/<study>/trial-NNNN/``,
-as ``python main.py`` would in that folder: its ``runs/<run>/`` and its ``checkpoint.pth`` stay there
-(all but the training state, which a trial never resumes from).
+"""One trial of ``tune.py``: a real training run, ``main.train`` with one more hook (:class:`TrialReport`),
+with ``runs/tune/<study>/trial-NNNN/`` as its ``root``: its ``runs/<run>/`` and ``checkpoint.pth`` stay there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,23 +32,14 @@ class Interrupted(Exception):
 
 @dataclass
 class TrialPlan:
-    """What every trial of a study shares: handed to each worker process, so it must pickle.
+    """What every trial of a study shares; handed to each worker process, so it must pickle."""
 
-    ``base`` is the configuration a trial starts from (the budget and the stopping rule; the searched
-    settings at their defaults), ``train`` is ``main.train``, ``folder`` the study's folder (absolute).
-    """
-
-    base: Any
+    base: Any  # the Config of the budget and stopping rule, the searched settings at their defaults
     space: str
     objective: str
-    seed: int
-    folder: Path
-    train: Callable[..., Any]
-
-
-def trial_seed(study_seed: int, number: int) -> int:
-    """The seed of trial ``number``: the study's seed plus the trial number, recorded with the trial."""
-    return study_seed + number
+    seed: int  # trial N trains with seed + N
+    folder: Path  # the study's, absolute
+    train: Callable[..., Any]  # main.train
 
 
 def worker_name() -> str:
@@ -62,27 +47,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@contextlib.contextmanager
-def inside(folder: Path) -> Iterator[None]:
-    """Work in ``folder`` (made if missing): a run there writes ``runs/<run>/`` and its checkpoint there.
-
-    The working directory belongs to the whole process; a worker runs one trial at a time.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    before = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 class TrialReport(Hook):
-    """The hook that makes a run a trial: reports, prunes, and measures the cost to a passing agent.
+    """The hook that makes a run a trial: it reports, prunes, and measures the cost to a passing agent.
 
-    With ``report`` (single-objective quality), each evaluation's mean goes to Optuna as the
-    intermediate value at its episode, and the run stops when ``trial.should_prune()`` says so.
-    ``stopping`` is asked after each episode: True stops the run (the worker was told to stop).
+    With ``report`` (single-objective quality), each evaluation's mean is Optuna's intermediate value at
+    its episode, and the run stops when ``trial.should_prune()``, or ``stopping()`` after any episode.
     """
 
     def __init__(self, trial: Any, report: bool, stopping: Callable[[], bool]) -> None:
@@ -97,12 +66,8 @@ class TrialReport(Hook):
         self.cpu_start, self.wall_start = time.process_time(), time.perf_counter()
 
     def on_episode(self, episode: Episode) -> None:
-        self.last = {
-            "episode": episode.episode,
-            "steps": episode.total_steps,
-            "cpu_seconds": time.process_time() - self.cpu_start,
-            "wall_seconds": time.perf_counter() - self.wall_start,
-        }
+        cpu, wall = time.process_time() - self.cpu_start, time.perf_counter() - self.wall_start
+        self.last = {"episode": episode.episode, "steps": episode.total_steps, "cpu_seconds": cpu, "wall_seconds": wall}
         evaluation = episode.evaluation
         if evaluation is not None:
             if self.best is None or evaluation.mean_score > self.best[1].mean_score:  # the first of equals
@@ -138,41 +103,23 @@ class TrialReport(Hook):
 
 
 def time_cost(record: dict[str, Any], ceiling_steps: int) -> float:
-    """The time objective: CPU seconds until the saved agent passed the stopping rule.
-
-    A run that never passes is charged as if it had played every step its budget allows
-    (``ceiling_steps``, episodes x max steps) at its own pace, so that it ranks behind any run of
-    that pace that passes, however short its failed episodes were.
-    """
+    """The time objective: CPU seconds until the saved agent passed the stopping rule. A run that never
+    passes is charged as if it had played every step its budget allows (``ceiling_steps``) at its own pace:
+    it ranks behind any run of that pace that passes, however short its failed episodes were."""
     if record["passed"]:
         return record["cpu_seconds"]
     return record["cpu_seconds"] * ceiling_steps / max(record["steps"], 1)
 
 
-def objective_values(objective: str, record: dict[str, Any]) -> float | tuple[float, float]:
-    """The value(s) a finished trial returns to Optuna under ``--objective``."""
-    if objective == "quality":
-        return record["score"]
-    if objective == "time":
-        return record["time_cost"]
-    return record["score"], record["time_cost"]
-
-
 def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> float | tuple[float, float]:
-    """The objective: train the settings ``trial`` draws, in the trial's folder; record and return what it gave.
-
-    A pruned run and a diverging one (NaN loss) raise ``optuna.TrialPruned``; a run stopped by
-    Ctrl-C raises :class:`Interrupted`; any other error fails the trial. The reason is kept as the
-    trial's ``reason``, and what the run measured as its other user attributes.
-    """
+    """The objective: train the settings ``trial`` draws in the trial's folder; record and return what it gave.
+    A pruned or diverging (NaN loss) run raises ``optuna.TrialPruned``, one stopped by Ctrl-C :class:`Interrupted`,
+    any other error fails the trial; the trial keeps the reason as ``reason``."""
     import optuna
 
     try:
         return _train_trial(trial, plan, stopping)
-    except (optuna.TrialPruned, Interrupted) as exc:
-        trial.set_user_attr("reason", str(exc))
-        raise
-    except UserError as exc:
+    except (optuna.TrialPruned, Interrupted, UserError) as exc:
         trial.set_user_attr("reason", first_line(exc))
         raise
     except Exception as exc:  # a bug: the trial fails with its reason, the study goes on
@@ -183,22 +130,21 @@ def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> floa
 def _train_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> float | tuple[float, float]:
     import optuna
 
-    seed = trial_seed(plan.seed, trial.number)
-    folder = plan.folder / f"trial-{trial.number:04d}"
+    seed, folder = plan.seed + trial.number, plan.folder / f"trial-{trial.number:04d}"
     trial.set_user_attr("seed", seed)
     trial.set_user_attr("folder", folder.name)
     cfg = dataclasses.replace(plan.base, **draw(trial, plan.space), seed=seed)
     hook = TrialReport(trial, report=plan.objective == "quality", stopping=stopping)
     try:
-        with inside(folder):
-            result = plan.train(cfg, out=lambda _: None, hooks=[hook])
+        result = plan.train(cfg, out=lambda _: None, hooks=[hook], root=folder)
     except UserError:
         if hook.diverged is None:
             raise
         episode = hook.last["episode"] + 1 if hook.last else 1
         raise optuna.TrialPruned(f"diverged in episode {episode}: {hook.diverged}") from None
     finally:
-        for key, value in hook.outcome(cfg.episodes * cfg.max_steps).items():
+        record = hook.outcome(cfg.episodes * cfg.max_steps)
+        for key, value in record.items():
             trial.set_user_attr(key, value)
         # A trial is never resumed, and its state holds the replay memory (76 MB at 1,000,000 transitions).
         for state in folder.glob(f"runs/*/{STATE_FILE}"):
@@ -207,4 +153,6 @@ def _train_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> f
         raise Interrupted(f"interrupted at episode {hook.last['episode'] if hook.last else 0}")
     if hook.stop == "pruned":
         raise optuna.TrialPruned(f"pruned at episode {hook.pruned_at}")
-    return objective_values(plan.objective, hook.outcome(cfg.episodes * cfg.max_steps))
+    if plan.objective == "quality":
+        return record["score"]
+    return record["time_cost"] if plan.objective == "time" else (record["score"], record["time_cost"])
