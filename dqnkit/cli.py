@@ -33,8 +33,6 @@ GROUP_DESCRIPTIONS = {
     ACTIONS: "other than training from scratch",
 }
 
-# ---------------------------------------------------------------- numbers
-
 
 def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
     try:
@@ -75,9 +73,6 @@ def seed_number(text: str) -> int:
     if value >= 2**32:
         raise argparse.ArgumentTypeError(f"must be less than 2**32 = {2**32} (NumPy's seeds), got {value}")
     return value
-
-
-# ---------------------------------------------------------------- the parser
 
 
 def setting(default: Any, help: str, check: Callable[[str], Any] | None = None, *, group: str, **extra: Any) -> Any:
@@ -185,9 +180,6 @@ def _add_actions(actions: argparse._ArgumentGroup) -> None:
     )
 
 
-# ---------------------------------------------------------------- parsing
-
-
 def parse_command_line(
     argv: list[str] | None, config_cls: type, presets: Mapping[str, Mapping[str, Any]]
 ) -> tuple[Any, dict[str, Any], set[str]]:
@@ -259,9 +251,6 @@ def config_problem(cfg: Any) -> str | None:
     if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
         return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None
-
-
-# ---------------------------------------------------------------- the script
 
 
 def run_script(main: Callable[[], int]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -97,7 +98,7 @@ def test_resuming_a_run_that_played_all_its_episodes_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue item 9: one line that says why nothing happens, status 0, nothing rewritten."""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(main, "train", functools.partial(main.train, root=tmp_path))  # the runs go under tmp_path
     assert main.main(["--episodes", "3", "--save-every", "1000", *TINY]) == 0
     (state,) = tmp_path.glob("runs/*/training_state.pth")
     files = {p.name: p.read_bytes() for p in state.parent.iterdir()}
@@ -240,8 +241,8 @@ def test_stopping_the_video_worker_ends_what_it_started_at_once(tmp_path: Path) 
             os.kill(child, signal.SIGKILL)
 
 
-def _train_in_child(cwd: str, argv: list[str]) -> None:
-    os.chdir(cwd)
+def _train_in_child(root: str, argv: list[str]) -> None:
+    main.train = functools.partial(main.train, root=root)  # the forked child's own main: its runs go under root
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process is killed, never closed
     sys.exit(main.main(argv))
 
@@ -331,7 +332,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(root: Path, tmp_path: Path
 
 
 def test_evaluate_reports_scores_and_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # about the working folder: evaluate films into its videos/, as a run does by default
     run = main.train(_cfg(tmp_path, episodes=2), out=_quiet)
     lines: list[str] = []
     result = evaluate(run.last_weights, episodes=5, seed=3, video=True, out=lines.append)

@@ -179,7 +179,7 @@ def test_save_on_a_full_disk_is_one_error_and_leaves_the_old_file(
 def test_a_full_disk_during_training_ends_with_one_line_and_the_state_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the command line's run: its files, and the paths it names, are the working folder's
+    monkeypatch.chdir(tmp_path)  # about the working folder: the run's files go there, and the error names them from it
     snapshot: dict[str, bytes] = {}
 
     def second_state_save(name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import signal
 import subprocess
@@ -26,6 +27,11 @@ TINY = ["--max-steps", "80", "--minibatch-size", "16", "--replay-buffer-size", "
 def _cfg(tmp_path: Path, **changes) -> main.Config:
     base = dict(max_steps=80, minibatch_size=16, replay_buffer_size=3000, seed=4, video=False, quiet=True)
     return main.Config(**{**base, "checkpoint": str(tmp_path / "checkpoint.pth"), **changes})
+
+
+def _runs_in(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """``main.main`` trains with its files under ``root`` (``main.train``'s), not in the working folder."""
+    monkeypatch.setattr(main, "train", functools.partial(main.train, root=root))
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -160,13 +166,12 @@ def test_an_error_inside_an_episode_keeps_the_last_weights_and_the_last_state(tm
 def test_an_os_error_is_one_line_that_says_what_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     real_train = main.train
     monkeypatch.setattr(
         main,
         "train",
         lambda cfg, resume=None: real_train(
-            cfg, resume=resume, hooks=[Breaks(OSError(28, "No space left on device"), at=3)]
+            cfg, resume=resume, hooks=[Breaks(OSError(28, "No space left on device"), at=3)], root=tmp_path
         ),
     )
     status = main.main(["--episodes", "6", "--no-video", "--quiet", *TINY])
@@ -174,7 +179,7 @@ def test_an_os_error_is_one_line_that_says_what_is_kept(
     (run_dir,) = tmp_path.glob("runs/*")
     assert status == 1 and err.splitlines() == [
         f"main.py: error: training stopped: No space left on device; the training state of episode 3 is saved: "
-        f"python main.py --resume {run_dir.relative_to(tmp_path) / 'training_state.pth'}"
+        f"python main.py --resume {run_dir / 'training_state.pth'}"
     ]
     assert _agree(run_dir) == 3
 
@@ -198,13 +203,12 @@ def test_a_full_disk_under_stdout_does_not_stop_training(tmp_path: Path) -> None
 def test_a_checkpoint_that_cannot_be_written_fails_at_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    _runs_in(monkeypatch, tmp_path)  # a relative --checkpoint is under the run's root
     (tmp_path / "d").mkdir()
     assert main.main(["--checkpoint", "d", *TINY]) == 1
-    assert (
-        capsys.readouterr().err
-        == "main.py: error: the checkpoint path d is a folder; give a file path, such as d/checkpoint.pth\n"
-    )
+    folder = tmp_path / "d"
+    refused = f"the checkpoint path {folder} is a folder; give a file path, such as {folder}/checkpoint.pth"
+    assert capsys.readouterr().err == f"main.py: error: {refused}\n"
     assert main.main(["--checkpoint", "w" * 240 + ".pth", *TINY]) == 1
     assert "the checkpoint's file name (244 bytes) is too long for this file system" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was started
@@ -282,7 +286,7 @@ REFUSED = [
 def test_settings_that_cannot_work_are_one_line_before_any_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args, status, message
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    _runs_in(monkeypatch, tmp_path)
     try:
         got = main.main([*args, "--no-video"])
     except SystemExit as exit:  # argparse's errors
@@ -297,8 +301,8 @@ def test_settings_that_cannot_work_are_one_line_before_any_training(
 def test_a_link_that_leads_nowhere_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], link: str, target: str
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    os.symlink(link if target == "loop" else "gone", link)  # a link to itself loops
+    _runs_in(monkeypatch, tmp_path)
+    os.symlink(link if target == "loop" else "gone", tmp_path / link)  # a link to itself loops
     assert main.main(["--episodes", "1", *TINY]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert (
@@ -334,7 +338,7 @@ def test_compare_checks_its_arguments_before_training() -> None:
 def test_another_environment_runs_to_its_end_with_its_own_outcomes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    _runs_in(monkeypatch, tmp_path)
     args = [
         "--env",
         "CartPole-v1",
@@ -357,18 +361,22 @@ def test_another_environment_runs_to_its_end_with_its_own_outcomes(
     assert "outcomes: terminated " in capsys.readouterr().out
 
 
-def test_damaged_videos_and_summaries_do_not_stop_the_progress_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = main.train(_cfg(tmp_path, episodes=4, video=True, video_every=1), out=lambda _: None)
+def test_damaged_videos_and_summaries_do_not_stop_the_progress_table(tmp_path: Path) -> None:
+    result = main.train(_cfg(tmp_path, episodes=4, video=True, video_every=1), out=lambda _: None, root=tmp_path)
     videos = tmp_path / "videos" / result.run_dir.name
     (videos / "episode_0001.mp4").write_bytes(b"")  # zero bytes
     (videos / "episode_0002.mp4").write_bytes(b"garbage" * 100)
     (videos / "episode_0003.json").write_text("{not json")
     for name in ("episode_0001.webp", "episode_0002.webp"):
         (videos / name).unlink()
-    assert main.main(["--progress", str(result.run_dir)]) == 0
+    done = subprocess.run(  # --progress finds the videos under the working folder
+        [sys.executable, str(ROOT / "main.py"), "--progress", str(result.run_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
     table = (result.run_dir / "progress.md").read_text()
     assert "[episode 1](" in table and "[episode 2](" in table  # linked, without a picture
     assert "episode_0004.webp" in table
@@ -379,7 +387,7 @@ def test_ctrl_c_before_any_state_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
 ) -> None:
     """Only a run that saved a training state says it is complete."""
-    monkeypatch.chdir(tmp_path)
+    _runs_in(monkeypatch, tmp_path)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,6 +9,7 @@ beyond the original (what ``agent.py`` shows, and what ``python main.py`` runs),
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -75,11 +76,10 @@ def build_agent(cfg: Any, env, device: torch.device, rng: np.random.Generator) -
 
 
 def memory_needed(cfg: Any, state_size: int, action_size: int) -> int:
-    """Bytes the replay memory and the networks of ``cfg`` take: an estimate made before allocating them.
+    """Bytes the replay memory and the networks of ``cfg`` take, estimated before allocating them.
 
-    The replay memory holds ``2 * state_size + 3`` float32 numbers per experience (and a sum
-    tree of float64 with prioritized replay); each network's parameters are held five times
-    (local, target, gradient, Adam's two moments).
+    A row of ``2 * state_size + 3`` float32 per experience (and a float64 sum tree under prioritized
+    replay); each parameter five times: local, target, gradient, Adam's two moments.
     """
     h = cfg.hidden_size
     parameters = (state_size + 1) * h + (h + 1) * h + (h + 1) * action_size + (h + 1) * cfg.dueling
@@ -91,13 +91,10 @@ def memory_needed(cfg: Any, state_size: int, action_size: int) -> int:
 
 def available_memory() -> int | None:
     """Bytes of memory this machine can still give (Linux's MemAvailable), or None where it cannot tell."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     return None
 
 

@@ -73,12 +73,7 @@ class OptionsMemory(ReplayMemory):
     priority seen, so each is replayed about once. Importance weights ``(N P(i)) ** -beta / max`` undo
     the bias, ``beta`` annealed to 1 over :attr:`BETA_STEPS` draws; :meth:`sample_indices` leaves
     ``last_indices`` and ``last_weights`` for the learner, which reports :meth:`update_priorities`.
-
-    Args:
-        capacity, state_size, device, rng: as :class:`agent.ReplayMemory`'s.
-        n_step, discount_factor: rewards summed into a transition, and gamma inside the sum.
-        prioritized, alpha, beta: prioritized replay and its exponents.
-        arrays: :meth:`sample` gives NumPy arrays (``sample_arrays``), for the NumPy twin.
+    With ``arrays``, :meth:`sample` gives NumPy arrays (``sample_arrays``), for the NumPy twin.
     """
 
     BETA_STEPS = 100_000

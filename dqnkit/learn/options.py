@@ -1,27 +1,13 @@
 """The options beyond the original DQN: one agent, :class:`OptionsAgent`, whose constructor switches them on.
 
-It is :class:`agent.Agent` with the named steps of its learning step overridden, each reading the
-options it depends on; read top to bottom, it shows which code a run with ``--double-dqn --n-step 3``
-executes. As in PFRL, where ``DoubleDQN`` overrides only its target computation, every option changes
-one named step and inherits the rest:
-
-==================  ==================================  ==============================================
-option              named step                          what changes
-==================  ==================================  ==============================================
-``double_dqn``      :meth:`~OptionsAgent.bellman_targets`  the local network picks a', the target values it
-``n_step``          ``bellman_targets`` and the memory  bootstrap ``gamma ** n`` ahead of an n-step return
-``dueling``         the network                         :class:`nnetwork.DuelingNetwork`
-``loss``            :meth:`~OptionsAgent.td_loss`         ``"huber"``: smooth L1 instead of the squared error
-``prioritized``     ``td_loss`` and the memory          weighted losses; TD errors become priorities
-``grad_clip``       :meth:`~OptionsAgent.optimizer_step`  the gradient's norm capped before Adam
-``lr_decay_steps``  ``optimizer_step``                  the learning rate falls linearly
-``target_update``   :meth:`~OptionsAgent.update_target`   a hard copy every N learning steps, not the soft one
-``gradient_steps``  :meth:`~OptionsAgent.learn`           several learning steps per learning turn
-==================  ==================================  ==============================================
-
-With every option off it computes exactly what :class:`agent.Agent` computes, but the run then builds
-``agent.Agent`` itself (:func:`dqnkit.learn.build_agent`). The NumPy twin (:mod:`dqnkit.learn.twin`)
-subclasses this agent and reuses these named steps.
+It is :class:`agent.Agent` with the named steps of its learning step overridden, each reading the options
+it depends on: read top to bottom, it shows which code a run with ``--double-dqn --n-step 3`` executes.
+As PFRL's ``DoubleDQN`` overrides only its target computation, every option changes one named step:
+``bellman_targets`` (Double DQN, n-step), ``td_loss`` (Huber, prioritized replay), ``optimizer_step``
+(clipping, the learning-rate schedule), ``update_target`` (the hard update), ``learn`` (gradient steps);
+n-step and prioritized replay also change the memory (:class:`~dqnkit.learn.memory.OptionsMemory`), dueling
+the network. With every option off the run builds ``agent.Agent`` itself (:func:`dqnkit.learn.build_agent`).
+The NumPy twin (:mod:`dqnkit.learn.twin`) subclasses this agent and reuses these named steps.
 """
 
 from __future__ import annotations
@@ -42,9 +28,9 @@ Array = torch.Tensor | np.ndarray
 def double_dqn_next_q(next_q_local: Array, next_q_target: Array) -> Array:
     """Double DQN (van Hasselt et al., 2016): ``Q_target(s', argmax_a' Q_local(s', a'))``, shape ``(B, 1)``.
 
-    Plain DQN takes ``max_a' Q_target(s', a')``: the same noisy estimates choose and value the action,
-    so errors that happen to be high are picked and the targets creep upwards. Choosing with one
-    network and valuing with the other removes most of that bias. Tensors or NumPy arrays.
+    Plain DQN's ``max_a' Q_target(s', a')`` lets the same noisy estimates choose and value the action, so
+    errors that happen to be high are picked and the targets creep up; choosing with the other network
+    removes most of that bias. Tensors or NumPy arrays.
     """
     best = next_q_local.argmax(1)[:, None]
     if isinstance(next_q_target, np.ndarray):
@@ -55,8 +41,7 @@ def double_dqn_next_q(next_q_local: Array, next_q_target: Array) -> Array:
 def row_max(q: Array) -> Array:
     """``max_a' q[:, a']`` as a column ``(B, 1)``; tensors or NumPy arrays.
 
-    For NumPy, the columns are copied into rows and reduced along the first axis: the same
-    numbers (a maximum is exact), 3x faster than a reduction along a short last axis.
+    NumPy reduces a short last axis slowly: the columns copied into rows and reduced are 3x faster, exactly.
     """
     if isinstance(q, np.ndarray):
         return np.ascontiguousarray(q.T).max(axis=0)[:, None]
@@ -66,8 +51,7 @@ def row_max(q: Array) -> Array:
 def scheduled_learning_rate(start: float, end: float, env_steps: float, decay_steps: int) -> float:
     """The learning rate after ``env_steps`` environment steps: linear from ``start`` to ``end``, then flat.
 
-    Decreasing step sizes (Robbins & Monro, 1951): big steps while the Q-values are far off,
-    small ones to settle the policy once it lands.
+    Decreasing step sizes (Robbins & Monro, 1951): big while the Q-values are far off, small to settle.
     """
     return start + (end - start) * min(1.0, env_steps / decay_steps)
 
@@ -75,20 +59,8 @@ def scheduled_learning_rate(start: float, end: float, env_steps: float, decay_st
 class OptionsAgent(Agent):
     """:class:`agent.Agent` with the options beyond the original DQN, each off by default.
 
-    Args:
-        *args, **kwargs: :class:`agent.Agent`'s (sizes, hyperparameters, device, rng).
-        double_dqn: Double DQN targets (:func:`double_dqn_next_q`).
-        dueling: a dueling head, :class:`nnetwork.DuelingNetwork`.
-        n_step: rewards summed into each stored transition (1 = the original one-step target).
-        loss: ``"mse"`` (the original) or ``"huber"`` (smooth L1 with delta 1; Mnih et al., 2015).
-        prioritized_replay, priority_alpha, priority_beta: proportional prioritized replay
-            (Schaul et al., 2016) and its exponents.
-        grad_clip: the largest L2 norm of the gradient (Pascanu et al., 2013); 0 = off.
-        target_update_every: copy the local network into the target every N learning steps
-            (Mnih et al., 2015) instead of the soft update; 0 = the soft update.
-        lr_decay_steps, learning_rate_end: a linear learning-rate schedule over N environment steps; 0 = off.
-        gradient_steps: learning steps per learning turn, each on its own minibatch (Fedus et al., 2020).
-        arrays: minibatches as NumPy arrays (the NumPy twin's), not tensors.
+    The arguments are the ``main.Config`` fields of the same names (their ``--help`` says what each does),
+    and ``arrays``: minibatches as NumPy arrays, for the NumPy twin.
     """
 
     def __init__(

@@ -1,17 +1,11 @@
-"""The NumPy twin: the same DQN with the gradient and Adam written out in NumPy (``--backprop numpy``).
+"""The NumPy twin (``--backprop numpy``): :class:`~dqnkit.learn.options.OptionsAgent` computed in NumPy.
 
-:class:`NumpyAgent` is :class:`dqnkit.learn.options.OptionsAgent` with the arithmetic of acting, the
-gradient, Adam, clipping and the soft update done in NumPy on views of the very parameters the PyTorch
-networks hold, so ``local_qnetwork``, ``state_dict`` and checkpoints are those of the textbook path.
-Like ``torch.optim.Adam``'s fused implementation beside its single-tensor one, it computes the same
-numbers to float32 rounding, about 2.5x faster on a CPU (docs/speed.md): at 64-64 units the arithmetic
-is tiny and autograd's and the optimizer's Python bookkeeping dominate.
-
-It reads the options agent's named steps: ``bellman_targets`` (Double DQN, n-step) runs on NumPy arrays,
-``replayed`` (prioritized replay), ``optimizer_step`` (the schedule, clipping) and ``update_target`` (hard
-or soft) are the same methods. What it writes itself is the derivative: the loss's slope
-(:func:`td_loss_and_slope`, squared or Huber) and the chain rule through :class:`nnetwork.Network`
-(or ``DuelingNetwork``), so it refuses any other network instead of training something else.
+Acting, the gradient, Adam, clipping and the soft update run in NumPy on views of the very parameters the
+PyTorch networks hold, so checkpoints are the textbook path's. Like ``torch.optim.Adam``'s fused kernel
+beside its single-tensor one, it computes the same numbers to float32 rounding, about 2.6x faster on a CPU
+(docs/numpy-twin.md): at 64-64 units autograd's and the optimizer's Python bookkeeping dominate. It reuses
+the options agent's named steps (``bellman_targets``, ``replayed``, ``optimizer_step``, ``update_target``)
+and writes only the derivative by hand: the loss's slope and the chain rule through the shipped ``Network``.
 """
 
 from __future__ import annotations

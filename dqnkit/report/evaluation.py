@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dqnkit.envs import GENERIC_OUTCOMES, episode_outcome, make_env, on_pad
-from dqnkit.report.videos import VIDEO_DIR, greedy_policy, record_video
+from dqnkit.report.videos import VIDEO_DIR, Policy, greedy_policy, record_video
 from dqnkit.run.files import (
     _shape,
     check_network_fits,
@@ -47,16 +48,11 @@ class EvalResult:
     @classmethod
     def joined(cls, results: list[EvalResult]) -> EvalResult:
         """The episodes of several results as one, in order."""
-        return cls(
-            [score for r in results for score in r.scores],
-            [length for r in results for length in r.lengths],
-            [outcome for r in results for outcome in r.outcomes],
-            sum(r.on_pad for r in results),
-        )
+        lists = ([item for r in results for item in getattr(r, name)] for name in ("scores", "lengths", "outcomes"))
+        return cls(*lists, sum(r.on_pad for r in results))
 
     @property
     def mean_score(self) -> float:
-        """The mean score over the episodes."""
         return float(np.mean(self.scores))
 
     @property
@@ -66,7 +62,6 @@ class EvalResult:
 
     @property
     def mean_length(self) -> float:
-        """The mean episode length, in steps."""
         return float(np.mean(self.lengths))
 
 
@@ -79,16 +74,10 @@ def evaluate(
     max_steps: int = 1000,
     out: Callable[[str], None] = print,
 ) -> EvalResult:
-    """Play ``episodes`` greedy episodes with a saved network and report how it flies.
-
-    ``path`` is a weights file or a training state; episode ``i`` starts from seed ``seed + i``.
-    ``env_id`` defaults to the training state's environment, else LunarLander-v3.
-    """
-    obj = load_file(path)
-    if is_training_state(obj):
-        weights, env_id = obj["agent"]["local_qnetwork"], env_id or obj["config"]["env"]
-    else:
-        weights = obj
+    """Play ``episodes`` greedy episodes, seeds ``seed`` on, of saved weights or a training state; say how it flies."""
+    weights = load_file(path)
+    if is_training_state(weights):
+        weights, env_id = weights["agent"]["local_qnetwork"], env_id or weights["config"]["env"]
     net = network_from_weights(weights, path)
     env_id = env_id or "LunarLander-v3"
     env = make_env(env_id, max_steps)
@@ -103,14 +92,20 @@ def evaluate(
         target = VIDEO_DIR / evaluation_video_name(path, seed)
         record_video(policy, env_id, max_steps, target, seed=seed)
         out(f"video of the first episode: {target}")
-    _report(result, f"{path} ({_shape(weights)})", env_id, seed, out)
+    kinds = OUTCOMES if set(result.outcomes) - GENERIC_OUTCOMES else ("terminated", "timed out")
+    counts = {k: result.outcomes.count(k) for k in kinds}
+    share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
+    seeds = f"seeds {seed}..{seed + episodes - 1}"
+    out(f"evaluated {path} ({_shape(weights)}) on {env_id}: {episodes} greedy episodes, {seeds}")
+    out(f"score: mean {result.mean_score:.2f}, std {np.std(result.scores):.2f}")
+    pad = f"; {result.on_pad} of {counts['landed']} landings between the flags" if "landed" in counts else ""
+    out(f"outcomes: {share}{pad}")
+    out(f"mean episode length: {result.mean_length:.1f} steps")
     return result
 
 
 def evaluation_video_name(path: str | os.PathLike, seed: int) -> str:
     """``evaluate_<folder>_<name>_<hash>_seed<seed>.mp4``; the full path's hash tells apart every run's ``last.pth``."""
-    import hashlib
-
     full = Path(path).resolve()
     digest = hashlib.sha1(str(full).encode()).hexdigest()[:8]
     return f"evaluate_{full.parent.name}_{full.stem}_{digest}_seed{seed}.mp4"
@@ -124,92 +119,71 @@ def passes(result: EvalResult, target: float, landed_share: float) -> bool:
     return result.mean_score >= target and result.landed_share >= landed_share
 
 
-def play_greedy(policy: Callable[[np.ndarray], int], env: gym.Env, seeds: Iterable[int]) -> EvalResult:
+def play_greedy(policy: Policy, env: gym.Env, seeds: Iterable[int]) -> EvalResult:
     """One greedy episode from each reset seed: scores, lengths, outcomes and landings on the pad."""
-    result = EvalResult([], [], [], 0)
-    for seed in seeds:
-        state, _ = env.reset(seed=seed)
-        score, length, terminated, truncated = 0.0, 0, False, False
-        while not (terminated or truncated):
-            state, reward, terminated, truncated, _ = env.step(policy(state))
-            score += float(reward)
-            length += 1
-        outcome = episode_outcome(env, state, terminated)
-        result.on_pad += outcome == "landed" and on_pad(env)
-        result.scores.append(score)
-        result.lengths.append(length)
-        result.outcomes.append(outcome)
-    return result
+    return EvalResult.joined([_play_all(lambda states: [policy(states[0])], [env], [seed]) for seed in seeds])
 
 
 def play_greedy_together(network: Network, envs: list[gym.Env], seeds: Iterable[int]) -> EvalResult:
     """:func:`play_greedy` of ``network``'s greedy policy, one episode per environment, all played at once.
 
-    Each step, one forward pass scores the states of all the episodes still running: a small network's
-    time is per call, not per row. The scores are :func:`play_greedy`'s on the same seeds, up to the rounding
-    of a batched matrix product, which only a near-tie between two actions could notice (a test holds them equal).
+    One forward pass per step for all running episodes (a small network's time is per call, not per row); the
+    scores are :func:`play_greedy`'s up to a batched matmul's rounding, which only a near-tie could notice.
     """
     import torch
 
+    def act(states: list[np.ndarray]) -> list[int]:
+        with torch.inference_mode():
+            return network(torch.from_numpy(np.stack(states).astype(np.float32))).argmax(dim=1).tolist()
+
+    return _play_all(act, envs, seeds)
+
+
+def _play_all(act: Callable[[list[np.ndarray]], list[int]], envs: list[gym.Env], seeds: Iterable[int]) -> EvalResult:
+    """One episode per seed, each in its own environment, all at once: ``act`` chooses the running ones' actions."""
     seeds = list(seeds)
     if len(seeds) > len(envs):
         raise ValueError(f"{len(seeds)} seeds for {len(envs)} environments")
-    envs = envs[: len(seeds)]
-    states = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]).astype(np.float32)
-    scores, lengths = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
-    outcomes, pads = [""] * len(envs), [False] * len(envs)
-    running = list(range(len(envs)))
+    states = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=False)]  # the first len(seeds) envs
+    result = EvalResult([0.0] * len(states), [0] * len(states), [""] * len(states), 0)
+    running = list(range(len(states)))
     while running:
-        with torch.inference_mode():
-            actions = network(torch.from_numpy(states[running])).argmax(dim=1).tolist()
-        still = []
-        for i, action in zip(running, actions, strict=True):
-            state, reward, terminated, truncated, _ = envs[i].step(action)
-            states[i], scores[i], lengths[i] = state, scores[i] + float(reward), lengths[i] + 1
+        for i, action in zip(running, act([states[i] for i in running]), strict=True):
+            states[i], reward, terminated, truncated, _ = envs[i].step(action)
+            result.scores[i] += float(reward)
+            result.lengths[i] += 1
             if terminated or truncated:
-                outcomes[i] = episode_outcome(envs[i], state, terminated)
-                pads[i] = outcomes[i] == "landed" and on_pad(envs[i])
-            else:
-                still.append(i)
-        running = still
-    return EvalResult(scores.tolist(), lengths.tolist(), outcomes, sum(pads))
+                result.outcomes[i] = episode_outcome(envs[i], states[i], terminated)
+                result.on_pad += result.outcomes[i] == "landed" and on_pad(envs[i])
+        running = [i for i in running if not result.outcomes[i]]  # an ended episode has its outcome
+    return result
 
 
+@dataclass(eq=False)
 class PeriodicEvaluation(Hook):
     """Evaluation during training: every ``every`` episodes, ``episodes`` greedy episodes; keeps the best weights.
 
-    The episodes start from reset seeds ``SEED_BASE``, ``SEED_BASE + 1``, ..., which no training run uses
-    (training seeds its environment once with ``--seed``, the videos with ``--seed`` + episode): worlds the
-    policy never trained on, the same each time, so evaluations compare like with like. Its own environments,
-    played together (:func:`play_greedy_together`), draw nothing from training's generators: a run computes
-    the same numbers with or without it. The best weights so far go to ``best_path`` (atomically); the result
-    travels in the episode's record (``Episode.evaluation``) to the metrics and the stopping rule.
-    ``best_score`` is the best of a resumed run's earlier evaluations.
+    Reset seeds from ``SEED_BASE``, which no training run or video uses: unseen worlds, the same each time. Its own
+    environments draw nothing from training's generators, so a run computes the same numbers with or without it.
     """
 
     SEED_BASE = 1_000_000
-    MAX_ENVS = 100
+    MAX_ENVS = 100  # environments of 135 KB, reused batch after batch: 20,000 episodes would otherwise hold 2.7 GB
 
-    def __init__(
-        self,
-        env_id: str,
-        max_steps: int,
-        every: int,
-        episodes: int,
-        best_path: Path,
-        network: Network | None = None,
-        best_score: float = -math.inf,
-        from_average: float | None = None,
-    ) -> None:
-        # At most MAX_ENVS environments (about 135 KB each), reused batch after batch: 20,000 episodes
-        # would otherwise hold 2.7 GB for the whole run.
-        self.envs = [make_env(env_id, max_steps) for _ in range(min(episodes, self.MAX_ENVS))]
-        self.every, self.episodes, self.best_path = every, episodes, best_path
-        self.network, self.best_score, self.from_average = network, best_score, from_average
-        self.last: EvalResult | None = None
+    env_id: str
+    max_steps: int
+    every: int
+    episodes: int
+    best_path: Path
+    network: Network | None = None
+    best_score: float = -math.inf  # a resumed run's best earlier evaluation
+    from_average: float | None = None
+    last: EvalResult | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.envs = [make_env(self.env_id, self.max_steps) for _ in range(min(self.episodes, self.MAX_ENVS))]
 
     def on_episode(self, episode: Episode) -> None:
-        """Evaluate the network when ``episode`` is due; the result travels in the record."""
         if self.network is not None and self.due(episode.episode, episode.average_100):
             self.run(self.network)
             episode.evaluation = self.last
@@ -227,28 +201,12 @@ class PeriodicEvaluation(Hook):
         """Evaluate ``network`` greedily; save it as the best if it beats every earlier evaluation."""
         seeds = range(self.SEED_BASE, self.SEED_BASE + self.episodes)
         batches = [seeds[i : i + len(self.envs)] for i in range(0, len(seeds), len(self.envs))]
-        results = [play_greedy_together(network, self.envs, batch) for batch in batches]
-        self.last = EvalResult.joined(results)
-        mean = self.last.mean_score
-        if mean > self.best_score:
-            self.best_score = mean
+        self.last = EvalResult.joined([play_greedy_together(network, self.envs, batch) for batch in batches])
+        if self.last.mean_score > self.best_score:
+            self.best_score = self.last.mean_score
             save_torch(network.state_dict(), self.best_path)  # written now: no copy of the weights needed
-        return mean
+        return self.last.mean_score
 
     def close(self, error: BaseException | None = None) -> None:
-        """Close the evaluation environments."""
         for env in self.envs:
             env.close()
-
-
-def _report(result: EvalResult, what: str, env_id: str, seed: int, out: Callable[[str], None]) -> None:
-    """The evaluation summary: mean score, the share of each outcome, landings on the pad, episode length."""
-    episodes = len(result.scores)
-    kinds = OUTCOMES if set(result.outcomes) - GENERIC_OUTCOMES else ("terminated", "timed out")
-    counts = {k: result.outcomes.count(k) for k in kinds}
-    share = ", ".join(f"{k} {100 * v / episodes:.0f}%" for k, v in counts.items())
-    out(f"evaluated {what} on {env_id}: {episodes} greedy episodes, seeds {seed}..{seed + episodes - 1}")
-    out(f"score: mean {result.mean_score:.2f}, std {np.std(result.scores):.2f}")
-    pad = f"; {result.on_pad} of {counts['landed']} landings between the flags" if "landed" in counts else ""
-    out(f"outcomes: {share}{pad}")
-    out(f"mean episode length: {result.mean_length:.1f} steps")

@@ -1,18 +1,17 @@
 """Filming during training: a greedy episode every ``--video-every`` episodes, recorded by a worker process.
 
-The recording itself is :func:`dqnkit.report.videos.record_greedy_video`; the worker process is started,
-stopped and killed by :mod:`dqnkit.run.processes`, the one place that handles child processes and signals.
+The worker is started, stopped and killed by :mod:`dqnkit.run.processes`, the one place that handles child processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dqnkit.errors import first_line
+from dqnkit.report.logs import Out
 from dqnkit.report.videos import record_greedy_video, video_path
 from dqnkit.run import processes
 from dqnkit.run.files import remove_stale_temp_files
@@ -31,23 +30,15 @@ def _record_in_worker(weights: dict[str, np.ndarray], env_id: str, max_steps: in
 
 
 class BackgroundVideos:
-    """Record the periodic videos in one worker process while training goes on.
+    """Record the periodic videos in one worker process while training goes on; ``out`` takes the warnings.
 
-    Why: rendering and encoding one greedy episode takes 1-5 s. Inline, a default run of
-    ``python main.py`` stopped training 16 times for that. The worker, a fresh (spawned)
-    interpreter, works on another core. Each request carries a copy of the weights of its
-    episode, so a video shows that episode's policy whatever training has done since, and
-    the recording environment has its own seed, as before: training computes the same
-    numbers with or without videos. A failed video is a warning, never the end of a run.
-    Where no process can start (some sandboxes), it records between episodes, as before.
-
-    Args:
-        out: where warnings go.
+    Rendering and encoding an episode takes 1-5 s, which stopped training 16 times in a default run. Each request
+    carries its episode's weights and seed, so training computes the same numbers with or without videos.
     """
 
     MAX_PENDING = 2  # videos queued or being made; one more makes training wait for the oldest
 
-    def __init__(self, out: Callable[[str], None]) -> None:
+    def __init__(self, out: Out) -> None:
         self._out = out
         self._pool: Any = None
         self._pending: list[tuple[int, Any, Path]] = []  # (episode, future, video path)
@@ -69,9 +60,8 @@ class BackgroundVideos:
                 self._warn(episode, exc)
             return
         try:
-            # As NumPy arrays, which pickle by value: torch sends a tensor to another process as a file
-            # descriptor that the worker fetches from a thread of this one, and a worker stopped while
-            # fetching it makes that thread print a traceback.
+            # As NumPy arrays, which pickle by value: torch sends a tensor as a file descriptor that the worker
+            # fetches from a thread of this one, which prints a traceback if the worker stops while fetching it.
             arrays = {name: tensor.numpy() for name, tensor in weights.items()}
             task = (_record_in_worker, arrays, env_id, max_steps, str(path), seed)
             future = self._pool.submit(processes.pool_task, *task)  # a SIGTERM ends the worker, not just the task
@@ -98,10 +88,7 @@ class BackgroundVideos:
             self._inline = True
 
     def _collect(self, keep: int) -> None:
-        """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending.
-
-        A failed video is reported as a warning line.
-        """
+        """Take in the finished videos, waiting (oldest first) until at most ``keep`` are still pending."""
         still = []
         for i, (episode, future, path) in enumerate(self._pending):
             if not future.done() and len(self._pending) - i <= keep:
@@ -116,55 +103,42 @@ class BackgroundVideos:
     def close(self, wait: bool = True) -> None:
         """Wait for the videos still being made; with ``wait=False``, or at a Ctrl-C while waiting, stop at once.
 
-        Stopping ends the worker and its ffmpeg (:meth:`_stop_worker`) and removes the temporary
-        files of the videos it was making; those videos are lost, nothing else.
+        Stopping loses the unfinished videos, nothing else: it ends the worker and its ffmpeg, and removes their files.
         """
         if self._pool is None:
             return
+        if not wait:
+            self._stop_worker()
+            return
         try:
-            if wait and self._pending:
+            if self._pending:
                 episodes = ", ".join(str(episode) for episode, _, _ in self._pending)
                 plural = "s" if len(self._pending) > 1 else ""
                 self._out(f"finishing the video{plural} of episode{plural} {episodes} ... (Ctrl-C to skip)")
                 self._collect(keep=0)
-            if wait:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-                return
+            self._pool.shutdown(wait=True)
+            self._pool = None
         except KeyboardInterrupt:
             self._stop_worker()
             raise
-        self._stop_worker()
 
     def _stop_worker(self) -> None:
-        """End the worker process and its ffmpeg now, then remove the temporary files of its unfinished videos.
-
-        :func:`~dqnkit.run.processes.kill_pool` ends both at once, and the files are removed only once
-        neither runs, so nothing can write one again afterwards.
-        """
+        """End the worker process and its ffmpeg now, then remove the temporary files of its unfinished videos."""
         pool, self._pool = self._pool, None
-        processes.kill_pool(pool)
+        processes.kill_pool(pool)  # both at once: once neither runs, nothing can write a temporary file again
         for folder in {path.parent for _, _, path in self._pending}:
             remove_stale_temp_files(folder)  # the worker's own, whose process has ended
         self._pending = []
 
 
 class PeriodicVideos(Hook):
-    """Film the greedy policy every ``every`` episodes into ``folder`` (:class:`BackgroundVideos`).
+    """Film the greedy policy every ``every`` episodes into ``folder``, episode ``e`` from reset seed ``seed + e``.
 
-    Episode ``e``'s video starts from environment seed ``seed + e``. The end of the run, or an error, waits
-    for the videos still being made; a second Ctrl-C stops the worker at once.
+    The end of the run, or an error, waits for the videos still being made; a second Ctrl-C stops the worker at once.
     """
 
     def __init__(
-        self,
-        network: Network,
-        env_id: str,
-        max_steps: int,
-        every: int,
-        seed: int,
-        folder: Path,
-        out: Callable[[str], None],
+        self, network: Network, env_id: str, max_steps: int, every: int, seed: int, folder: Path, out: Out
     ) -> None:
         self.network, self.env_id, self.max_steps, self.every, self.seed = network, env_id, max_steps, every, seed
         self.folder = folder
@@ -180,5 +154,3 @@ class PeriodicVideos(Hook):
 
     def close(self, error: BaseException | None) -> None:
         self.videos.close(wait=not isinstance(error, KeyboardInterrupt))  # nothing left to do after on_end
-
-

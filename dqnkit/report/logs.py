@@ -6,8 +6,10 @@ import csv
 import io
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,41 +30,29 @@ NUMBER_FIELDS = ("episode", "total_steps", "score", "length", "epsilon", "averag
 # How each episode ended ("landed", "crashed", "out of bounds", "timed out"), whether it came to rest on the
 # pad (1/0), and the greedy evaluation's mean after it (blank unless --eval-every evaluated there).
 # Newer than the rest: read_metrics accepts files without them.
-EXTRA_FIELDS = ("outcome", "on_pad", "eval_score")
-METRIC_FIELDS = NUMBER_FIELDS + EXTRA_FIELDS
+METRIC_FIELDS = NUMBER_FIELDS + ("outcome", "on_pad", "eval_score")
+Out = Callable[[str], None]  # where a run's messages go
 
 
 class Console:
     """The run's console: a live bar on a terminal, else a plain line every ``log_every`` episodes.
 
-    Messages go through :meth:`write`, above the bar. ``total`` is None when the run may stop early (at the
-    target score): the bar then counts against ``most`` and estimates no time left, which would say minutes
-    to a run that may end in seconds.
+    ``total`` is None when the run may stop early: the bar then counts against ``most`` and estimates no time
+    left, which would say minutes to a run that may end in seconds. Messages go above it (:meth:`write`).
     """
 
-    def __init__(
-        self,
-        total: int | None,
-        initial: int,
-        log_every: int,
-        quiet: bool,
-        out: Callable[[str], None] | None = None,
-        most: int | None = None,
-    ) -> None:
+    def __init__(self, total: int | None, done: int, log_every: int, quiet: bool, out: Out | None, most: int) -> None:
         self.log_every, self.quiet, self._out = log_every, quiet, out
         self.muted = False  # True once the terminal stopped taking our lines
         self._bar = None
         if out is None and not quiet and sys.stdout.isatty():
-            import shutil
-
             from tqdm import tqdm
 
             # Without a total: "episode 37 of at most 2000 [00:12, avg100 ... steps/s]": no time left, and no
             # bar, which would fill towards 2,000 as wrongly; under 80 columns, so nothing is cut.
-            open_ended = f"episode {{n_fmt}} of at most {most} [{{elapsed}}{{postfix}}]"
-            form = None if total is not None or most is None else open_ended
+            form = None if total is not None else f"episode {{n_fmt}} of at most {most} [{{elapsed}}{{postfix}}]"
             width = shutil.get_terminal_size().columns  # a terminal that reports no width would get an empty bar
-            self._bar = tqdm(total=total, initial=initial, unit="ep", ncols=width, file=sys.stdout, bar_format=form)
+            self._bar = tqdm(total=total, initial=done, unit="ep", ncols=width, file=sys.stdout, bar_format=form)
 
     def write(self, message: str) -> None:
         """Print one message line; a terminal that is gone (closed, full, hung up) is not the run's end."""
@@ -74,11 +64,8 @@ class Console:
             self._quietly(print, message, flush=True)
 
     def _quietly(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """``write(*args, **kwargs)`` to the terminal; after its first failure, nothing more is written there.
-
-        A full disk under a redirected stdout, a closed pipe or a hung-up terminal fails every write, and
-        the training goes on, silent: its files say the rest.
-        """
+        """``write(*args, **kwargs)`` to the terminal; after its first failure, nothing more is written there."""
+        # A full disk, a closed pipe or a hung-up terminal fails every later write too: train on, silent.
         if self.muted:
             return
         try:
@@ -89,7 +76,6 @@ class Console:
                 self._bar.disable = True  # tqdm writes on close too
 
     def update(self, episode: int, average: float, epsilon: float, total_steps: int, steps_per_s: float) -> None:
-        """Report one finished episode."""
         if self._bar is not None:
             postfix = f"avg100 {average:7.1f}  eps {epsilon:.3f}  {steps_per_s:5.0f} steps/s"
             self._bar.set_postfix_str(postfix, refresh=False)
@@ -99,7 +85,6 @@ class Console:
             self.write(f"episode {episode:5d}  average score {average:8.2f}  epsilon {epsilon:.3f}  {steps}")
 
     def close(self) -> None:
-        """End the bar, if there is one."""
         if self._bar is not None:
             self._quietly(self._bar.close)
 
@@ -115,27 +100,22 @@ class ConsoleLog(Hook):
         self.console.update(e.episode, e.average_100, e.next_epsilon, e.total_steps, steps_per_s)
 
 
+@dataclass(eq=False)
 class MetricsLog(Hook):
     """Each finished episode as a row: appended to metrics.csv at once, kept in ``rows``, and for TensorBoard.
 
-    ``rows`` is the run's list (a resumed run's rows first), which the training state saves. At the end:
-    the learning curve.
+    ``rows`` is the run's list (a resumed run's first), which the training state saves. At the end: the learning curve.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        rows: list[dict[str, Any]],
-        env: gym.Env,
-        agent: Agent,
-        elapsed: Callable[[], float],
-        out: Callable[[str], None],
-        target_score: float = SOLVED_SCORE,
-        tensorboard: Path | None = None,
-    ) -> None:
-        self.path, self.rows, self.env, self.agent, self.elapsed = path, rows, env, agent, elapsed
-        self.out, self.target_score, self.tensorboard_dir = out, target_score, tensorboard
-        self.tensorboard: Any = None  # a SummaryWriter with --tensorboard
+    path: Path
+    rows: list[dict[str, Any]]
+    env: gym.Env
+    agent: Agent
+    elapsed: Callable[[], float]
+    out: Out
+    target_score: float = SOLVED_SCORE
+    tensorboard_dir: Path | None = None
+    tensorboard: Any = field(default=None, init=False)  # a SummaryWriter with --tensorboard
 
     def on_start(self, agent: Agent) -> None:
         if self.tensorboard_dir is not None:  # imported only then
@@ -149,34 +129,29 @@ class MetricsLog(Hook):
         row = self.row(episode)
         self.rows.append(row)
         if self.tensorboard is not None:
-            self.to_tensorboard(row)
-        append_metrics(self.path, row)  # every episode: a crashed run's metrics are never stale
-
-    def to_tensorboard(self, row: dict[str, Any]) -> None:
-        """A metrics row as TensorBoard scalars, and the last learning step's loss when it is finite."""
-        step, loss = int(row["episode"]), self.agent.last_loss
-        for key in ("score", "average_100", "epsilon", "length"):
-            self.tensorboard.add_scalar(f"train/{key}", row[key], step)
-        if math.isfinite(loss):
-            self.tensorboard.add_scalar("train/loss", loss, step)
-        if row["eval_score"] != "":
-            self.tensorboard.add_scalar("eval/score", row["eval_score"], step)
+            step, loss = episode.episode, self.agent.last_loss
+            for key in ("score", "average_100", "epsilon", "length"):
+                self.tensorboard.add_scalar(f"train/{key}", row[key], step)
+            if math.isfinite(loss):
+                self.tensorboard.add_scalar("train/loss", loss, step)
+            if row["eval_score"] != "":
+                self.tensorboard.add_scalar("eval/score", row["eval_score"], step)
+        # Appended at once, the file opened and closed each time (tens of microseconds): a crashed run's metrics
+        # are never stale, and no descriptor stays open to keep a full disk's space.
+        try:
+            with open(self.path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(row)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def row(self, episode: Episode) -> dict[str, Any]:
         """The metrics row of ``episode``; read before the next reset (how it ended, from what env.step said)."""
         outcome, landed_on_pad = final_outcome(self.env, episode.terminated)
-        return {
-            "episode": episode.episode,
-            "total_steps": episode.total_steps,
-            "score": episode.score,  # full precision: a resumed run rebuilds its window from these
-            "length": episode.length,
-            "epsilon": episode.epsilon,
-            "average_100": episode.average_100,
-            "wall_seconds": round(self.elapsed(), 3),
-            "outcome": outcome,
-            "on_pad": int(landed_on_pad),
-            "eval_score": "" if episode.evaluation is None else episode.evaluation.mean_score,
-        }
+        # The score at full precision: a resumed run rebuilds its window from these.
+        row: dict[str, Any] = {name: getattr(episode, name) for name in NUMBER_FIELDS if name != "wall_seconds"}
+        row.update(wall_seconds=round(self.elapsed(), 3), outcome=outcome, on_pad=int(landed_on_pad))
+        row["eval_score"] = "" if episode.evaluation is None else episode.evaluation.mean_score
+        return row
 
     def on_failure(self, error: BaseException, episode: Episode | None) -> None:
         # An error between episodes before this hook saw the last one: its row still belongs to the run.
@@ -199,19 +174,6 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
-
-
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Append one row to the CSV :func:`write_metrics` began; it is on disk when this returns.
-
-    Opened and closed each time (tens of microseconds): the file never lags the training state, and no
-    descriptor stays open to keep a full disk's space.
-    """
-    try:
-        with open(path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(row)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -281,18 +243,14 @@ def learning_curve_figure(m: dict[str, np.ndarray], target_score: float, title: 
         ax.axvline(crossed, color="tab:green", linewidth=1)
         # At the top of the axes, beside the line, on the side with more room (a run that stops at the
         # target crosses at its right end).
-        left = crossed > (episodes[0] + episodes[-1]) / 2
-        side = {"ha": "right", "xytext": (-4, -4)} if left else {"ha": "left", "xytext": (4, -4)}
+        ha, dx = ("right", -4) if crossed > (episodes[0] + episodes[-1]) / 2 else ("left", 4)
         box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
         where = {"xycoords": ("data", "axes fraction"), "textcoords": "offset points", "va": "top", "bbox": box}
-        ax.annotate(f"solved at episode {crossed}", (crossed, 1.0), color="tab:green", **where, **side)
-    ax.set_xlabel("episode")
-    ax.set_ylabel("score")
+        ax.annotate(f"solved at episode {crossed}", (crossed, 1.0), xytext=(dx, -4), color="tab:green", ha=ha, **where)
+    ax.set(xlabel="episode", ylabel="score")
     ax.set_title(title, fontsize=10)
     eps_ax = ax.twinx()
     eps_ax.plot(episodes, m["epsilon"], color="tab:orange", linewidth=1, label="epsilon")
-    eps_ax.set_ylabel("epsilon")
-    eps_ax.set_ylim(0, 1.05)
-    (lines, labels), (more, more_labels) = ax.get_legend_handles_labels(), eps_ax.get_legend_handles_labels()
-    fig.legend(lines + more, labels + more_labels, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    eps_ax.set(ylabel="epsilon", ylim=(0, 1.05))
+    fig.legend(loc="outside lower center", ncols=5, fontsize=8, frameon=False)  # both axes' labelled lines
     return fig

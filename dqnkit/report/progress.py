@@ -1,7 +1,5 @@
 """The training-progress table: one row per filmed stage of a run, the episodes since the previous video (1-50, ...).
 
-A row gives the training average, the filmed greedy episode's score, what the agent does in words derived from the
-measurements (landings, crashes, time-outs, episode length), and an animated thumbnail linked to the video.
 ``python main.py --progress RUN`` writes it into the run's folder; :func:`show_progress` shows it in Jupyter.
 """
 
@@ -43,7 +41,6 @@ class Stage:
 
     @property
     def words(self) -> str:
-        """What the agent does at this stage, from the measurements."""
         return describe(self.landed, self.on_pad, self.timed_out, self.mean_length, self.greedy, self.lander)
 
 
@@ -97,20 +94,14 @@ def run_stages(run_dir: str | os.PathLike, video_dir: str | os.PathLike | None =
         on_pad, length = float(np.mean(m["on_pad"][window])), float(np.mean(m["length"][window]))
         average = float(m["average_100"][at_last][0]) if at_last.any() else float("nan")
         video = videos / f"episode_{last:04d}.mp4"
-        greedy = _summary(video.with_suffix(".json"))
+        try:  # what the video worker wrote of the filmed episode
+            greedy = json.loads(video.with_suffix(".json").read_text())
+            float(greedy["score"]), int(greedy["length"]), str(greedy["outcome"])  # noqa: B018 - shape check
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):  # missing, half-written or foreign
+            greedy = None
         stages.append(Stage(first, last, average, greedy, landed, on_pad, timed_out, length, video, lander=lander))
         first = last + 1
     return stages
-
-
-def _summary(sidecar: Path) -> dict | None:
-    """What a video's ``.json`` says of its episode, or None if it is missing or not what a video worker writes."""
-    try:
-        summary = json.loads(sidecar.read_text())
-        float(summary["score"]), int(summary["length"]), str(summary["outcome"])  # noqa: B018 - shape check
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):  # a half-written or foreign file
-        return None
-    return summary
 
 
 def write_thumbnail(video: str | os.PathLike, thumbnail: str | os.PathLike) -> Path:
@@ -139,10 +130,7 @@ def _score(stage: Stage) -> str:
 
 def markdown_table(stages: list[Stage], relative_to: str | os.PathLike) -> str:
     """The table in Markdown, linking thumbnails and videos relative to the folder the file will be in."""
-    rows = [
-        "| episodes | training average | greedy score | what the agent does | video |",
-        "|---|---|---|---|---|",
-    ]
+    rows = ["| episodes | training average | greedy score | what the agent does | video |", "|---|---|---|---|---|"]
     for s in stages:
         video = os.path.relpath(s.video, relative_to)
         thumbnail = os.path.relpath(s.thumbnail, relative_to) if s.thumbnail else None
@@ -156,10 +144,9 @@ def html_table(stages: list[Stage], embed: bool = False, relative_to: str | os.P
     head = "".join(f"<th>{h}</th>" for h in ("episodes", "training average", "greedy score", "what it does", "video"))
     rows = []
     for s in stages:
+        src = os.path.relpath(s.thumbnail, relative_to) if s.thumbnail else ""
         if s.thumbnail and embed:
             src = "data:image/webp;base64," + base64.b64encode(s.thumbnail.read_bytes()).decode("ascii")
-        else:
-            src = os.path.relpath(s.thumbnail, relative_to) if s.thumbnail else ""
         link = os.path.relpath(s.video, relative_to)
         image = f'<a href="{html.escape(link)}"><img src="{src}" width="{THUMBNAIL_SIZE[0]}"></a>' if src else ""
         cells = (f"<b>{s.first}-{s.last}</b>", f"{s.average:.1f}", _score(s), html.escape(s.words), image)
@@ -167,9 +154,9 @@ def html_table(stages: list[Stage], embed: bool = False, relative_to: str | os.P
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def select(stages: list[Stage], rows: int) -> list[Stage]:
-    """At most ``rows`` stages, evenly spread, always with the first and the last."""
-    if rows >= len(stages):
+def select(stages: list[Stage], rows: int | None) -> list[Stage]:
+    """At most ``rows`` stages (all without ``rows``), evenly spread, always with the first and the last."""
+    if not rows or rows >= len(stages):
         return stages
     picks = np.unique(np.linspace(0, len(stages) - 1, rows).round().astype(int))
     return [stages[i] for i in picks]
@@ -183,11 +170,8 @@ def write_progress(run_dir: str | os.PathLike, video_dir: str | os.PathLike | No
     title = f"Training progress of {run_dir.name}"
     md, page = run_dir / "progress.md", run_dir / "progress.html"
     write_text(md, f"# {title}\n\n{markdown_table(stages, run_dir)}")
-    write_text(
-        page,
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<h1>{html.escape(title)}</h1>{html_table(stages, relative_to=run_dir)}\n",
-    )
+    head = f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1>"
+    write_text(page, f"{head}{html_table(stages, relative_to=run_dir)}\n")
     return md, page
 
 
@@ -215,7 +199,6 @@ def show_progress(run_dir: str | os.PathLike | None = None, rows: int | None = N
 
     if run_dir is None:
         run_dir = RUNS_DIR / latest_video_folder().name
-    stages = run_stages(run_dir)
-    stages = select(stages, rows) if rows else stages
+    stages = select(run_stages(run_dir), rows)
     add_thumbnails(stages)
     return HTML(html_table(stages, embed=True))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 from collections.abc import Callable, Iterable
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +20,11 @@ if TYPE_CHECKING:
     from nnetwork import Network
 
 VIDEO_DIR = Path("videos")
+FPS = 50  # LunarLander's own frame rate: the videos play at the real speed
+Policy = Callable[[np.ndarray], int]  # a state to an action
 
 
-def record_video(
-    policy: Callable[[np.ndarray], int], env_id: str, max_steps: int, path: str | os.PathLike, seed: int, fps: int = 50
-) -> float:
+def record_video(policy: Policy, env_id: str, max_steps: int, path: str | os.PathLike, seed: int) -> float:
     """Play one episode with ``policy`` (greedy) in a rendering environment of its own seed; save an H.264 mp4.
 
     Training's random stream never changes. Beside the video go an animated WebP of it (``.webp``) and what
@@ -48,13 +51,13 @@ def record_video(
     mp4 = {"codec": "libx264", "pixelformat": "yuv420p", "macro_block_size": 2, "ffmpeg_log_level": "error"}
 
     def write(tmp: str) -> None:
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, output_params=["-movflags", "+faststart"], **mp4) as out:
+        with imageio.get_writer(tmp, format="FFMPEG", fps=FPS, output_params=["-movflags", "+faststart"], **mp4) as out:
             for frame in frames:
                 out.append_data(frame)
 
     atomic_write(path, write, suffix=".mp4")
     path = Path(path)
-    save_thumbnail(frames, path.with_suffix(".webp"), fps)
+    save_thumbnail(frames, path.with_suffix(".webp"))
     summary = {"score": score, "length": length, "outcome": outcome, "on_pad": landed_on_pad}
     write_text(path.with_suffix(".json"), json.dumps(summary) + "\n")
     return score
@@ -64,18 +67,15 @@ THUMBNAIL_SIZE = (180, 120)  # a third of the 600x400 frames: the lander and the
 THUMBNAIL_EVERY = 4  # every 4th frame, shown at the real speed: a few hundred KB at most
 
 
-def save_thumbnail(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int = 50) -> Path:
+def save_thumbnail(frames: Iterable[np.ndarray], path: str | os.PathLike) -> Path:
     """A small animated WebP of ``frames`` (every 4th, 180x120, at the real speed), written atomically."""
     from PIL import Image
 
-    small = [
-        Image.fromarray(frame).resize(THUMBNAIL_SIZE, Image.BILINEAR)
-        for i, frame in enumerate(frames)
-        if i % THUMBNAIL_EVERY == 0
-    ]
+    kept = islice(frames, 0, None, THUMBNAIL_EVERY)
+    small = [Image.fromarray(frame).resize(THUMBNAIL_SIZE, Image.BILINEAR) for frame in kept]
     if not small:
         raise ValueError(f"no frames for {path}")
-    ms_per_frame = round(1000 * THUMBNAIL_EVERY / fps)
+    ms_per_frame = round(1000 * THUMBNAIL_EVERY / FPS)
 
     def write(tmp: str) -> None:
         small[0].save(tmp, format="WEBP", save_all=True, append_images=small[1:], duration=ms_per_frame, loop=0)
@@ -84,7 +84,7 @@ def save_thumbnail(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: i
     return Path(path)
 
 
-def greedy_policy(net: Network) -> Callable[[np.ndarray], int]:
+def greedy_policy(net: Network) -> Policy:
     """The greedy policy ``argmax_a Q(s, a)`` of a CPU network (``nnetwork.Network`` or ``DuelingNetwork``)."""
     import torch
 
@@ -137,30 +137,25 @@ def latest_video_folder(video_dir: str | os.PathLike = VIDEO_DIR) -> Path:
 
 
 def show_videos(run: str | os.PathLike | None = None, video_dir: str | os.PathLike = VIDEO_DIR):
-    """Return one Jupyter object playing every video of a run in episode order, each captioned.
+    """One Jupyter object playing every video of a run in episode order, each captioned.
 
     ``run`` is a run name (or its folder); by default the run that saved a video last.
     """
-    import base64
-    import html
-
     from IPython.display import HTML
 
-    root = Path(video_dir)
     if run is None:
-        folder = latest_video_folder(root)
+        folder = latest_video_folder(video_dir)
     else:
-        folder = Path(run) if Path(run).is_dir() else root / str(run)
+        folder = Path(run) if Path(run).is_dir() else Path(video_dir) / str(run)
     videos = sorted(folder.glob("episode_*.mp4"))
     if not videos:
         raise FileNotFoundError(f"no videos in {folder}/")
     cells = []
     for v in videos:
         data = base64.b64encode(v.read_bytes()).decode("ascii")
-        episode = int(v.stem.split("_")[1])
         cells.append(
             '<figure style="display:inline-block;margin:4px">'
             f'<video controls loop muted width="300" src="data:video/mp4;base64,{data}"></video>'
-            f"<figcaption>Episode {episode}</figcaption></figure>"
+            f"<figcaption>Episode {int(v.stem.split('_')[1])}</figcaption></figure>"
         )
     return HTML(f"<div><p>{html.escape(folder.name)}</p>{''.join(cells)}</div>")

@@ -1,2 +1,1 @@
-"""A run and what it keeps: the hooks around the episode loop, the run's folder, its files and checkpoints, and
-the signals and child processes that stop it cleanly."""
+"""A run: the hooks around the episode loop, its folder, files and checkpoints, and the signals that stop it cleanly."""

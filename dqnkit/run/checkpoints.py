@@ -25,37 +25,27 @@ def average_reached(episode: Episode, target_score: float) -> bool:
 
 
 class SolvedCheckpoint(Hook):
-    """When the run solves (once), save the network to ``--checkpoint`` and, unless ``keep_training``, stop.
-
-    The rule is the original's (:func:`average_reached`), or with ``eval_target`` the greedy evaluation's
-    (:func:`dqnkit.report.evaluation.passes`). A checkpoint already there is another run's: it is kept first.
-    """
+    """When the run solves (once), save the network to ``--checkpoint`` and, unless ``keep_training``, stop."""
 
     def __init__(self, run: RunFolder, network: Network, cfg: Any) -> None:
         self.run, self.network, self.cfg = run, network, cfg
 
-    def solved(self, episode: Episode) -> bool:
-        """Whether ``episode`` passes the run's rule."""
-        if self.cfg.eval_target is None:
-            return average_reached(episode, self.cfg.target_score)
-        evaluation = episode.evaluation  # beyond the original: the greedy evaluation on unseen seeds
-        return evaluation is not None and passes(evaluation, self.cfg.eval_target, self.cfg.eval_landed)
-
     def on_episode(self, episode: Episode) -> None:
-        history, paths = self.run.history, self.run.paths
-        if history.solved_episode is not None or not self.solved(episode):
+        history, paths, cfg, last = self.run.history, self.run.paths, self.cfg, episode.evaluation
+        if history.solved_episode is not None:
+            return
+        if cfg.eval_target is None:  # the original's rule
+            if not average_reached(episode, cfg.target_score):
+                return
+            rule = f"100-episode average {episode.average_100:.2f} >= {cfg.target_score:g}"
+        elif last is not None and passes(last, cfg.eval_target, cfg.eval_landed):  # greedy episodes on unseen seeds
+            landed = f"{last.outcomes.count('landed')} of {len(last.outcomes)} landed"
+            rule = f"greedy evaluation mean {last.mean_score:.2f} >= {cfg.eval_target:g}, {landed}"
+        else:
             return
         history.solved_episode, episode.solved = episode.episode, True
-        if self.cfg.eval_target is None:
-            rule = f"100-episode average {episode.average_100:.2f} >= {self.cfg.target_score:g}"
-        else:
-            last = episode.evaluation
-            rule = (
-                f"greedy evaluation mean {last.mean_score:.2f} >= {self.cfg.eval_target:g}, "
-                f"{last.outcomes.count('landed')} of {len(last.outcomes)} landed"
-            )
         save_torch(self.network.state_dict(), paths.solved_weights)  # first into the run's folder: nothing loses it
-        if paths.checkpoint.is_file():  # a copy: the checkpoint stays whole if the save below fails
+        if paths.checkpoint.is_file():  # another run's, kept by a copy: it stays whole if the save below fails
             copy_file(paths.checkpoint, paths.previous_checkpoint)
             self.run.out(f"the previous {paths.checkpoint} (another run's) is kept as {paths.previous_checkpoint}")
         try:
@@ -67,17 +57,12 @@ class SolvedCheckpoint(Hook):
             f"solved: {rule} at episode {episode.episode} "
             f"({episode.total_steps} steps, {self.run.elapsed():.1f} s); weights saved to {paths.checkpoint}"
         )
-        if not self.cfg.keep_training:
+        if not cfg.keep_training:
             self.stop = "solved"
 
 
 class TrainingState(Hook):
-    """The resumable training state, every ``--save-every`` episodes and where the run stops; then the last weights.
-
-    It keeps the run's :class:`~dqnkit.run.folder.History` current after every episode. An error between two
-    episodes (in a hook: a full disk) saves the state of the last one, where the agent stands; an error in
-    the middle of one saves only the last weights, and the state on disk stays at its last save.
-    """
+    """The resumable training state, every ``--save-every`` episodes and where the run stops; then the last weights."""
 
     def __init__(self, run: RunFolder, agent: Agent, env: gym.Env, cfg: Any) -> None:
         self.run, self.agent, self.env, self.cfg = run, agent, env, cfg
@@ -104,13 +89,14 @@ class TrainingState(Hook):
 
     def on_failure(self, error: BaseException, episode: Episode | None) -> None:
         try:
+            # Between two episodes (a hook failed: a full disk) the agent stands at the last one's end: save that state.
             if episode is not None and not isinstance(error, KeyboardInterrupt):
                 if self.run.history.episode != episode.episode:  # the error came before this hook saw it
                     self.on_episode(episode)
                 write_metrics(self.run.paths.metrics, self.run.history.rows)  # the file agrees with the state
                 self.save()
                 self.run.rescued = True
-            # After a second Ctrl-C too: the weights as they are; the state stays at its last save.
+            # Inside an episode, or after a second Ctrl-C: the weights as they are; the state stays at its last save.
             save_torch(self.agent.local_qnetwork.state_dict(), self.run.paths.last_weights)
         except UserError:  # the disk is full, say: the run's error says what happened, and what is kept
             pass

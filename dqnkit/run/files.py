@@ -31,35 +31,16 @@ os.umask(_UMASK)
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> None:
     """Call ``write(tmp_path)`` (for writers that need a file name: ffmpeg), then rename it onto ``path``."""
-
-    def fill(fd: int, tmp: str) -> None:
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-
-    _replace(Path(path), fill, suffix)
+    _replace(Path(path), write, suffix, by_name=True)
 
 
 def atomic_write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fh)`` on an open temporary file, then rename it onto ``path``."""
-
-    def fill(fd: int, tmp: str) -> None:
-        # Closed here whatever write does: torch.save(obj, name) on a full disk left its file open, holding the space.
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    _replace(Path(path), fill)
+    _replace(Path(path), write)
 
 
-def _replace(path: Path, fill: Callable[[int, str], None], suffix: str = "") -> None:
-    """Fill a temporary file beside ``path`` (``fill`` closes its descriptor), then rename it onto ``path``.
-
-    In the same folder the rename is atomic: a crash leaves the old complete file or the new one. On any
-    failure the temporary file is removed; a full disk becomes a one-line :class:`UserError`.
-    """
+def _replace(path: Path, write: Callable[[Any], None], suffix: str = "", by_name: bool = False) -> None:
+    """Fill a temporary file beside ``path`` with ``write``, then rename it onto ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The writer's process id in the name tells a live save from the leftover of a killed one.
@@ -67,9 +48,17 @@ def _replace(path: Path, fill: Callable[[int, str], None], suffix: str = "") -> 
     except OSError as exc:
         raise UserError(f"cannot save {path}: {exc.strerror or exc}") from None
     try:
-        fill(fd, tmp)
+        if by_name:
+            os.close(fd)
+            write(tmp)
+        # Closed here whatever write does: torch.save(obj, name) on a full disk left its file open, holding the space.
+        with open(tmp, "rb+") if by_name else os.fdopen(fd, "wb") as fh:
+            if not by_name:
+                write(fh)
+                fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic in the same folder: a crash leaves the old complete file or the new one
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         # torch.save wraps what its file raised in a RuntimeError; the cause is what the user can act on.
@@ -81,15 +70,14 @@ def _replace(path: Path, fill: Callable[[int, str], None], suffix: str = "") -> 
         raise
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """``exc`` or the first exception of ``kind`` in its chain of causes, else None."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
@@ -145,8 +133,7 @@ def _alive(pid: int) -> bool:
 
 
 def check_writable(folder: Path, what: str) -> Path:
-    """Fail before training, not after it, when ``folder`` cannot be written; create nothing: a probe file
-    comes and goes in ``folder``, or in the nearest folder above it that exists, which is returned."""
+    """Fail before training when ``folder`` cannot be written, creating nothing; return its nearest existing folder."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # exists() follows links: a link to nowhere would fail every write later
@@ -252,24 +239,13 @@ def is_training_state(obj: Any) -> bool:
 
 
 def save_training_state(path: Path, agent: Agent, env: gym.Env, cfg: Any, history: dict[str, Any]) -> None:
-    """Write, atomically, all a run needs to go on exactly: ``cfg`` (a dataclass), the agent, ``history`` (saved
-    as ``"progress"``) and the random states (NumPy's generator travels in the agent)."""
+    """Save all a run needs to go on exactly; NumPy's random generator travels in the agent's state."""
     import torch
 
-    state = {
-        "format": STATE_FORMAT,
-        "version": 1,
-        "config": dataclasses.asdict(cfg),
-        "agent": agent.state_dict(),
-        "progress": history,
-        "rng": {
-            "python": random.getstate(),
-            "torch": torch.get_rng_state(),
-            "env": env.unwrapped.np_random.bit_generator.state,
-            "action_space": env.action_space.np_random.bit_generator.state,
-        },
-    }
-    save_torch(state, path)
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    rng["env"], rng["action_space"] = (g.np_random.bit_generator.state for g in (env.unwrapped, env.action_space))
+    state = {"format": STATE_FORMAT, "version": 1, "config": dataclasses.asdict(cfg), "agent": agent.state_dict()}
+    save_torch({**state, "progress": history, "rng": rng}, path)
 
 
 def restore_training_state(saved: dict[str, Any], agent: Agent, env: gym.Env) -> dict[str, Any]:

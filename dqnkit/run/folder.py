@@ -16,15 +16,7 @@ import numpy as np
 from dqnkit.errors import UserError, first_line
 from dqnkit.report.logs import Console, write_metrics
 from dqnkit.report.videos import VIDEO_DIR
-from dqnkit.run.files import (
-    RUNS_DIR,
-    check_file_path,
-    check_writable,
-    load_training_state,
-    remove_stale_temp_files,
-    restore_training_state,
-    write_text,
-)
+from dqnkit.run import files
 from dqnkit.run.paths import BEST_WEIGHTS as BEST_WEIGHTS  # re-exported: the tuner and benchmarks read it here
 from dqnkit.run.paths import RunPaths, lock_run, new_run_dir
 
@@ -33,6 +25,8 @@ if TYPE_CHECKING:
     import torch
 
     from agent import Agent
+
+MaybePath = str | os.PathLike | None
 
 
 @dataclass
@@ -76,7 +70,7 @@ class History:
     def restored(cls, saved: dict[str, Any], agent: Agent, env: gym.Env, source: Any) -> History:
         """The run ``saved`` put back into ``agent`` and ``env``; one line if the file does not fit them."""
         try:
-            history = restore_training_state(saved, agent, env)
+            history = files.restore_training_state(saved, agent, env)
             return cls(**{f.name: history[f.name] for f in dataclasses.fields(cls)})
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:  # another network, a missing entry
             raise UserError(
@@ -94,27 +88,20 @@ class History:
 
 
 class RunFolder:
-    """One training run's folder: its :class:`RunPaths`, its lock, its :class:`History` and its console.
-
-    Made, it has checked every output and created nothing: ``runs/``, ``videos/`` and a relative
-    ``--checkpoint`` go under ``root`` (by default the working folder), messages to ``out`` (by default
-    the terminal). :meth:`open` makes the folder (or takes a resumed run's), locks it and restores the run;
-    as a context manager around the loop it lets go of the lock, and turns an error into one line.
-    """
+    """One training run's folder: its :class:`RunPaths`, its lock, its :class:`History` and its console."""
 
     def __init__(
-        self, cfg: Any, out: Callable[[str], None] | None = None, resume: str | os.PathLike | None = None,
-        root: str | os.PathLike | None = None,
-    ) -> None:  # fmt: skip
+        self, cfg: Any, out: Callable[[str], None] | None = None, resume: MaybePath = None, root: MaybePath = None
+    ) -> None:
         self.cfg, self.resume, self._out = cfg, resume, out
         self.root = Path(root if root is not None else "")  # Path("") / "runs" is "runs": messages stay relative
-        self.saved = load_training_state(resume, type(cfg)) if resume is not None else None
+        self.saved = files.load_training_state(resume, type(cfg)) if resume is not None else None
         if cfg.video:
-            check_writable(self.root / VIDEO_DIR, "videos")
-        check_file_path(self.root / cfg.checkpoint, "the checkpoint")
-        # A new run's folder is made by open(), once the environment exists: a mistyped --env leaves none.
+            files.check_writable(self.root / VIDEO_DIR, "videos")
+        files.check_file_path(self.root / cfg.checkpoint, "the checkpoint")
+        # Nothing is created yet: a new run's folder is made by open(), once the environment exists.
         self._dir = Path(resume).parent if resume is not None else None
-        check_writable(self._dir or self.root / RUNS_DIR, "the run's files")
+        files.check_writable(self._dir or self.root / files.RUNS_DIR, "the run's files")
         self.stopped_by: int | None = None  # the signal that stopped the run, once one did
         self.saved_episode: int | None = None  # the episode of the training state on disk, once there is one
         self.rescued = False  # True once the state of the episode an error came after is saved
@@ -126,7 +113,7 @@ class RunFolder:
         """
         cfg = self.cfg
         name = f"{cfg.env}__seed{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"  # sortable, and says what the run was
-        run_dir = self._dir or new_run_dir(self.root / RUNS_DIR, name)
+        run_dir = self._dir or new_run_dir(self.root / files.RUNS_DIR, name)
         self.paths = paths = RunPaths.of(run_dir, self.root, cfg.checkpoint)
         self._lock = lock_run(paths.lock)  # before any write: a second process resuming this run stops here
         try:
@@ -137,7 +124,7 @@ class RunFolder:
                 self.saved_episode = self.history.episode
             self.done_before = self.history.nothing_left(cfg)
             config = dataclasses.asdict(cfg)
-            write_text(paths.config, json.dumps(config, indent=2) + "\n")
+            files.write_text(paths.config, json.dumps(config, indent=2) + "\n")
             # Exactly the saved rows: a crash after the last save may have appended some that resuming replays.
             write_metrics(paths.metrics, self.history.rows)
             total = cfg.episodes if cfg.keep_training else None  # None: the run may stop early, at the target
@@ -145,7 +132,8 @@ class RunFolder:
             self.out = self.display.write
             announce(self, device, config)
         except BaseException:  # a run that cannot begin holds nothing
-            self._unlock()
+            if self._lock is not None:
+                self._lock.close()
             raise
         self._seconds_before, self._loop_start = self.history.seconds, time.perf_counter()
         return self.history
@@ -174,63 +162,39 @@ class RunFolder:
             if exc is not None:
                 explain_failure(self, exc)
         finally:
-            self._unlock()  # the run's files are complete (or the run failed): another process may have it
+            if self._lock is not None:  # the run's files are complete (or the run failed): another process may have it
+                self._lock.close()
             self.display.close()
 
-    def _unlock(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-
     def result(self, stop: str | None = None) -> TrainResult:
-        """What the run produced, after its :func:`closing_line`; ``stop`` is why the loop stopped."""
-        if (line := closing_line(self, stop)) is not None:
-            self.out(line)
-        h, p = self.history, self.paths
-        scores = [float(r["score"]) for r in h.rows]
-        return TrainResult(
-            scores, h.solved_episode, h.total_steps, self.elapsed(), p.dir, p.checkpoint, p.state, self.stopped_by,
-            p.last_weights,
-        )  # fmt: skip
-
-
-# ---------------------------------------------------------------- what the run says
+        """What the run produced, after its last line if it stopped early or did not solve; ``stop``: why it stopped."""
+        # A run that solved said so then; a resumed run with nothing left to play said so when it opened.
+        h, p, speaks = self.history, self.paths, not self.done_before
+        if speaks and (self.stopped_by is not None or stop not in (None, "solved")):
+            why = "" if self.stopped_by is not None else f" ({stop})"
+            resume = f"continue with: python main.py --resume {p.state}"
+            self.out(f"stopped at episode {h.episode}{why}; last weights saved to {p.last_weights}; {resume}")
+        elif speaks and h.solved_episode is None:
+            unsolved = f"({p.checkpoint} is written only by a run that solves)"
+            self.out(f"not solved in {len(h.rows)} episodes; last weights saved to {p.last_weights} {unsolved}")
+        found = (h.solved_episode, h.total_steps, self.elapsed(), p.dir, p.checkpoint, p.state, self.stopped_by)
+        return TrainResult([float(r["score"]) for r in h.rows], *found, p.last_weights)
 
 
 def announce(run: RunFolder, device: torch.device, config: dict[str, Any]) -> None:
     """The first lines: the run and where its files go (or why a resumed one has nothing to do), leftovers."""
     p = run.paths
-    if run.done_before:
-        run.out(run.done_before)
-    else:
-        verb = f"resuming at episode {run.history.episode + 1}" if run.saved is not None else "run"
-        run.out(f"{verb} {p.dir.name} on {device}; metrics: {p.metrics}; training state: {p.state}")
-    removed = remove_stale_temp_files(p.checkpoint.parent, p.checkpoint.name)
+    verb = f"resuming at episode {run.history.episode + 1}" if run.saved is not None else "run"
+    run.out(run.done_before or f"{verb} {p.dir.name} on {device}; metrics: {p.metrics}; training state: {p.state}")
+    removed = files.remove_stale_temp_files(p.checkpoint.parent, p.checkpoint.name)
     if run.saved is not None:
-        removed += remove_stale_temp_files(p.dir) + remove_stale_temp_files(p.videos)
+        removed += files.remove_stale_temp_files(p.dir) + files.remove_stale_temp_files(p.videos)
     if removed:
         plural = "s" if len(removed) > 1 else ""
         listed = ", ".join(str(path) for path in removed)
         run.out(f"removed {len(removed)} temporary file{plural} left by an interrupted save: {listed}")
     if not run.cfg.quiet and not run.done_before:
         run.out("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in config.items()))
-
-
-def closing_line(run: RunFolder, stop: str | None) -> str | None:
-    """The last line of a run stopped early (by a signal, or a hook's ``stop``) or not solved; else None.
-
-    A run that solved said so then; a resumed run with nothing left to play said so when it opened.
-    """
-    h, p = run.history, run.paths
-    if run.done_before:
-        return None
-    if run.stopped_by is not None or (stop is not None and stop != "solved"):
-        why = "" if run.stopped_by is not None else f" ({stop})"
-        resume = f"continue with: python main.py --resume {p.state}"
-        return f"stopped at episode {h.episode}{why}; last weights saved to {p.last_weights}; {resume}"
-    if h.solved_episode is None:
-        unsolved = f"({p.checkpoint} is written only by a run that solves)"
-        return f"not solved in {len(h.rows)} episodes; last weights saved to {p.last_weights} {unsolved}"
-    return None
 
 
 def explain_failure(run: RunFolder, exc: BaseException) -> None:
@@ -243,8 +207,7 @@ def explain_failure(run: RunFolder, exc: BaseException) -> None:
     else:  # an error inside an episode, or the disk is still full: the last state saved before stands
         kept = f"; the training state on disk is episode {run.saved_episode}'s: {resume}"
     if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: main.py says it, with this note
-        complete = run.saved_episode is not None
-        exc.note = "; the last saved training state is still complete" if complete else kept
+        exc.note = kept if run.saved_episode is None else "; the last saved training state is still complete"
     elif isinstance(exc, FloatingPointError):
         last = f"; the last saved training state is {run.paths.state}" if run.saved_episode is not None else ""
         raise UserError(

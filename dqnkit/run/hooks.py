@@ -1,8 +1,4 @@
-"""Hooks: the services around the episode loop, each a small object with its own state (docs/hooks.md).
-
-``main.train`` hands each finished episode, an :class:`Episode`, to every hook of a :class:`Hooks` list; any
-may ask the loop to stop. The models: Stable-Baselines3's callbacks and PFRL's ``step_hooks``.
-"""
+"""Hooks: services around the episode loop (docs/hooks.md), like Stable-Baselines3's callbacks and PFRL's step_hooks."""
 
 from __future__ import annotations
 
@@ -33,8 +29,7 @@ class Episode:
 
 
 class Hook:
-    """A service around the episode loop; every method is optional. Setting :attr:`stop` to a reason asks
-    the loop to stop after the episode."""
+    """A service around the episode loop, every method optional; setting ``stop`` ends the loop after the episode."""
 
     stop: str | None = None
 
@@ -53,8 +48,7 @@ class Hook:
     def on_failure(self, error: BaseException, episode: Episode | None) -> None:
         """When an error ended the loop, before :meth:`close`, in list order: save what can be saved.
 
-        ``episode`` is the last finished one when the error came between episodes (from a hook), so
-        that the agent stands at its end; None when it came in the middle of one.
+        ``episode``: the last finished one, at whose end the agent stands, if the error came between episodes.
         """
 
     def close(self, error: BaseException | None) -> None:
@@ -103,35 +97,25 @@ class Hooks:
         try:
             if exc is None:
                 self._between = True
-                try:
-                    for hook in reversed(self.hooks):
-                        hook.on_end()
-                except BaseException as failure:  # a Ctrl-C while the videos finish, a full disk
-                    error = failure
-                    raise
+                for hook in reversed(self.hooks):
+                    hook.on_end()
+        except BaseException as failure:  # a Ctrl-C while the videos finish, a full disk
+            error = failure
+            raise
         finally:
             if error is not None:
-                self._fail(error)
+                episode = self.last if self._between else None  # the episode the agent stands at the end of
+                for hook in self.hooks:
+                    # One hook's failed rescue must not keep the next from saving; the first error is what is reported.
+                    with contextlib.suppress(Exception):
+                        hook.on_failure(error, episode)
             with contextlib.ExitStack() as closing:  # every close() runs, the last hook's first
                 for hook in self.hooks:
                     closing.callback(hook.close, error)
 
-    def _fail(self, error: BaseException) -> None:
-        """Every hook's :meth:`Hook.on_failure`, in order, with the episode the agent stands at the end of."""
-        episode = self.last if self._between else None
-        for hook in self.hooks:
-            # One hook's failed rescue must not keep the next from saving; the first error is what is reported.
-            with contextlib.suppress(Exception):
-                hook.on_failure(error, episode)
-
 
 class StopOnSignal(Hook):
-    """The first SIGINT, SIGTERM or SIGHUP (a closed terminal) stops the run after this episode; a second, at once.
-
-    The episode is finished (well under a second), so that the saved state sits on an episode boundary
-    and a resumed run is exactly the uninterrupted one; after a second signal, the last periodic state on
-    disk is still complete. The run (a :class:`~dqnkit.run.folder.RunFolder`) learns which signal it was.
-    """
+    """The first SIGINT, SIGTERM or SIGHUP (a closed terminal) stops the run after this episode; a second, at once."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
@@ -141,8 +125,9 @@ class StopOnSignal(Hook):
         self._before = processes.catch_stop_signals(self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop is not None:
+        if self.stop is not None:  # a second signal: at once, and the last state on disk is still complete
             raise KeyboardInterrupt
+        # The episode is finished (well under a second): the state saved then is exactly where a resumed run goes on.
         self.stop, self.run.stopped_by = f"signal {signum}", signum
         self.run.out("stopping after this episode to save the training state (press Ctrl-C again to stop at once)")
 

@@ -32,28 +32,21 @@ class RunPaths:
     lock: Path  # locked while a process trains in the run (lock_run)
 
     @classmethod
-    def of(cls, run_dir: Path, root: Path, checkpoint: str | os.PathLike) -> RunPaths:
-        """The paths of the run in ``run_dir``: videos in ``root/videos/<run>``, a relative checkpoint in ``root``."""
-        d = run_dir
+    def of(cls, d: Path, root: Path, checkpoint: str | os.PathLike) -> RunPaths:
+        """The paths of the run in folder ``d``: videos in ``root/videos/<run>``, a relative checkpoint in ``root``."""
+        names = ("metrics.csv", "config.json", "last.pth", BEST_WEIGHTS, "solved.pth", "previous-checkpoint.pth")
         return cls(
-            dir=d, videos=root / VIDEO_DIR / d.name, checkpoint=root / checkpoint, state=d / STATE_FILE,
-            metrics=d / "metrics.csv", config=d / "config.json", last_weights=d / "last.pth",
-            best_weights=d / BEST_WEIGHTS, solved_weights=d / "solved.pth",
-            previous_checkpoint=d / "previous-checkpoint.pth", lock=d / LOCK_FILE,
-        )  # fmt: skip
+            d, root / VIDEO_DIR / d.name, root / checkpoint, d / STATE_FILE, *(d / n for n in names), d / LOCK_FILE
+        )
 
 
 def new_run_dir(parent: Path, name: str) -> Path:
-    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it.
-
-    ``mkdir`` without ``exist_ok`` is atomic: of two runs started in the same second with the same
-    seed, exactly one gets each name, so they never share files.
-    """
+    """Create ``parent/name`` for a new run, or ``name-2``, ``name-3``... if another run has it."""
     check_writable(parent, "the run's files")
     for n in range(1, 1000):
         path = parent / (name if n == 1 else f"{name}-{n}")
         try:
-            path.mkdir(parents=True)  # still raises FileExistsError for the run folder itself
+            path.mkdir(parents=True)  # atomic, parents or not: of two runs started in one second, one gets each name
             return path
         except FileExistsError:
             continue
@@ -61,20 +54,15 @@ def new_run_dir(parent: Path, name: str) -> Path:
 
 
 def lock_run(path: Path) -> BinaryIO | None:
-    """An exclusive ``flock`` on ``path`` (a run's ``.lock``): closing the file returned lets go of it.
-
-    A second process resuming the run would append to the same ``metrics.csv``; it is refused in one
-    line instead. The system drops the lock when its process ends, however it ends: never a stale one.
-    None where ``fcntl`` is missing (Windows): no lock.
-    """
+    """An exclusive ``flock`` on a run's ``.lock``, held until the file returned is closed; None on Windows."""
     try:
         import fcntl
     except ImportError:
         return None
     handle = open(path, "a+b")  # noqa: SIM115 - held open for the run's life
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it ends with its process, however that ends: never stale
+    except BlockingIOError:  # a second process resuming the run would append to the same metrics.csv
         handle.close()
         raise UserError(
             f"{path.parent} is in use: another process is training in it; wait for it to stop, "

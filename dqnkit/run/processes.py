@@ -1,9 +1,7 @@
 """Signals and child processes, in one place: how children start, take signals, and are stopped or killed.
 
-Ctrl-C in a terminal reaches its whole foreground process group, at any moment, even mid-write. So each
-child leads a group of its own, and only the parent gets Ctrl-C and decides: training stops after the
-episode (``StopOnSignal``), the tuner tells its workers (:func:`watch`), the video worker is killed with
-what it started when a run stops at once (:func:`kill_pool`). Processes, not threads: training holds the GIL.
+Ctrl-C in a terminal reaches its whole foreground process group, even mid-write: so each child leads a group
+of its own, and only the parent gets Ctrl-C and decides. Processes, not threads: training holds the GIL.
 """
 
 from __future__ import annotations
@@ -40,18 +38,12 @@ def restore(handlers: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-# ---------------------------------------------------------------- the tuner's workers
-
-
 class StopFlag:
     """In a worker: true once SIGINT, SIGTERM or SIGHUP came (they interrupt nothing), or its command is gone."""
 
     def __init__(self, parent: int) -> None:
         self.parent, self.set = parent, False
-
-    def install(self) -> None:
-        """Catch the stop signals from now on (a training run puts its own handlers in place while it runs)."""
-        catch_stop_signals(self._handle)
+        catch_stop_signals(self._handle)  # from now on; a training run puts its own handlers in place while it runs
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.set = True
@@ -63,20 +55,16 @@ class StopFlag:
 def _enter(target: Callable[..., Any], index: int, parent: int, args: tuple) -> None:
     """A worker's first steps: its own process group, its stop flag, then ``target(index, stop, *args)``."""
     os.setpgrp()  # out of the terminal's foreground group: Ctrl-C reaches the command alone
-    stop = StopFlag(parent)
-    stop.install()
     try:
-        target(index, stop, *args)
+        target(index, StopFlag(parent), *args)
     except KeyboardInterrupt:  # a second signal during a run stops it at once; the command says so
         sys.exit(130)
 
 
 def start(target: Callable[..., Any], args: tuple, jobs: int) -> list[BaseProcess]:
     """Start ``jobs`` workers, fresh (spawned) interpreters each running ``target(index, stop, *args)``."""
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_enter, args=(target, i, os.getpid(), args), name=f"worker-{i}") for i in range(jobs)
-    ]
+    spawn = multiprocessing.get_context("spawn").Process
+    processes = [spawn(target=_enter, args=(target, i, os.getpid(), args), name=f"worker-{i}") for i in range(jobs)]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: ignored until they leave the terminal
     try:
         for process in processes:
@@ -87,11 +75,7 @@ def start(target: Callable[..., Any], args: tuple, jobs: int) -> list[BaseProces
 
 
 def watch(processes: list[BaseProcess], ended: Callable[[BaseProcess], None], say: Callable[[str], None]) -> int | None:
-    """Wait for every worker, calling ``ended(process)`` as each ends; return the signal that stopped them, if any.
-
-    The first stop signal tells each worker to stop after its episode; a second one, or ``GRACE_SECONDS``
-    without an end, kills those still running.
-    """
+    """Wait for every worker, calling ``ended(process)`` as each ends; return the signal that stopped them, if any."""
     received: list[int] = []
     previous = catch_stop_signals(lambda signum, frame: received.append(signum))
     told_at: float | None = None
@@ -109,7 +93,7 @@ def watch(processes: list[BaseProcess], ended: Callable[[BaseProcess], None], sa
                 for process in running:
                     _signal(process, signal.SIGINT)
             if told_at is not None and (len(received) > 1 or time.monotonic() - told_at > GRACE_SECONDS):
-                for process in running:
+                for process in running:  # a second signal, or GRACE_SECONDS without an end: kill them
                     _signal(process, signal.SIGKILL)
     finally:
         restore(previous)
@@ -123,27 +107,18 @@ def _signal(process: BaseProcess, sig: int) -> None:
             os.kill(process.pid, sig)
 
 
-# ---------------------------------------------------------------- the video worker
-
-
 def _pool_setup() -> None:
-    """In the pool's worker, first: a process group of its own, which its ffmpeg joins; Ctrl-C and SIGHUP ignored.
-
-    imageio-ffmpeg starts each ffmpeg in a group of its own, and then nothing ends it with the worker: one
-    that outlived a stopped worker created a video's temporary file after it was removed.
-    """
+    """In the pool's worker, first: a process group of its own, which its ffmpeg joins; Ctrl-C and SIGHUP ignored."""
     if hasattr(os, "setpgrp"):  # none on Windows
         os.setpgrp()
-        os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"  # imageio-ffmpeg: no group of its own for ffmpeg
+        # imageio-ffmpeg would start each ffmpeg in a group of its own, which nothing ends with the worker: one
+        # that outlived a stopped worker created a video's temporary file after it was removed.
+        os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process
     if hasattr(signal, "SIGHUP"):  # a closed terminal: the training process saves, then waits for these videos
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # SIGTERM from outside ends the task in hand: imageio kills its ffmpeg, the atomic write removes its file.
-    signal.signal(signal.SIGTERM, _exit)
-
-
-def _exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def start_pool() -> ProcessPoolExecutor:
@@ -163,12 +138,9 @@ def pool_task(target: Callable[..., Any], *args: Any) -> Any:
 
 
 def kill_pool(pool: ProcessPoolExecutor) -> None:
-    """SIGKILL the pool's worker and every process of its group now, and wait (a second at most) until none runs.
-
-    Not SIGTERM, which the worker turns into SystemExit: one that lands inside the start of an ffmpeg
-    leaves that ffmpeg running on, unseen, and one that lands in a callback that ignores exceptions
-    (an at-fork handler) is lost, and the worker goes on.
-    """
+    """SIGKILL the pool's worker and every process of its group now, and wait (a second at most) until none runs."""
+    # Not SIGTERM, which the worker turns into SystemExit: inside the start of an ffmpeg it leaves that ffmpeg
+    # running, unseen, and in a callback that ignores exceptions (an at-fork handler) it is lost.
     # Python 3.14 has pool.terminate_workers(); before it, the processes are only reachable here.
     workers = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)

@@ -20,12 +20,7 @@ if TYPE_CHECKING:
 
 
 def run_hooks(cfg: Any, run: RunFolder, agent: Agent, env: gym.Env) -> list[Hook]:
-    """The run's own hooks for ``cfg``, in the order they see each episode.
-
-    The evaluation fills in the record before the metrics and the stopping rule read it; the training
-    state is saved after the solved checkpoint, so that it knows the run solved. At the end, in reverse:
-    the state and the last weights first, the learning curve, then the videos, which may take a while.
-    """
+    """The run's own hooks for ``cfg``, in the order they see each episode (and in reverse at the end)."""
     hooks: list[Hook] = [StopOnSignal(run)]  # Ctrl-C: stop after the episode
     if run.done_before:  # a resumed run with nothing left to play: nothing to log, film or save
         return hooks
@@ -33,17 +28,16 @@ def run_hooks(cfg: Any, run: RunFolder, agent: Agent, env: gym.Env) -> list[Hook
     if cfg.video:
         hooks.append(ProgressTable(paths.dir, paths.videos, out))  # after the videos are done (the end is in reverse)
         hooks.append(PeriodicVideos(network, cfg.env, cfg.max_steps, cfg.video_every, cfg.seed, paths.videos, out))
-    if cfg.eval_every:
+    if cfg.eval_every:  # before the metrics and the solved rule, which read its result from the record
+        # A resumed run keeps the best of its earlier evaluations.
         best = max((float(r["eval_score"]) for r in rows if r.get("eval_score", "") != ""), default=-math.inf)
-        hooks.append(  # a resumed run keeps the best of its earlier evaluations
-            PeriodicEvaluation(cfg.env, cfg.max_steps, cfg.eval_every, cfg.eval_episodes, paths.best_weights, network,
-                               best, cfg.eval_from_average)
-        )  # fmt: skip
+        setting = (cfg.env, cfg.max_steps, cfg.eval_every, cfg.eval_episodes)
+        hooks.append(PeriodicEvaluation(*setting, paths.best_weights, network, best, cfg.eval_from_average))
     tensorboard = paths.dir / "tensorboard" if cfg.tensorboard else None
     return [
         *hooks,
         MetricsLog(paths.metrics, rows, env, agent, elapsed, out, cfg.target_score, tensorboard),
         ConsoleLog(run.display, elapsed),
         SolvedCheckpoint(run, network, cfg),
-        TrainingState(run, agent, env, cfg),
+        TrainingState(run, agent, env, cfg),  # after the solved checkpoint: it saves that the run solved
     ]

@@ -1,2 +1,1 @@
-"""``tune.py``: an Optuna study over ``main.Config``; the command, the search space, the study, one trial,
-the report and the confirmation of the best trials."""
+"""``tune.py``: an Optuna study over ``main.Config``: the command, space, study, trial, report and confirmation."""

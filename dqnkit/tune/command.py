@@ -1,8 +1,5 @@
-"""``tune.py``: an Optuna study over the settings of ``main.Config``, run by worker processes.
-
-Each trial is a real ``main.train`` run (:mod:`dqnkit.tune.trial`), handed in by ``tune.py`` with
-``main.Config``: the package never imports ``main.py``.
-"""
+"""``tune.py``: an Optuna study over the settings of ``main.Config``, run by worker processes. ``tune.py`` hands
+in ``main.Config`` and ``main.train`` (each trial is a run of it): the package never imports main.py."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ import dataclasses
 import multiprocessing
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,22 +19,11 @@ from dqnkit import cli
 from dqnkit.cli import nonnegative_int, positive_int, seed_number
 from dqnkit.errors import UserError
 from dqnkit.run import processes
+from dqnkit.tune import study as studies
 from dqnkit.tune.confirm import confirm
 from dqnkit.tune.report import TRIAL_RUN_OPTIONS, summary_lines, trial_line, write_report
 from dqnkit.tune.space import SPACES
-from dqnkit.tune.study import (
-    TUNE_DIR,
-    StudySpec,
-    fail_orphaned_trials,
-    hide_password,
-    load_study,
-    make_sampler,
-    open_storage,
-    open_study,
-    requeue_unfinished,
-    storage_location,
-)
-from dqnkit.tune.trial import OBJECTIVES, Interrupted, TrialPlan, run_trial, worker_name
+from dqnkit.tune.trial import OBJECTIVES, Interrupted, TrialPlan, run_trial
 
 PROG = "tune.py"
 DESCRIPTION = "Tune the DQN's settings with an Optuna study; every trial is a run of main.py (docs/tuner.md)."
@@ -46,7 +33,6 @@ BUDGET |= {"eval_target": 260.0, "eval_landed": 0.98, "backprop": "autograd"}
 SEED = 1000  # trial N trains with seed SEED + N
 CONFIRM_SEEDS = (100, 101, 102, 103, 104)  # no trial's (the study seed's default is 1000) and no benchmark's
 LEAST_CONFIRM_SEEDS = 5
-STARTED = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")  # states of trials that have started (WAITING ones have not)
 FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing stops: the same error would fail every trial
 
 OBJECTIVE_HELP = (
@@ -59,8 +45,8 @@ CONFIRM_HELP = (
 )
 
 
-def build_parser(config_cls: type) -> argparse.ArgumentParser:
-    """The command line of tune.py: the study, each trial's budget, and the confirmation."""
+def parse_arguments(argv: list[str], config_cls: type, train: Callable, root: Path) -> tuple[studies.StudySpec, Any]:
+    """The command line: the study (in ``root``'s ``runs/tune/``) and the other options; bad input exits in one line."""
     parser = cli.OneLineParser(PROG, description=DESCRIPTION, formatter_class=cli.HelpFormatter, allow_abbrev=False)
     add = parser.add_argument_group("the study").add_argument
     add("--study", required=True, metavar="NAME", help="the study's name: letters, digits, . _ -")
@@ -73,7 +59,7 @@ def build_parser(config_cls: type) -> argparse.ArgumentParser:
     add("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
     add("--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality")
     add("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N")
-    add("--storage", metavar="URL", help=f"default: {TUNE_DIR}/<study>.log; or postgresql://...")
+    add("--storage", metavar="URL", help=f"default: {studies.TUNE_DIR}/<study>.log; or postgresql://...")
     add("--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats")
     silent = "database: a trial silent this long has failed"
     add("--grace-period", type=positive_int, default=120, metavar="S", help=silent)
@@ -87,15 +73,6 @@ def build_parser(config_cls: type) -> argparse.ArgumentParser:
     add("--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent")
     named = "retrain these finished trials instead of the K best (the one a preset was chosen from)"
     add("--confirm-trials", type=nonnegative_int, nargs="+", default=[], metavar="N", help=named)
-    return parser
-
-
-def parse_arguments(
-    argv: list[str] | None, config_cls: type, train: Callable[..., Any], root: Path = Path()
-) -> tuple[StudySpec, Any]:
-    """The study the command line names (in ``root``'s ``runs/tune/``, by default the working directory's) and
-    the command's other options; bad input exits with one line."""
-    parser = build_parser(config_cls)
     args = parser.parse_args(argv)
     if problem := arguments_problem(args):
         parser.error(problem)
@@ -103,13 +80,14 @@ def parse_arguments(
     if problem := cli.config_problem(base):
         parser.error(problem)
     try:
-        storage = storage_location(args.storage, args.study, root)
+        storage = studies.storage_location(args.storage, args.study, root)
     except UserError as exc:
         parser.error(str(exc))
-    plan = TrialPlan(base, args.space, args.objective, args.seed, (root / TUNE_DIR / args.study).resolve(), train)
+    folder = (root / studies.TUNE_DIR / args.study).resolve()
+    plan = TrialPlan(base, args.space, args.objective, args.seed, folder, train)
     pruner = args.pruner or ("median" if args.objective == "quality" else "none")
-    spec = StudySpec(args.study, storage, plan, args.sampler, pruner, args.heartbeat_interval, args.grace_period)
-    return spec, args
+    beats = args.heartbeat_interval, args.grace_period
+    return studies.StudySpec(args.study, storage, plan, args.sampler, pruner, *beats), args
 
 
 def arguments_problem(args: argparse.Namespace) -> str | None:
@@ -136,11 +114,9 @@ def arguments_problem(args: argparse.Namespace) -> str | None:
 
 @dataclass
 class Budget:
-    """The trials this command may still start, shared by its workers: ``claim`` one before each trial.
-
-    Counting the study's trials and creating the next one happen under one lock, so two workers of one
-    command never pass ``--max-total-trials``; other machines count the storage alone and may pass it by one.
-    """
+    """The trials this command may still start, shared by its workers: ``claim`` one before each trial. Counting
+    the study's trials and creating the next one happen under one lock, so two workers of one command never pass
+    ``--max-total-trials``; other machines count the storage alone and may pass it by one."""
 
     trials: int
     max_total: int | None
@@ -150,14 +126,11 @@ class Budget:
 
     def claim(self, study: Any) -> bool:
         """Hold the gate and take one trial, or let go and return False when none is left."""
-        from optuna.trial import TrialState
-
-        started = tuple(TrialState[name] for name in STARTED)
         self.held = self.gate.acquire(timeout=30)  # a worker killed holding it must not stop the others
         with self.started.get_lock():
             left = self.started.value < self.trials
             if left and self.max_total is not None:  # trials started, in any state; not those only queued
-                left = len(study.get_trials(deepcopy=False, states=started)) < self.max_total
+                left = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False)) < self.max_total
             if left:
                 self.started.value += 1
         if not left:
@@ -171,18 +144,15 @@ class Budget:
             self.gate.release()
 
 
-def study_worker(index: int, stop: processes.StopFlag, spec: StudySpec, budget: Budget) -> None:
+def study_worker(index: int, stop: processes.StopFlag, spec: studies.StudySpec, budget: Budget) -> None:
     """One worker: run trials until the budget is spent, the study is full or the command says stop."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each finished trial prints its own line instead
     try:
-        study = load_study(spec, open_storage(spec))
-        study.sampler = make_sampler(spec)
+        study = studies.open_study(spec)
         failures = 0
 
         def objective(trial: Any) -> Any:
-            trial.set_user_attr("worker", worker_name())
+            # host:pid: the command fails the trials of a worker that was killed (studies.fail_orphaned_trials)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             budget.release()
             try:
                 return run_trial(trial, spec.plan, stop)
@@ -208,37 +178,40 @@ def study_worker(index: int, stop: processes.StopFlag, spec: StudySpec, budget: 
         sys.exit(1)
 
 
-def run_study(spec: StudySpec, study: Any, trials: int, jobs: int, max_total: int | None) -> int | None:
-    """Run up to ``trials`` trials on ``jobs`` worker processes; return the signal that stopped them, if any."""
+def run_study(spec: studies.StudySpec, study: Any, args: argparse.Namespace) -> int | None:
+    """Run up to ``--trials`` trials on ``--jobs`` worker processes; return the signal that stopped them, if any."""
     context = multiprocessing.get_context("spawn")
-    budget = Budget(trials, max_total, context.Value("i", 0), context.Lock())
-    workers = processes.start(study_worker, (spec, budget), jobs)
+    budget = Budget(args.trials, args.max_total_trials, context.Value("i", 0), context.Lock())
+    workers = processes.start(study_worker, (spec, budget), args.jobs)
 
     def ended(process: Any) -> None:
         if process.exitcode != 0:  # killed, or failed: its trial must not stay RUNNING
-            for number in fail_orphaned_trials(study):
+            for number in studies.fail_orphaned_trials(study):
                 print(f"trial {number} FAIL | its worker (process {process.pid}) ended mid-trial", flush=True)
 
     return processes.watch(workers, ended, lambda text: print(text, file=sys.stderr, flush=True))
 
 
-def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any], root: Path = Path()) -> int:
+def main(argv: list[str], config_cls: type, train: Callable[..., Any], root: Path = Path()) -> int:
     """The command: open (or make) the study, run the trials, report, confirm; returns the exit status."""
-    import optuna
-
     spec, args = parse_arguments(argv, config_cls, train, root)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    stopped_by = None
     try:
-        study = open_study(spec)
-        say_where(study, spec, args)
-        for number in fail_orphaned_trials(study):
+        study = studies.open_study(spec)
+        # The first line: which study, where, how many trials it holds, and what this command will do.
+        held = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
+        where = studies.hide_password(spec.storage) if "://" in spec.storage else relative(spec.storage)
+        pruner = f", pruner {spec.pruner}" if spec.plan.objective == "quality" else ""
+        print(
+            f"study {spec.name} in {where}: {held or 'new, no'} trials so far; objective {spec.plan.objective}, "
+            f"sampler {spec.sampler}{pruner}; this command: up to {args.trials} trials on {args.jobs} worker "
+            f"process{'es' if args.jobs > 1 else ''}; trials in {relative(spec.plan.folder)}/"
+        )
+        for number in studies.fail_orphaned_trials(study):
             print(f"trial {number} FAIL | its worker was killed before this command started")
-        if again := requeue_unfinished(study):
+        if again := studies.requeue_unfinished(study):
             print(f"queued again, as they were stopped before they finished: trials {', '.join(map(str, again))}")
-        if args.trials:
-            stopped_by = run_study(spec, study, args.trials, args.jobs, args.max_total_trials)
-        fail_orphaned_trials(study)
+        stopped_by = run_study(spec, study, args) if args.trials else None
+        studies.fail_orphaned_trials(study)
         written = write_report(study, spec)
         print("\n".join(summary_lines(study, spec)))
         print("written: " + ", ".join(relative(path) for path in written))
@@ -253,21 +226,7 @@ def main(argv: list[str] | None, config_cls: type, train: Callable[..., Any], ro
     return 0 if stopped_by is None else 128 + stopped_by
 
 
-def say_where(study: Any, spec: StudySpec, args: argparse.Namespace) -> None:
-    """The first line: which study, where, how many trials it holds, and what this command will do."""
-    held = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
-    where = hide_password(spec.storage) if "://" in spec.storage else relative(spec.storage)
-    pruner = f", pruner {spec.pruner}" if spec.plan.objective == "quality" else ""
-    print(
-        f"study {spec.name} in {where}: {held or 'new, no'} trials so far; "
-        f"objective {spec.plan.objective}, sampler {spec.sampler}{pruner}; this command: up to {args.trials} "
-        f"trials on {args.jobs} worker process{'es' if args.jobs > 1 else ''}; trials in {relative(spec.plan.folder)}/"
-    )
-
-
 def relative(path: str | os.PathLike) -> str:
     """``path`` relative to the working directory when it lies below it, as the user would type it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(Path(path))
+    path, here = Path(path), Path.cwd()
+    return str(path.relative_to(here) if path.is_relative_to(here) else path)

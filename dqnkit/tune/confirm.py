@@ -1,8 +1,7 @@
 """``tune.py --confirm K``: settings that won on the seeds a study trained on can lose on others, so
 each of the K best is trained again on every ``--confirm-seeds`` with the study's budget and rule, and the
 agent it saves (as ``benchmarks/compare.py`` takes it) plays greedy episodes on seeds no run trains, films
-or selects on. Only these figures are results. Each run keeps ``result.json``, which a rerun reuses.
-"""
+or selects on. Only these figures are results. Each run keeps ``result.json``, which a rerun reuses."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ import json
 import multiprocessing
 import statistics
 import sys
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError, first_line
@@ -25,20 +23,12 @@ from dqnkit.tune.report import TRIAL_RUN_OPTIONS, best_config, best_trials
 from dqnkit.tune.study import StudySpec
 from dqnkit.tune.trial import TrialReport
 
-
-@dataclass
-class ConfirmRun:
-    """One retraining: the settings of trial ``trial`` on seed ``seed``, in ``folder``."""
-
-    trial: int
-    seed: int
-    cfg: Any
-    folder: Path
+# One retraining: the settings (cfg) of trial number ``trial`` on seed ``seed``, in ``folder``.
+ConfirmRun = namedtuple("ConfirmRun", "trial seed cfg folder")
 
 
 def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
-    """Retrain and evaluate the ``args.confirm`` best trials (or ``args.confirm_trials``); print and keep the
-    figures. Returns the signal that stopped the workers, if one did."""
+    """Retrain and evaluate the trials --confirm chooses; print and keep the figures, or return the stopping signal."""
     best = chosen_trials(study, spec, args.confirm, args.confirm_trials)
     runs, folder = [], spec.plan.folder / "confirm"
     for t in best:
@@ -88,68 +78,54 @@ def kept_result(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
 def confirm_worker(
     index: int, stop: processes.StopFlag, runs: list[ConfirmRun], started: Any, train: Callable[..., Any], episodes: int
 ) -> None:
-    """One worker: take the next run that has no result yet, train, evaluate, keep result.json; until none is left."""
+    """One worker: train and evaluate the next run that has no result yet, keep result.json; until none is left."""
     while not stop():
         with started.get_lock():
             i, started.value = started.value, started.value + 1
         if i >= len(runs):
             return
-        run = runs[i]
+        run, cfg, hook = runs[i], runs[i].cfg, TrialReport(None, report=False, stopping=stop)
         if kept_result(run, episodes) is not None:
             continue  # an earlier command finished it
-        result = confirm_run(run, train, episodes, stop)
-        if result is None:
-            return  # stopped
+        result = {"trial": run.trial, "seed": run.seed, "episodes": episodes, "config": dataclasses.asdict(cfg)}
+        try:
+            trained = train(cfg, out=lambda _: None, hooks=[hook], root=run.folder)
+            if trained.stopped_by is not None or hook.stop is not None:
+                return  # stopped
+            saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
+            agent = evaluate(
+                saved, episodes, UNSEEN_SEED_BASE, env_id=cfg.env, max_steps=cfg.max_steps, out=lambda _: None
+            )
+        except UserError as exc:  # a diverging loss, say: this seed's run has no agent
+            result["error"] = first_line(exc)
+        else:
+            measured = hook.outcome(cfg.episodes * cfg.max_steps)
+            result.update({k: measured[k] for k in ("passed", "saved_episode", "steps", "cpu_seconds")})
+            result.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
+            result["on_pad"] = agent.on_pad / len(agent.outcomes)
         write_text(run.folder / "result.json", json.dumps(result, indent=2) + "\n")
         shown = f"score {result['score']:.1f}, landed {result['landed']:.0%}" if "score" in result else result["error"]
         print(f"confirm trial {run.trial} seed {run.seed}: {shown}", flush=True)
 
 
-def confirm_run(run: ConfirmRun, train: Callable[..., Any], episodes: int, stop: Callable[[], bool]) -> dict | None:
-    """Train ``run``, then play its saved agent greedily on the unseen seeds; None if it was stopped."""
-    hook = TrialReport(None, report=False, stopping=stop)
-    result = {"trial": run.trial, "seed": run.seed, "episodes": episodes, "config": dataclasses.asdict(run.cfg)}
-    try:
-        trained = train(run.cfg, out=lambda _: None, hooks=[hook], root=run.folder)
-        if trained.stopped_by is not None or hook.stop is not None:
-            return None
-        saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
-        cfg = run.cfg
-        agent = evaluate(saved, episodes, UNSEEN_SEED_BASE, env_id=cfg.env, max_steps=cfg.max_steps, out=lambda _: None)
-    except UserError as exc:  # a diverging loss, say: this seed's run has no agent
-        return {**result, "error": first_line(exc)}
-    measured = hook.outcome(run.cfg.episodes * run.cfg.max_steps)
-    result.update({k: measured[k] for k in ("passed", "saved_episode", "steps", "cpu_seconds")})
-    result.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
-    result["on_pad"] = agent.on_pad / len(agent.outcomes)
-    return result
-
-
 def summarize(results: list[dict[str, Any]], trial: int) -> dict[str, Any]:
     """Median and worst over the seeds of one trial (a seed whose run failed counts as the worst)."""
     agents = [r for r in results if "score" in r]
-    scores, landed = [r["score"] for r in agents], [r["landed"] for r in agents]
     passed = [r["cpu_seconds"] for r in agents if r["passed"]]
-    full = len(agents) == len(results) and agents
-    return {
-        "trial": trial,
-        "runs": len(results),
-        "passed": len(passed),
-        "median_cpu_seconds_to_pass": statistics.median(passed) if passed else None,
-        "median_score": statistics.median(scores) if agents else None,
-        "worst_score": min(scores) if full else None,
-        "median_landed": statistics.median(landed) if agents else None,
-        "worst_landed": min(landed) if full else None,
-        "median_mean_length": statistics.median(r["mean_length"] for r in agents) if agents else None,
-    }
+    row = {"trial": trial, "runs": len(results), "passed": len(passed)}
+    row["median_cpu_seconds_to_pass"] = statistics.median(passed) if passed else None
+    for key in ("score", "landed", "mean_length"):
+        values = [r[key] for r in agents]
+        row[f"median_{key}"] = statistics.median(values) if values else None
+        if key != "mean_length":
+            row[f"worst_{key}"] = min(values) if values and len(agents) == len(results) else None
+    return row
 
 
 def confirm_table(rows: list[dict[str, Any]], seeds: list[int], episodes: int) -> list[str]:
     """The confirmation as a Markdown table, one row per trial."""
-
-    def f(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
+    columns = ("median_cpu_seconds_to_pass", ".1f"), ("median_score", ".1f"), ("worst_score", ".1f")
+    columns += ("median_landed", ".0%"), ("worst_landed", ".0%"), ("median_mean_length", ".0f")
     lines = [
         f"saved agents, {episodes} greedy episodes each from seed {UNSEEN_SEED_BASE:,} (no run trains, films or "
         f"selects on them); seeds {', '.join(map(str, seeds))}:",
@@ -157,9 +133,6 @@ def confirm_table(rows: list[dict[str, Any]], seeds: list[int], episodes: int) -
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['trial']} | {r['passed']} of {r['runs']} | {f(r['median_cpu_seconds_to_pass'], '.1f')} "
-            f"| {f(r['median_score'], '.1f')} | {f(r['worst_score'], '.1f')} | {f(r['median_landed'], '.0%')} "
-            f"| {f(r['worst_landed'], '.0%')} | {f(r['median_mean_length'], '.0f')} |"
-        )
+        cells = ("-" if r[key] is None else format(r[key], spec) for key, spec in columns)
+        lines.append(f"| {r['trial']} | {r['passed']} of {r['runs']} | {' | '.join(cells)} |")
     return lines

@@ -1,6 +1,5 @@
 """What ``tune.py`` shows and keeps: one line per finished trial, the study's summary, ``trials.csv``,
-``best_config.json`` and the plots (``optuna.visualization.matplotlib``: PNG files, no plotly).
-"""
+``best_config.json`` and the plots (``optuna.visualization.matplotlib``: PNG files, no plotly)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ TRIAL_RUN_OPTIONS = {"video": False, "quiet": True, "keep_training": False, "che
 # The user attributes of a trial, in the columns of trials.csv.
 RECORDED = ("start", "seed", "passed", "score", "landed", "mean_length", "saved_episode", "episodes", "steps")
 RECORDED += ("cpu_seconds", "wall_seconds", "time_cost", "reason", "worker", "folder")
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
 
 def short(value: Any) -> str:
@@ -38,9 +37,8 @@ def differing(params: dict[str, Any], spec: StudySpec) -> str:
     return ", ".join(changed) or "the original defaults"
 
 
-def outcome_text(attrs: dict[str, Any], objective: str = "quality") -> str:
-    """The saved agent and the cost of a trial, from its user attributes; under a time objective, what a
-    run that never passed is charged (:func:`dqnkit.tune.trial.time_cost`)."""
+def outcome_text(attrs: dict[str, Any], objective: str) -> str:
+    """The saved agent and the cost of a trial, from its user attributes (under a time objective, the charge too)."""
     parts = []
     if attrs.get("score") is not None:
         which = "" if attrs.get("passed") else f" (best evaluation, episode {attrs.get('saved_episode')})"
@@ -60,22 +58,17 @@ def outcome_text(attrs: dict[str, Any], objective: str = "quality") -> str:
 def trial_line(trial: Any, spec: StudySpec) -> str:
     """One line for a finished trial: number, state, what it gave, why it stopped, the settings it changed."""
     attrs = trial.user_attrs
-    text = [f"trial {trial.number} {trial.state.name}"]
-    if described := outcome_text(attrs, spec.plan.objective):
-        text.append(described)
-    if trial.state.name != "COMPLETE" and attrs.get("reason"):
-        text.append(attrs["reason"])
-    settings = attrs.get("start") or differing(trial.params, spec)
-    return " | ".join([*text, f"seed {attrs.get('seed', '-')}", settings])
+    reason = attrs.get("reason") if trial.state.name != "COMPLETE" else None
+    text = [f"trial {trial.number} {trial.state.name}", outcome_text(attrs, spec.plan.objective), reason]
+    text += [f"seed {attrs.get('seed', '-')}", attrs.get("start") or differing(trial.params, spec)]
+    return " | ".join(part for part in text if part)
 
 
 def best_trials(study: Any, spec: StudySpec) -> list[Any]:
     """The best finished trials, best first: by the objective, or the Pareto front by score."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not done:
-        return []
     if len(spec.directions) == 2:
         return sorted(study.best_trials, key=lambda t: -t.values[0])
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     sign = -1 if spec.directions[0] == "maximize" else 1
     return sorted(done, key=lambda t: (sign * t.value, t.number))
 
@@ -88,11 +81,8 @@ def state_counts(trials: list[Any]) -> dict[str, int]:
 def summary_lines(study: Any, spec: StudySpec) -> list[str]:
     """The study in a few lines: trials by state, and the best settings so far."""
     trials = study.get_trials(deepcopy=False)
-    counts = state_counts(trials)
-    lines = [
-        f"study {spec.name}: {len(trials)} trials: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-        f"{counts['FAIL']} failed, {counts['RUNNING']} running, {counts['WAITING']} waiting"
-    ]
+    counts = ", ".join(f"{n} {STATES[state]}" for state, n in state_counts(trials).items())
+    lines = [f"study {spec.name}: {len(trials)} trials: {counts}"]
     best = best_trials(study, spec)
     if not best:
         return [*lines, "no trial has finished yet"]
@@ -107,15 +97,15 @@ def summary_lines(study: Any, spec: StudySpec) -> list[str]:
 
 def best_config(trial: Any, spec: StudySpec) -> Any:
     """The configuration of ``trial``, with the run options back at main.py's defaults."""
-    base = spec.plan.base
-    default = type(base)()
-    cfg = dataclasses.replace(base, **config_overrides(trial.params), seed=trial.user_attrs["seed"])
-    return dataclasses.replace(cfg, **{k: getattr(default, k) for k in TRIAL_RUN_OPTIONS})
+    default = type(spec.plan.base)()
+    options = {k: getattr(default, k) for k in TRIAL_RUN_OPTIONS} | {"seed": trial.user_attrs["seed"]}
+    return dataclasses.replace(spec.plan.base, **config_overrides(trial.params), **options)
 
 
 def write_report(study: Any, spec: StudySpec) -> list[Path]:
-    """trials.csv (every trial: state, values, what it recorded, its parameters), best_config.json (once a
-    trial has finished) and the plots, in the study's folder."""
+    """trials.csv, best_config.json (once a trial has finished) and the plots the trials allow (no empty figure)."""
+    from optuna.visualization import matplotlib as plots
+
     folder, trials = spec.plan.folder, study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
     values = [f"value_{i}" for i in range(len(study.directions))]
@@ -133,28 +123,18 @@ def write_report(study: Any, spec: StudySpec) -> list[Path]:
         cfg = dataclasses.asdict(best_config(best[0], spec))
         write_text(folder / "best_config.json", json.dumps(cfg, indent=2) + "\n")
         written.append(folder / "best_config.json")
-    return written + write_plots(study, spec)
-
-
-def write_plots(study: Any, spec: StudySpec) -> list[Path]:
-    """The PNG plots that the study's trials allow: an empty figure says nothing."""
-    from optuna.visualization import matplotlib as plots
-
-    trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state.name == "COMPLETE" for t in trials)
-    two = len(spec.directions) == 2
+    complete, two = sum(t.state.name == "COMPLETE" for t in trials), len(spec.directions) == 2
     first = {"target": (lambda t: t.values[0]), "target_name": "score"} if two else {}
     wanted = {}
     if complete >= 1:
-        wanted["history"] = lambda: plots.plot_optimization_history(study, **first)
+        wanted[folder / "history.png"] = lambda: plots.plot_optimization_history(study, **first)
     if complete >= 2:  # importances compare finished trials
-        wanted["importances"] = lambda: plots.plot_param_importances(study, **first)
+        wanted[folder / "importances.png"] = lambda: plots.plot_param_importances(study, **first)
     if any(t.intermediate_values for t in trials):
-        wanted["intermediate"] = lambda: plots.plot_intermediate_values(study)
+        wanted[folder / "intermediate.png"] = lambda: plots.plot_intermediate_values(study)
     if two and complete >= 1:
-        wanted["pareto"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
-    paths = {name: spec.plan.folder / f"{name}.png" for name in wanted}
-    return [paths[name] for name, plot in wanted.items() if save_plot(plot, paths[name])]
+        wanted[folder / "pareto.png"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
+    return written + [path for path, plot in wanted.items() if save_plot(plot, path)]
 
 
 def save_plot(plot: Callable[[], Any], path: Path) -> bool:

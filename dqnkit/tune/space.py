@@ -1,13 +1,9 @@
-"""The search space of ``tune.py``: which settings a trial draws, from which ranges, and why.
-
-Ranges are rl-baselines3-zoo's DQN space (``sample_dqn_params``) wherever it has the setting, in this
-project's names; the options beyond the original DQN each have off among their values. The space is
-flat (every trial draws every parameter) so that multivariate TPE models them together.
-"""
+"""The search space of ``tune.py``: which settings a trial draws, from which ranges, and why. Ranges are
+rl-baselines3-zoo's DQN space (``sample_dqn_params``) wherever it has the setting; each option beyond the original
+DQN can be off. Every trial draws every parameter (a flat space): multivariate TPE models them together."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,38 +79,32 @@ FAST = (
 SPACES = {"all": SPACE, "original": tuple(p for p in SPACE if p.original), "fast": FAST}
 
 
-def suggest(trial: Any, param: Param) -> Any:
-    """The value ``trial`` (an ``optuna.Trial``) draws for ``param``."""
-    if param.kind == "choice":
-        return trial.suggest_categorical(param.name, param.values)
-    if param.kind == "int":
-        low, high, step = param.values
-        return trial.suggest_int(param.name, low, high, step=step)
-    low, high = param.values
-    return trial.suggest_float(param.name, low, high, log=param.kind == "log")
-
-
 def contains(param: Param, value: Any) -> bool:
     """Whether ``value`` is a point of ``param``'s range (True is not 1 here, nor 1 True)."""
     if param.kind == "choice":
         return any(type(value) is type(v) and value == v for v in param.values)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    low, high, *step = param.values  # an "int" range has a step: its points are ints
+    if isinstance(value, bool) or not isinstance(value, int if step else int | float):
         return False
-    if param.kind == "int":
-        low, high, step = param.values
-        return isinstance(value, int) and low <= value <= high and (value - low) % step == 0
-    low, high = param.values
-    return low <= value <= high
+    return low <= value <= high and (not step or (value - low) % step[0] == 0)
 
 
 def draw(trial: Any, space: str) -> dict[str, Any]:
-    """The settings a trial draws from the named space, as Config fields (``trial`` is an ``optuna.Trial``)."""
-    return config_overrides({p.name: suggest(trial, p) for p in SPACES[space]})
+    """The settings an ``optuna.Trial`` draws from the named space, as Config fields."""
+    params = {}
+    for p in SPACES[space]:
+        if p.kind == "choice":
+            params[p.name] = trial.suggest_categorical(p.name, p.values)
+        elif p.kind == "int":
+            low, high, step = p.values
+            params[p.name] = trial.suggest_int(p.name, low, high, step=step)
+        else:
+            params[p.name] = trial.suggest_float(p.name, *p.values, log=p.kind == "log")
+    return config_overrides(params)
 
 
 def config_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Config fields from a trial's parameters: ``subsample_steps`` becomes ``gradient_steps``, as in the zoo,
-    and a learning-rate decay ends at :data:`LR_END_SHARE` of the rate."""
+    """Config fields from a trial's parameters (the zoo's ``subsample_steps`` gives ``gradient_steps``)."""
     fields = dict(params)
     if "subsample_steps" in fields:
         fields["gradient_steps"] = max(fields["learn_every"] // fields.pop("subsample_steps"), 1)
@@ -141,8 +131,3 @@ def params_of(cfg: Any, space: str) -> dict[str, Any]:
     if cfg.lr_decay_steps and abs(cfg.learning_rate_end - cfg.learning_rate * LR_END_SHARE) > 1e-12:
         raise ValueError(f"learning_rate_end={cfg.learning_rate_end} is not {LR_END_SHARE:g} x the learning rate")
     return params
-
-
-def fingerprint(space: str) -> str:
-    """The named space as text, stored with a study so that another space cannot continue it."""
-    return json.dumps([[p.name, p.kind, list(p.values)] for p in SPACES[space]])

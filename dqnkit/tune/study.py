@@ -1,8 +1,5 @@
-"""The study of ``tune.py``: its storage, sampler and pruner, and what makes a study the same study.
-
-Storage as Optuna advises: a journal file for one machine's processes, PostgreSQL for several machines
-(with heartbeats), never SQLite for parallel workers.
-"""
+"""The study of ``tune.py``: its storage, sampler and pruner, and what makes a study the same study. Storage
+as Optuna advises: a journal file for one machine's processes, PostgreSQL (with heartbeats) for several."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import hashlib
 import json
 import socket
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,7 @@ from typing import Any
 from dqnkit.errors import UserError, first_line
 from dqnkit.run.files import RUNS_DIR, _alive, check_writable
 from dqnkit.settings import PRESETS
-from dqnkit.tune.space import fingerprint, params_of
+from dqnkit.tune.space import SPACES, params_of
 from dqnkit.tune.trial import OBJECTIVES, TrialPlan
 
 TUNE_DIR = RUNS_DIR / "tune"
@@ -45,27 +41,25 @@ class StudySpec:
         return OBJECTIVES[self.plan.objective]
 
     def identity(self) -> dict[str, Any]:
-        """What a study keeps from its first command; a later command must ask for the same."""
+        """What a study keeps from its first command, its space as text too: a later command must ask for the same."""
         plan, budget = self.plan, dataclasses.asdict(self.plan.base)
         del budget["seed"]
-        space = {"space": plan.space, "space_fingerprint": fingerprint(plan.space)}
+        fingerprint = json.dumps([[p.name, p.kind, list(p.values)] for p in SPACES[plan.space]])
+        space = {"space": plan.space, "space_fingerprint": fingerprint}
         return {"objective": plan.objective, **space, "seed": plan.seed, "budget": budget}
 
 
 def storage_location(given: str | None, name: str, root: Path = Path()) -> str:
-    """``--storage`` as the workers open it: an absolute journal path (relative ones are under ``root``, the
-    working directory by default) or a database URL. A bad one is a one-line :class:`UserError`."""
-    if given is None:
-        return str((root / TUNE_DIR / f"{name}.log").resolve())
+    """``--storage`` as workers open it: a journal path made absolute under ``root`` or a database URL; or UserError."""
+    given = str(TUNE_DIR / f"{name}.log") if given is None else given
     if given.endswith(".log") and "://" not in given:
         return str((root / given).resolve())
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy import exc, make_url
 
     try:
         url = make_url(given)
         url.port  # noqa: B018 - parsing the port is where "host:abc" fails
-    except (ArgumentError, ValueError):
+    except (exc.ArgumentError, ValueError):
         url = None
     if url is None or url.get_backend_name() not in DATABASES:
         raise UserError(
@@ -76,8 +70,7 @@ def storage_location(given: str | None, name: str, root: Path = Path()) -> str:
 
 
 def open_storage(spec: StudySpec) -> Any:
-    """The Optuna storage of ``spec``: its journal file, or its database (an unreachable, refusing or missing
-    one is a one-line :class:`UserError`)."""
+    """The Optuna storage of ``spec``; a database that cannot be opened is a one-line :class:`UserError`."""
     import optuna
 
     if "://" not in spec.storage:
@@ -102,8 +95,7 @@ def journal_storage(path: Path) -> Any:
 
     try:  # Optuna would skip a first line it cannot read, then append to the file
         with open(path, "rb") as fh:
-            first = fh.readline()
-        entry = json.loads(first) if first else {"op_code": 0}
+            entry = json.loads(fh.readline() or b'{"op_code": 0}')  # an empty file is a new journal
     except FileNotFoundError:
         entry = {"op_code": 0}
     except ValueError:
@@ -122,45 +114,40 @@ def journal_storage(path: Path) -> Any:
 
 def hide_password(url: str) -> str:
     """``url`` with its password as ``***``."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
 
-def make_sampler(spec: StudySpec) -> Any:
+def make_sampler(spec: StudySpec) -> PerTrialSeed:
     """Seeded TPE (multivariate, as rl-baselines3-zoo) or random sampling, seeded afresh for every trial."""
-    import optuna
-
-    def one(seed: int) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if spec.sampler == "random":
-                return optuna.samplers.RandomSampler(seed=seed)
-            return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
-
-    return PerTrialSeed(one, spec.plan.seed)
-
-
-def sampler_seed(study_seed: int, number: int) -> int:
-    """The sampler seed of trial ``number`` of a study seeded with ``study_seed``."""
-    return int.from_bytes(hashlib.sha256(f"{study_seed}:{number}".encode()).digest()[:4], "big")
+    return PerTrialSeed(spec.sampler, spec.plan.seed)
 
 
 class PerTrialSeed:
-    """A sampler whose draws for trial N depend only on the study seed, N and the trials before it: the
-    storage numbers trials once across workers, commands and machines, so no two trials share a seed (one
-    seed per worker let two commands started together draw the same settings). Optuna calls ``before_trial``
-    before any draw; every other call goes to the sampler made there."""
+    """A sampler whose draws for trial N depend only on the study seed, N and the trials before it: the storage
+    numbers trials once across workers, commands and machines, so no two trials share a seed (one seed per worker
+    let two commands started together draw the same settings)."""
 
-    def __init__(self, make: Callable[[int], Any], study_seed: int) -> None:
-        self.make, self.study_seed = make, study_seed
-        self.inner = make(sampler_seed(study_seed, -1))
+    def __init__(self, kind: str, study_seed: int) -> None:
+        self.kind, self.study_seed = kind, study_seed
+        self.inner = self.make(-1)
 
-    def before_trial(self, study: Any, trial: Any) -> None:
-        self.inner = self.make(sampler_seed(self.study_seed, trial.number))
+    def make(self, number: int) -> Any:
+        import optuna
+
+        seed = int.from_bytes(hashlib.sha256(f"{self.study_seed}:{number}".encode()).digest()[:4], "big")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.kind == "random":
+                return optuna.samplers.RandomSampler(seed=seed)
+            return optuna.samplers.TPESampler(n_startup_trials=N_STARTUP_TRIALS, seed=seed, multivariate=True)
+
+    def before_trial(self, study: Any, trial: Any) -> None:  # Optuna calls it before any draw of the trial
+        self.inner = self.make(trial.number)
         self.inner.before_trial(study, trial)
 
-    def __getattr__(self, name: str) -> Any:  # sample_relative, sample_independent, after_trial, ...
+    def __getattr__(self, name: str) -> Any:  # sample_relative, after_trial, ...: the sampler of the trial
         if name == "inner":  # not set yet: no endless recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
@@ -177,18 +164,6 @@ def make_pruner(spec: StudySpec) -> Any:
     if spec.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, episodes // 9), reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def load_study(spec: StudySpec, storage: Any) -> Any:
-    """The study ``spec`` names, checked to be the same study; None if the storage has none of that name."""
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
-    except KeyError:
-        return None
-    check_identity(study, spec)
-    return study
 
 
 def check_identity(study: Any, spec: StudySpec) -> None:
@@ -209,18 +184,32 @@ def check_identity(study: Any, spec: StudySpec) -> None:
         raise UserError(f"study {spec.name} exists with {was}: give the same budget to continue it, or another --study")
 
 
-def create_study(spec: StudySpec, storage: Any) -> Any:
-    """A new study, with the original defaults and ``--preset fast``'s settings as its first two trials."""
+def open_study(spec: StudySpec) -> Any:
+    """Load the study, checked to be the same, or create it with the original defaults and ``--preset fast``'s
+    settings queued first; one line on any problem, and nothing written before every check has passed."""
     import optuna
 
-    study = optuna.create_study(
-        storage=storage,
-        study_name=spec.name,
-        directions=list(spec.directions),
-        pruner=make_pruner(spec),
-        load_if_exists=True,  # another machine may have made it a moment ago
-    )
-    if "tune" in study.user_attrs:  # it did: continue that one
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # tune.py prints a line of its own for each trial
+    named = {"study_name": spec.name, "sampler": make_sampler(spec), "pruner": make_pruner(spec)}
+    journal = "://" not in spec.storage
+    storage = open_storage(spec) if not journal or Path(spec.storage).exists() else None  # opening creates a journal
+    if storage is not None and spec.name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(storage=storage, **named)
+        check_identity(study, spec)
+        return study
+    if leftovers := sorted(spec.plan.folder.glob("trial-*")):
+        raise UserError(
+            f"{spec.plan.folder} holds trials of an earlier study {spec.name} whose storage has no such study "
+            f"({leftovers[0].name}, ...); move that folder away or give another --study"
+        )
+    check_writable(spec.plan.folder, "the study's files")
+    if journal:
+        check_writable(Path(spec.storage).parent, "the study's journal")
+        Path(spec.storage).parent.mkdir(parents=True, exist_ok=True)
+    spec.plan.folder.mkdir(parents=True, exist_ok=True)
+    storage = storage or open_storage(spec)
+    study = optuna.create_study(storage=storage, directions=spec.directions, load_if_exists=True, **named)
+    if "tune" in study.user_attrs:  # another machine made it a moment ago: continue that one
         check_identity(study, spec)
         return study
     study.set_user_attr("tune", spec.identity())
@@ -233,26 +222,6 @@ def create_study(spec: StudySpec, storage: Any) -> Any:
             continue
         study.enqueue_trial(params, user_attrs={"start": what}, skip_if_exists=True)
     return study
-
-
-def open_study(spec: StudySpec) -> Any:
-    """Load the study, or create it (and the journal file and study folder); one line on any problem.
-    Nothing is written before every check has passed: a journal file is opened only if it exists."""
-    journal = "://" not in spec.storage
-    storage = open_storage(spec) if not journal or Path(spec.storage).exists() else None
-    if storage is not None and (study := load_study(spec, storage)) is not None:
-        return study
-    if leftovers := sorted(spec.plan.folder.glob("trial-*")):
-        raise UserError(
-            f"{spec.plan.folder} holds trials of an earlier study {spec.name} whose storage has no such study "
-            f"({leftovers[0].name}, ...); move that folder away or give another --study"
-        )
-    check_writable(spec.plan.folder, "the study's files")
-    if journal:
-        check_writable(Path(spec.storage).parent, "the study's journal")
-        Path(spec.storage).parent.mkdir(parents=True, exist_ok=True)
-    spec.plan.folder.mkdir(parents=True, exist_ok=True)
-    return create_study(spec, storage or open_storage(spec))
 
 
 def fail_orphaned_trials(study: Any) -> list[int]:
@@ -274,14 +243,12 @@ def fail_orphaned_trials(study: Any) -> list[int]:
 def requeue_unfinished(study: Any) -> list[int]:
     """Queue again, once each (``retry_of``), the settings of trials that Ctrl-C or a killed worker stopped,
     so that the next command runs them (the original defaults, say); return their numbers."""
-    from optuna.trial import TrialState
-
     trials = study.get_trials(deepcopy=False)
     queued = {t.user_attrs.get("retry_of") for t in trials}
     again = []
     for trial in trials:
         stopped = str(trial.user_attrs.get("reason", "")).startswith(("interrupted", "its worker"))
-        if trial.state == TrialState.FAIL and stopped and trial.number not in queued:
+        if trial.state.name == "FAIL" and stopped and trial.number not in queued:
             attrs = {"retry_of": trial.number, **{k: v for k, v in trial.user_attrs.items() if k == "start"}}
             study.enqueue_trial(trial.params, user_attrs=attrs)
             again.append(trial.number)

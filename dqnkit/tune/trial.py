@@ -1,12 +1,9 @@
-"""One trial of ``tune.py``: a real training run, ``main.train`` with one more hook (:class:`TrialReport`),
-with ``runs/tune/<study>/trial-NNNN/`` as its ``root``: its ``runs/<run>/`` and ``checkpoint.pth`` stay there.
-"""
+"""One trial of ``tune.py``: ``main.train`` with one more hook (:class:`TrialReport`) and the trial's folder,
+``runs/tune/<study>/trial-NNNN/``, as its ``root``: its ``runs/<run>/`` and ``checkpoint.pth`` stay there."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +15,9 @@ from dqnkit.run.files import STATE_FILE
 from dqnkit.run.hooks import Episode, Hook
 from dqnkit.tune.space import draw
 
-# What --objective asks the sampler for: the directions of the values a trial returns.
-OBJECTIVES = {
-    "quality": ("maximize",),  # the greedy mean of the agent the run saves
-    "time": ("minimize",),  # CPU seconds until the run saves an agent that passes the stopping rule
-    "both": ("maximize", "minimize"),  # the two at once: a Pareto front
-}
+# What --objective asks the sampler for: the directions of what a trial returns, the greedy mean of the agent the
+# run saves (quality), CPU seconds until it saves one that passes the stopping rule (time), or both (a Pareto front).
+OBJECTIVES = {"quality": ("maximize",), "time": ("minimize",), "both": ("maximize", "minimize")}
 
 
 class Interrupted(Exception):
@@ -42,24 +36,16 @@ class TrialPlan:
     train: Callable[..., Any]  # main.train
 
 
-def worker_name() -> str:
-    """``host:pid`` of this process, recorded with each trial it runs (to fail the trials of a killed worker)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class TrialReport(Hook):
-    """The hook that makes a run a trial: it reports, prunes, and measures the cost to a passing agent.
-
-    With ``report`` (single-objective quality), each evaluation's mean is Optuna's intermediate value at
-    its episode, and the run stops when ``trial.should_prune()``, or ``stopping()`` after any episode.
-    """
+    """The hook that makes a run a trial: it reports, prunes, and measures the cost to a passing agent. With
+    ``report`` (single-objective quality), each evaluation's mean is Optuna's intermediate value at its episode,
+    and the run stops when ``trial.should_prune()``, or ``stopping()`` after any episode."""
 
     def __init__(self, trial: Any, report: bool, stopping: Callable[[], bool]) -> None:
         self.trial, self.report, self.stopping = trial, report, stopping
         self.best: tuple[int, Any] | None = None  # (episode, EvalResult) of the best evaluation so far
         self.passed: dict[str, Any] | None = None  # the moment the stopping rule passed
         self.last: dict[str, Any] | None = None  # the moment of the last finished episode
-        self.pruned_at: int | None = None
         self.diverged: str | None = None  # the FloatingPointError of a diverging loss
 
     def on_start(self, agent: Any) -> None:
@@ -68,16 +54,15 @@ class TrialReport(Hook):
     def on_episode(self, episode: Episode) -> None:
         cpu, wall = time.process_time() - self.cpu_start, time.perf_counter() - self.wall_start
         self.last = {"episode": episode.episode, "steps": episode.total_steps, "cpu_seconds": cpu, "wall_seconds": wall}
-        evaluation = episode.evaluation
-        if evaluation is not None:
+        if (evaluation := episode.evaluation) is not None:
             if self.best is None or evaluation.mean_score > self.best[1].mean_score:  # the first of equals
                 self.best = (episode.episode, evaluation)
             if episode.solved:
-                self.passed = {**self.last, "evaluation": evaluation}
+                self.passed = {**self.last, "saved": (episode.episode, evaluation)}
             if self.report:
                 self.trial.report(evaluation.mean_score, episode.episode)
                 if not episode.solved and self.trial.should_prune():
-                    self.stop, self.pruned_at = "pruned", episode.episode
+                    self.stop = "pruned"
         if self.stop is None and self.stopping():
             self.stop = "interrupted"
 
@@ -87,18 +72,14 @@ class TrialReport(Hook):
 
     def outcome(self, ceiling_steps: int) -> dict[str, Any]:
         """What the trial records: the saved agent's evaluation and the run's cost (see :func:`time_cost`)."""
-        if self.passed is not None:
-            saved_episode, evaluation = self.passed["episode"], self.passed["evaluation"]
-        else:  # the best evaluated weights (best.pth), as compare.py takes them
-            saved_episode, evaluation = self.best or (None, None)
+        # The agent that passed, or else the best evaluated weights (best.pth), as compare.py takes them.
+        saved_episode, agent = self.passed["saved"] if self.passed else self.best or (None, None)
         end = self.passed or self.last or {"episode": 0, "steps": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0}
         record = {**{k: end[k] for k in ("steps", "cpu_seconds", "wall_seconds")}, "passed": self.passed is not None}
         record.update(episodes=(self.last or end)["episode"], saved_episode=saved_episode)
         record["time_cost"] = time_cost(record, ceiling_steps)
-        if evaluation is not None:
-            record.update(
-                score=evaluation.mean_score, landed=evaluation.landed_share, mean_length=evaluation.mean_length
-            )
+        if agent is not None:
+            record.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
         return record
 
 
@@ -118,41 +99,33 @@ def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> floa
     import optuna
 
     try:
-        return _train_trial(trial, plan, stopping)
-    except (optuna.TrialPruned, Interrupted, UserError) as exc:
-        trial.set_user_attr("reason", first_line(exc))
+        seed, folder = plan.seed + trial.number, plan.folder / f"trial-{trial.number:04d}"
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("folder", folder.name)
+        cfg = dataclasses.replace(plan.base, **draw(trial, plan.space), seed=seed)
+        hook = TrialReport(trial, report=plan.objective == "quality", stopping=stopping)
+        try:
+            result = plan.train(cfg, out=lambda _: None, hooks=[hook], root=folder)
+        except UserError:
+            if hook.diverged is None:
+                raise
+            episode = hook.last["episode"] + 1 if hook.last else 1
+            raise optuna.TrialPruned(f"diverged in episode {episode}: {hook.diverged}") from None
+        finally:
+            record = hook.outcome(cfg.episodes * cfg.max_steps)
+            for key, value in record.items():
+                trial.set_user_attr(key, value)
+            # A trial is never resumed, and its state holds the replay memory (76 MB at 1,000,000 transitions).
+            for state in folder.glob(f"runs/*/{STATE_FILE}"):
+                state.unlink(missing_ok=True)
+        if result.stopped_by is not None or hook.stop == "interrupted":
+            raise Interrupted(f"interrupted at episode {hook.last['episode'] if hook.last else 0}")
+        if hook.stop == "pruned":
+            raise optuna.TrialPruned(f"pruned at episode {hook.last['episode']}")  # the run stopped after it
+    except Exception as exc:  # a bug's reason names its type; the trial fails, the study goes on
+        expected = isinstance(exc, optuna.TrialPruned | Interrupted | UserError)
+        trial.set_user_attr("reason", first_line(exc) if expected else f"{type(exc).__name__}: {first_line(exc)}")
         raise
-    except Exception as exc:  # a bug: the trial fails with its reason, the study goes on
-        trial.set_user_attr("reason", f"{type(exc).__name__}: {first_line(exc)}")
-        raise
-
-
-def _train_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> float | tuple[float, float]:
-    import optuna
-
-    seed, folder = plan.seed + trial.number, plan.folder / f"trial-{trial.number:04d}"
-    trial.set_user_attr("seed", seed)
-    trial.set_user_attr("folder", folder.name)
-    cfg = dataclasses.replace(plan.base, **draw(trial, plan.space), seed=seed)
-    hook = TrialReport(trial, report=plan.objective == "quality", stopping=stopping)
-    try:
-        result = plan.train(cfg, out=lambda _: None, hooks=[hook], root=folder)
-    except UserError:
-        if hook.diverged is None:
-            raise
-        episode = hook.last["episode"] + 1 if hook.last else 1
-        raise optuna.TrialPruned(f"diverged in episode {episode}: {hook.diverged}") from None
-    finally:
-        record = hook.outcome(cfg.episodes * cfg.max_steps)
-        for key, value in record.items():
-            trial.set_user_attr(key, value)
-        # A trial is never resumed, and its state holds the replay memory (76 MB at 1,000,000 transitions).
-        for state in folder.glob(f"runs/*/{STATE_FILE}"):
-            state.unlink(missing_ok=True)
-    if result.stopped_by is not None or hook.stop == "interrupted":
-        raise Interrupted(f"interrupted at episode {hook.last['episode'] if hook.last else 0}")
-    if hook.stop == "pruned":
-        raise optuna.TrialPruned(f"pruned at episode {hook.pruned_at}")
     if plan.objective == "quality":
         return record["score"]
     return record["time_cost"] if plan.objective == "time" else (record["score"], record["time_cost"])
