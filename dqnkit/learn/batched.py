@@ -49,8 +49,7 @@ def refusals(agents: Sequence[Agent]) -> list[str]:
     found = {f"{type(a).__name__} (not Agent or OptionsAgent)" for a in agents if type(a) not in (Agent, OptionsAgent)}
     found |= {name for a in agents if type(a) is OptionsAgent for name, used in REFUSED.items() if used(a)}
     names = ("learning_rate", "minibatch_size", "discount_factor", "interpolation_parameter", "device", "double_dqn")
-    keys = {(type(a), *(getattr(a, n, None) for n in (*names, "loss", "grad_clip")), getattr(a.memory, "n_step", 1),
-             *(p.shape for p in a.local_qnetwork.parameters())) for a in agents}  # fmt: skip
+    keys = {(type(a), *(getattr(a, n, None) for n in (*names, "loss", "grad_clip")), _shape(a)) for a in agents}
     return sorted(found) + (["unlike agents"] if len(keys) > 1 else [])
 
 
@@ -109,6 +108,9 @@ class StackedNetwork:
         return q.reshape(*x.shape[:-1], q.shape[-1])
 
 
+_ADAM_FLAGS = dict(weight_decay=0.0, amsgrad=False, maximize=False, fused=True)  # torch.optim.Adam(fused=True)'s
+
+
 class StackedAdam:
     """Adam on the rows of ``(N, P)`` parameters, each row (seed) with its own step count.
 
@@ -130,8 +132,8 @@ class StackedAdam:
         """One Adam update of the rows ``params[seeds]``, in place, from ``grads`` (one row per seed, in order)."""
         m, v, steps = ([x[i] for i in seeds] for x in (self.exp_avg, self.exp_avg_sq, self.steps))
         (beta1, beta2), params = self.betas, [params[i] for i in seeds]
-        adam(params, list(grads), m, v, [], steps, beta1=beta1, beta2=beta2, lr=self.lr, eps=self.eps,
-             weight_decay=0.0, amsgrad=False, maximize=False, fused=True)  # fmt: skip
+        lr, eps = self.lr, self.eps
+        adam(params, list(grads), m, v, [], steps, beta1=beta1, beta2=beta2, lr=lr, eps=eps, **_ADAM_FLAGS)
 
 
 class BatchedAgents:
@@ -276,6 +278,11 @@ class BatchedAgents:
             raise ValueError(f"the state holds {len(state['agents'])} seeds, this batch {self.n}")
         for i, agent_state in enumerate(state["agents"]):
             self.load_agent_state(i, agent_state)
+
+
+def _shape(agent: Agent) -> tuple:
+    """What else must match for agents to share a stack: the n-step memory and the layers' shapes."""
+    return (getattr(agent.memory, "n_step", 1), *(p.shape for p in agent.local_qnetwork.parameters()))
 
 
 def _copy(t: torch.Tensor) -> torch.Tensor:

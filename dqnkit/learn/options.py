@@ -91,9 +91,14 @@ class OptionsAgent(Agent):
         self.lr_decay_steps = lr_decay_steps
         discount_factor = kwargs.get("discount_factor", 0.99)
         memory = functools.partial(
-            OptionsMemory, n_step=n_step, discount_factor=discount_factor, prioritized=prioritized_replay,
-            alpha=priority_alpha, beta=priority_beta, arrays=arrays,
-        )  # fmt: skip
+            OptionsMemory,
+            n_step=n_step,
+            discount_factor=discount_factor,
+            prioritized=prioritized_replay,
+            alpha=priority_alpha,
+            beta=priority_beta,
+            arrays=arrays,
+        )
         network = kwargs.pop("network_class", Network)
         network = DuelingNetwork if dueling else network
         super().__init__(*args, network_class=network, memory_class=memory, **kwargs)
