@@ -11,7 +11,9 @@ its 100,000 steps. Every greedy evaluation plays 100 episodes from environment s
 videos ``--seed`` + episode, the evaluation during training 1,000,000 and up): the mean score,
 the share of episodes that came to rest (on the pad or not), the share on the pad, and the
 mean episode length. Medians over the seeds (and the worst seed's landed share) are printed
-as a table and as one JSON line.
+as a table and as one JSON line; below each median row, the interquartile mean (IQM) of the seeds
+and its 95% percentile bootstrap confidence interval (``benchmarks/stats.py``, as rliable), in the
+JSON line under ``"iqm"``. The interval needs 4 seeds or more; the paper behind it asks for 10.
 
     python benchmarks/compare.py --jobs 2                 # everything: about half an hour on 2 cores
     python benchmarks/compare.py --which preset --seeds 0 1 2 3 4 --jobs 2
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -36,6 +39,7 @@ from typing import Any
 
 import common  # before NumPy: one BLAS thread, for reproducible runs  # isort: skip
 import numpy as np
+import stats
 
 import main
 from dqnkit.cli import positive_int, seed_number
@@ -271,6 +275,49 @@ def median(values: list[float | None]) -> float | None:
     return None if None in middle else float(statistics.mean(middle))
 
 
+def _eval(name: str, key: str) -> Callable[[dict], Any]:
+    return lambda row: row[name] and row[name][key]
+
+
+# The columns summarize() takes medians of, for the IQM too: how to read a row, and what a missing value (a run
+# that never got there, or no agent to evaluate) counts as: the worst, as median() counts a moment that never came
+# (later, a lower score or share, a longer episode). The IQM trims it away while no more than a quarter miss.
+IQM_COLUMNS: dict[str, tuple[Callable[[dict], Any], float]] = {
+    "solved_episode": (lambda r: r["solved_episode"], math.inf),
+    "solved_steps": (lambda r: r["solved_steps"], math.inf),
+    "solved_seconds": (lambda r: r["solved_seconds"], math.inf),
+    "eval_score_at_steps": (_eval("eval_at_steps", "mean_score"), -math.inf),
+    "saved_episode": (lambda r: r["saved_episode"], math.inf),
+    "saved_seconds": (lambda r: r["saved_seconds"], math.inf),
+    "saved_score": (_eval("eval_saved", "mean_score"), -math.inf),
+    "saved_landed_share": (_eval("eval_saved", "landed_share"), -math.inf),
+    "saved_on_pad_share": (_eval("eval_saved", "on_pad_share"), -math.inf),
+    "saved_mean_length": (_eval("eval_saved", "mean_length"), math.inf),
+}
+IQM_ABOUT = (
+    f"interquartile mean over the seeds (scipy.stats.trim_mean(x, 0.25), as rliable) and its 95% percentile "
+    f"bootstrap confidence interval (10,000 resamples of the seeds, NumPy seed 0; none below "
+    f"{stats.MIN_RUNS_FOR_CI} seeds); a run that never got there counts as the worst, null where infinite"
+)
+
+
+def distribution(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, the IQM of each :data:`IQM_COLUMNS` column over its seeds and the 95% interval
+    (:func:`stats.iqm_ci`), as ``{"iqm": x, "ci": [low, high]}``; None for an infinite number or no interval."""
+
+    def finite(v: float) -> float | None:
+        return v if math.isfinite(v) else None
+
+    out: dict[str, Any] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        out[method] = {"seeds": len(mine)}
+        for name, (get, worst) in IQM_COLUMNS.items():
+            point, ci = stats.iqm_ci([worst if (v := get(r)) is None else v for r in mine])
+            out[method][name] = {"iqm": finite(point), "ci": None if ci is None else [finite(b) for b in ci]}
+    return out
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians per method over its seeds, and the worst seed's landed share."""
     summary = {}
@@ -333,6 +380,27 @@ def print_table(results: dict[str, Any]) -> None:
             f"| {fmt(s['median_saved_landed_share'], '.0%')} (worst {fmt(s['worst_saved_landed_share'], '.0%')}) "
             f"| {fmt(s['median_saved_on_pad_share'], '.0%')} | {fmt(s['median_saved_mean_length'], '.0f')} |"
         )
+        print(_iqm_row(method, results["iqm"][method]))
+    print(
+        "\nIQM [95% CI]: the mean of the middle half of the seeds (scipy.stats.trim_mean(x, 0.25), as rliable), "
+        "its 95% percentile bootstrap interval over the seeds; a run that never got there counts as worst (-)"
+    )
+
+
+def _iqm_row(method: str, d: dict[str, Any]) -> str:
+    """The IQM row of a method: each median's column with its IQM [95% CI]."""
+
+    def cell(name: str, spec: str) -> str:
+        return stats.format_ci(d[name]["iqm"], d[name]["ci"], spec)
+
+    if d["seeds"] >= stats.MIN_RUNS_FOR_CI:
+        label = f"IQM [95% CI] of {d['seeds']}"
+    else:
+        label = f"IQM of {d['seeds']} (no CI: needs {stats.MIN_RUNS_FOR_CI}+ seeds)"
+    columns = [("solved_episode", ".0f"), ("solved_seconds", ".0f"), ("eval_score_at_steps", ".1f")]
+    columns += [("saved_episode", ".0f"), ("saved_score", ".1f"), ("saved_landed_share", ".0%")]
+    columns += [("saved_on_pad_share", ".0%"), ("saved_mean_length", ".0f")]
+    return f"| **{method}** | {label} | " + " | ".join(cell(name, spec) for name, spec in columns) + " |"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -414,6 +482,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "sb3_hyperparameters": SB3_ZOO,
         "runs": runs,
         "summary": summarize(runs),
+        "iqm": distribution(runs),
+        "iqm_about": IQM_ABOUT,
     }
     print_table(results)
     print(json.dumps(results))
@@ -440,7 +510,9 @@ def join(paths: list[Path]) -> dict[str, Any]:
     if len({(r["method"], r["seed"]) for r in runs}) < len(runs):
         raise SystemExit("compare.py: error: --join: two files hold the same method and seed")
     runs.sort(key=lambda r: (METHODS.index(r["method"]), parts[0]["seeds"].index(r["seed"])))
-    return {**parts[0], "machine": "; ".join(p["machine"] for p in parts), "runs": runs, "summary": summarize(runs)}
+    machine = "; ".join(p["machine"] for p in parts)
+    iqm = {"iqm": distribution(runs), "iqm_about": IQM_ABOUT}
+    return {**parts[0], "machine": machine, "runs": runs, "summary": summarize(runs), **iqm}
 
 
 def _one_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:

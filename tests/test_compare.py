@@ -151,3 +151,61 @@ def test_the_machine_line_names_the_date_and_the_cpu() -> None:
     assert re.match(
         r"\d{4}-\d\d-\d\d \d\d:\d\d UTC, .+, \d+ cores, Python ", common.machine_line(common.machine_info())
     )
+
+
+def _row(method: str, seed: int, episode: int | None, score: float | None) -> dict:
+    """A compare.py run row made by hand: reached 200 and saved at ``episode``, its agent scoring ``score``."""
+    evaluation = None if score is None else {"mean_score": score, "landed_share": 0.9, "on_pad_share": 0.8}
+    evaluation = evaluation and {**evaluation, "mean_length": 300.0}
+    when = {f"{moment}_{key}": episode for moment in ("solved", "saved") for key in ("episode", "steps", "seconds")}
+    return {"method": method, "seed": seed, **when, "eval_at_steps": evaluation, "eval_saved": evaluation}
+
+
+def test_join_prints_the_iqm_and_its_interval_below_each_median(root: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 28: IQM [95% CI] over the seeds beside the README's medians, which stay exactly as they were."""
+    results = root / "benchmarks" / "results"
+    files = sorted(results.glob("compare-*seeds100*"))
+    joined = compare.run(["--join", *map(str, files)])
+    out = capsys.readouterr().out.splitlines()
+    medians = [
+        "| **default** | median of 5 (5 reached 200) | 730 | 174 | -45.5 | 730 | 221.4 | 91% (worst 86%) | 84% | 388 |",
+        "| **preset** | median of 5 (5 reached 200) | 373 | 73 | -76.6 | 540 | 273.4 | 100% (worst 99%) | 100% | 252 |",
+        "| **sb3** | median of 5 (0 reached 200) | - | - | 190.1 | 233 | 190.1 | 58% (worst 27%) | 58% | 345 |",
+    ]
+    for line in medians:  # each median row as before, its IQM row right below it
+        assert out[out.index(line) + 1].startswith(line.split(" median")[0] + " IQM [95% CI] of 5 | ")
+    preset = out[out.index(medians[1]) + 1]
+    assert "| 553 [460, 593] | 272.5 [269.0, 274.2] | 100% [99%, 100%] |" in preset
+    assert out[out.index(medians[2]) + 1].startswith("| **sb3** | IQM [95% CI] of 5 | - | - | 169.3 [")  # never 200
+    scores = sorted(r["eval_saved"]["mean_score"] for r in joined["runs"] if r["method"] == "preset")
+    saved = joined["iqm"]["preset"]["saved_score"]
+    assert saved["iqm"] == pytest.approx(sum(scores[1:4]) / 3)  # 5 seeds: the best and the worst dropped
+    assert saved["ci"][0] < saved["iqm"] < saved["ci"][1]
+    assert joined["iqm"]["sb3"]["solved_episode"] == {"iqm": None, "ci": [None, None]}
+    assert joined["iqm"]["default"]["seeds"] == 5 and "rliable" in joined["iqm_about"]
+    json.dumps(joined, allow_nan=False)  # no Infinity or NaN in the JSON line
+
+
+def test_fewer_than_four_seeds_get_the_iqm_without_an_interval(capsys: pytest.CaptureFixture) -> None:
+    runs = [
+        _row("preset", seed, episode, score)
+        for seed, episode, score in [(0, 500, 250.0), (1, 400, 270.0), (2, 900, 100.0)]
+    ]
+    results = {"seeds": [0, 1, 2], "machine": "hand", "eval_steps": 100, "runs": runs}
+    results |= {"summary": compare.summarize(runs), "iqm": compare.distribution(runs)}
+    compare.print_table(results)
+    assert results["iqm"]["preset"]["saved_episode"] == {"iqm": 600.0, "ci": None}  # 3 seeds: nothing trimmed
+    row = "| **preset** | IQM of 3 (no CI: needs 4+ seeds) | 600 | 600 | 206.7 | 600 | 206.7 | 90% | 80% | 300 |"
+    assert row in capsys.readouterr().out.splitlines()
+
+
+def test_a_run_that_never_got_there_counts_as_worst_in_the_iqm() -> None:
+    """As the median: a seed that never reached 200 is the latest, one without an agent the lowest score."""
+    hand = [(0, 500, 250.0), (1, 400, 270.0), (2, 900, 100.0), (3, None, None)]
+    iqm = compare.distribution([_row("default", *row) for row in hand])["default"]
+    assert iqm["solved_episode"]["iqm"] == 700.0  # 400, [500, 900], never: the middle two
+    assert iqm["saved_score"]["iqm"] == 175.0  # never, [100, 250], 270
+    assert iqm["solved_episode"]["ci"][1] is None and iqm["saved_score"]["ci"][0] is None  # resamples of 2+ misses
+    assert 400 <= iqm["solved_episode"]["ci"][0] <= 700
+    two = compare.distribution([_row("default", *row) for row in [*hand, (4, None, None)]])["default"]
+    assert two["solved_episode"]["iqm"] is None and two["solved_episode"]["ci"][1] is None  # 2 of 5: not trimmed
