@@ -42,7 +42,8 @@ def open_journal(path: Path) -> Any:
 def spec_of(study: Any, journal: str, config: Callable[..., Any]) -> StudySpec:
     """The study's spec, rebuilt from what it keeps of its first command (``config`` is ``main.Config``)."""
     kept = study.user_attrs["tune"]
-    plan = TrialPlan(config(**kept["budget"]), kept["space"], kept["objective"], kept["seed"], Path("."), print)
+    seeds = kept.get("seeds_per_trial", 1)  # kept only when not 1 (studies before --seeds-per-trial)
+    plan = TrialPlan(config(**kept["budget"]), kept["space"], kept["objective"], kept["seed"], Path("."), print, seeds)
     return StudySpec(name=study.study_name, storage=journal, plan=plan)
 
 
@@ -55,6 +56,8 @@ def command(spec: StudySpec, budget_defaults: dict[str, Any], seed_default: int)
         words.append(f"--objective {plan.objective}")
     if plan.seed != seed_default:
         words.append(f"--seed {plan.seed}")
+    if plan.seeds_per_trial != 1:
+        words.append(f"--seeds-per-trial {plan.seeds_per_trial}")
     for name, default in budget_defaults.items():
         if getattr(plan.base, name) != default:
             words.append(f"--{name.replace('_', '-')} {short(getattr(plan.base, name))}")
@@ -98,7 +101,8 @@ def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -
     states = state_counts(trials)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     passing = sorted((t for t in done if t.user_attrs.get("passed")), key=lambda t: t.user_attrs["cpu_seconds"])
-    cpu = sum(t.user_attrs.get("cpu_seconds", 0.0) for t in trials)
+    # A trial of several seeds keeps the median of their CPU seconds and, as cpu_seconds_total, their sum.
+    cpu = sum(t.user_attrs.get("cpu_seconds_total", t.user_attrs.get("cpu_seconds", 0.0)) for t in trials)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     lines = [

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -22,13 +23,18 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 import main
 from docs import tuning_page
+from dqnkit.errors import UserError
+from dqnkit.report.evaluation import EvalResult
+from dqnkit.run.hooks import Episode
 from dqnkit.saved_config import read_config_file
 from dqnkit.settings import apply_preset
 from dqnkit.tune import command as tuning
+from dqnkit.tune import trial as trials
+from dqnkit.tune.confirm import confirm_table
 from dqnkit.tune.report import summary_lines, trial_line, write_report
 from dqnkit.tune.space import SPACES, config_overrides, contains, draw, params_of
 from dqnkit.tune.study import StudySpec, make_sampler, open_study, storage_location
-from dqnkit.tune.trial import Interrupted, TrialPlan, run_trial, time_cost
+from dqnkit.tune.trial import Interrupted, TrialPlan, run_trial, seeds_record, time_cost, trial_seeds
 
 TINY = ["--episodes", "6", "--max-steps", "50", "--eval-every", "2", "--eval-episodes", "2", "--eval-target", "1000"]
 
@@ -250,6 +256,223 @@ def test_a_study_section_of_the_tuning_page_by_hand(tmp_path: Path) -> None:
     assert tuning_page.rewrite(written, tmp_path, main.Config) == written
 
 
+def test_the_tuning_page_continues_a_study_of_several_seeds_per_trial(tmp_path: Path) -> None:
+    """The command the page prints for a study of K seeds a trial gives K (else it would be refused), and the CPU
+    hours count every seed's run (cpu_seconds_total), not the median trial's."""
+    plan = dataclasses.replace(_plan(tmp_path, objective="both"), space="original", seeds_per_trial=3)
+    spec = StudySpec("three", "results/three.log", plan, pruner="none")
+    (tmp_path / "results").mkdir()
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "results" / "three.log")))
+    study = optuna.create_study(storage=storage, study_name="three", directions=["maximize", "minimize"])
+    study.set_user_attr("tune", spec.identity())
+    attrs = {"landed": 0.9, "mean_length": 300.0, "episodes": 40, "steps": 9_000, "passed": False, "seed": 1000}
+    for number, score in enumerate((100.0, 120.0)):  # each trial: 3 seeds of an hour, a median of an hour
+        attrs.update(score=score, time_cost=50.0 + number, cpu_seconds=3_600.0, cpu_seconds_total=10_800.0)
+        params = {**params_of(plan.base, "original"), "learning_rate": 1e-3 * (number + 1)}
+        study.enqueue_trial(params, user_attrs=attrs)
+    study.optimize(lambda t: (draw(t, "original"), (t.user_attrs["score"], t.user_attrs["time_cost"]))[1], n_trials=2)
+    page = "<!-- study results/three.log: written by docs/generate.py -->\n<!-- end of study -->\n"
+    written = tuning_page.rewrite(page, tmp_path, main.Config, plots=tmp_path)
+    assert "--seeds-per-trial 3 " in written
+    assert tuning_page.spec_of(study, "results/three.log", main.Config).plan.seeds_per_trial == 3
+    assert "6.0 CPU hours" in written, written
+
+
+# ---------------------------------------------------------------- several seeds a trial (--seeds-per-trial)
+
+
+def scripted_train(curves: dict[int, list[float]], clock: list[float]):
+    """A stand-in for ``main.train`` with known figures: seed S's run plays 50-step episodes, one CPU second each
+    on ``clock``, and its evaluation k has the mean ``curves[S][k]`` (half of its episodes landed); the run stops
+    once an evaluation reaches ``eval_target``, as main.train does. It keeps the seed and root of every call."""
+
+    def train(cfg, out=None, hooks=(), root=None):
+        train.calls.append((cfg.seed, Path(root)))
+        (hook,) = hooks
+        hook.on_start(None)
+        for episode in range(1, cfg.episodes + 1):
+            clock[0] += 1.0
+            mean = curves[cfg.seed][episode // cfg.eval_every - 1] if episode % cfg.eval_every == 0 else None
+            evaluation = None if mean is None else EvalResult([mean, mean], [50, 50], ["landed", "crashed"], 1)
+            solved = mean is not None and mean >= cfg.eval_target
+            hook.on_episode(Episode(episode, 0.0, 50, True, False, 1.0, 1.0, 50 * episode, 0.0, evaluation, solved))
+            if solved or hook.stop:
+                break
+        return SimpleNamespace(stopped_by=None)
+
+    train.calls = []
+    return train
+
+
+def _scripted_plan(tmp_path: Path, monkeypatch, curves, objective: str, k: int, target: float = 1000.0):
+    clock = [0.0]
+    monkeypatch.setattr(trials, "time", SimpleNamespace(process_time=lambda: clock[0], perf_counter=lambda: clock[0]))
+    plan = dataclasses.replace(_plan(tmp_path, objective), seeds_per_trial=k, train=scripted_train(curves, clock))
+    return dataclasses.replace(plan, base=dataclasses.replace(plan.base, eval_target=target))
+
+
+def test_the_seeds_of_a_trial_are_blocks_no_other_trial_overlaps(tmp_path: Path) -> None:
+    one, three = _plan(tmp_path), dataclasses.replace(_plan(tmp_path), seeds_per_trial=3)
+    assert [trial_seeds(one, n) for n in (0, 1, 7)] == [[1000], [1001], [1007]], "one seed a trial: --seed + N"
+    assert trial_seeds(three, 0) == [1000, 1001, 1002] and trial_seeds(three, 4) == [1012, 1013, 1014]
+    seeds = [s for n in range(200) for s in trial_seeds(three, n)]
+    assert len(set(seeds)) == len(seeds) == 600 and min(seeds) == 1000
+    with pytest.raises(UserError, match="would train on seed 2000001, one of the judging seeds from 2,000,000"):
+        trial_seeds(dataclasses.replace(three, seed=1_999_996), 1)
+
+
+def test_one_seed_a_trial_records_what_it_recorded_before(tmp_path: Path) -> None:
+    """K = 1: the trial's seed, folder, user attributes (names and order) and study identity of before the flag."""
+    plan = _plan(tmp_path)
+    assert plan.seeds_per_trial == 1 and "seeds_per_trial" not in StudySpec("s", "s.log", plan).identity()
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: run_trial(t, plan, lambda: False), n_trials=1)
+    (trial,) = study.trials
+    recorded = ["seed", "folder", "steps", "cpu_seconds", "wall_seconds", "passed", "episodes", "saved_episode"]
+    assert list(trial.user_attrs) == [*recorded, "time_cost", "score", "landed", "mean_length"]
+    assert trial.user_attrs["seed"] == 1000 and trial.value == trial.user_attrs["score"]
+    assert [p.name for p in (plan.folder / "trial-0000").iterdir()] == ["runs"], "no seed-S folder"
+    assert trial.intermediate_values.keys() == {2, 4, 6}
+
+
+def test_two_seeds_a_trial_by_hand(tmp_path: Path, monkeypatch) -> None:
+    """Trial 1 of two seeds a trial trains seeds 1002 and 1003 in seed-1002/ and seed-1003/ of its folder. 1002
+    passes the rule at its first evaluation (120); 1003 evaluates 10, 10, 10: the trial gives the median, 65. Only
+    the first seed's evaluations reach the pruner: the second's 10s, below the trial before (25), prune nothing."""
+    plan = _scripted_plan(tmp_path, monkeypatch, {1002: [120.0, 0, 0], 1003: [10.0] * 3}, "quality", 2, 100.0)
+    spec = StudySpec("two", "unused.log", plan, pruner="median")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))
+    study.add_trial(optuna.trial.create_trial(value=25.0, intermediate_values={2: 25.0, 4: 25.0, 6: 25.0}))
+    study.enqueue_trial(params_of(plan.base, "original"))
+    study.optimize(lambda t: run_trial(t, plan, lambda: False), n_trials=1)
+    trial = study.trials[1]
+    assert trial.state.name == "COMPLETE" and trial.value == 65.0
+    folder = plan.folder / "trial-0001"
+    assert plan.train.calls == [(1002, folder / "seed-1002"), (1003, folder / "seed-1003")]
+    assert trial.intermediate_values == {2: 120.0}, "the first seed's evaluations, not the second's"
+    attrs = trial.user_attrs
+    assert (attrs["seed"], attrs["seeds"], attrs["folder"]) == (1002, [1002, 1003], "trial-0001")
+    assert (attrs["score"], attrs["score_min"], attrs["score_max"], attrs["landed"]) == (65.0, 10.0, 120.0, 0.5)
+    assert [r["score"] for r in attrs["seed_results"]] == [120.0, 10.0] and attrs["passed"] is False  # 1 of 2
+    assert trial_line(trial, spec) == (
+        "trial 1 COMPLETE | score 65.0 (median of 2 seeds: 10.0 to 120.0), landed 50%; 1 of 2 passed; median "
+        "200 steps, 4.0 CPU s (8.0 in all) | seeds 1002, 1003 | the original defaults"
+    )
+
+
+def test_three_seeds_under_both_objectives_by_hand(tmp_path: Path, monkeypatch) -> None:
+    """Seeds 1000 and 1002 pass the rule (120 at episode 2, 150 at episode 4), 1001 never does: its time is charged
+    its whole budget, 300 steps at its 50 a CPU second, 6 s. The trial: score median(120, 30, 150) = 120, time
+    median(2, 6, 4) = 4 CPU s, passed (2 of 3); trials.csv shows every seed's figures and the spread."""
+    curves = {1000: [120.0, 0.0, 0.0], 1001: [10.0, 20.0, 30.0], 1002: [50.0, 150.0, 0.0]}
+    plan = _scripted_plan(tmp_path, monkeypatch, curves, "both", 3, target=100.0)
+    spec = StudySpec("three", "unused.log", plan, pruner="none")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial(params_of(plan.base, "original"))
+    study.optimize(lambda t: run_trial(t, plan, lambda: False), n_trials=1)
+    (trial,) = study.trials
+    assert trial.values == [120.0, 4.0]
+    attrs = trial.user_attrs
+    assert (attrs["passed"], attrs["seeds_passed"], attrs["steps"], attrs["cpu_seconds_total"]) == (True, 2, 200, 12)
+    assert (attrs["time_cost_min"], attrs["time_cost_max"], attrs["episodes"]) == (2.0, 6.0, 4)
+    assert trial_line(trial, spec) == (
+        "trial 0 COMPLETE | score 120.0 (median of 3 seeds: 30.0 to 150.0), landed 50%; 2 of 3 passed; median "
+        "200 steps, 4.0 CPU s (12.0 in all); time 4.0 CPU s (2.0 to 6.0, the seeds that did not pass charged their "
+        "whole budget) | seeds 1000, 1001, 1002 | the original defaults"
+    )
+    write_report(study, spec)
+    with open(plan.folder / "trials.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["value_0"], row["value_1"], row["seeds"], row["seed_passed"]) == (
+        "120.0",
+        "4.0",
+        "1000 1001 1002",
+        "True False True",
+    )
+    assert (row["seed_scores"], row["seed_time_costs"]) == ("120.0 30.0 150.0", "2.0 6.0 4.0")
+    assert (row["score_min"], row["score_max"], row["time_cost_min"], row["time_cost_max"]) == (
+        "30.0",
+        "150.0",
+        "2.0",
+        "6.0",
+    )
+
+
+def test_a_trial_of_two_seeds_pruned_on_its_first_trains_no_second(tmp_path: Path, monkeypatch) -> None:
+    plan = _scripted_plan(tmp_path, monkeypatch, {1002: [10.0] * 3, 1003: [500.0] * 3}, "quality", 2)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))
+    study.add_trial(optuna.trial.create_trial(value=1e9, intermediate_values={2: 1e9, 4: 1e9, 6: 1e9}))
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned at episode 2 of seed 1002 \(1 of 2\)$"):
+        run_trial(study.ask(), plan, lambda: False)
+    assert plan.train.calls == [(1002, plan.folder / "trial-0001" / "seed-1002")]
+    trial = study.trials[1]
+    assert trial.intermediate_values == {2: 10.0} and trial.user_attrs["score"] == 10.0
+    assert [r["seed"] for r in trial.user_attrs["seed_results"]] == [1002]
+
+
+def test_seeds_record_takes_the_median_of_each_figure_by_hand() -> None:
+    runs = [  # what TrialReport.outcome gives for three seeds, one of them stopped before its first evaluation
+        {"seed": 5, "steps": 100, "cpu_seconds": 1.0, "wall_seconds": 1.5, "passed": True, "episodes": 2},
+        {"seed": 6, "steps": 400, "cpu_seconds": 8.0, "wall_seconds": 9.0, "passed": False, "episodes": 8},
+        {"seed": 7, "steps": 50, "cpu_seconds": 0.5, "wall_seconds": 0.5, "passed": False, "episodes": 1},
+    ]
+    for run, saved, cost, score in zip(runs, (2, 6, None), (1.0, 20.0, 10.0), (240.0, 100.0, None), strict=True):
+        run.update(saved_episode=saved, time_cost=cost, **({"score": score} if score else {}))
+    record = seeds_record(runs, 3)
+    assert (record["steps"], record["cpu_seconds"], record["passed"], record["seeds_passed"]) == (100, 1.0, False, 1)
+    assert (record["saved_episode"], record["time_cost"], record["score"]) == (4.0, 10.0, 170.0)  # of 2 with one
+    assert (record["score_min"], record["score_max"], record["time_cost_min"], record["time_cost_max"]) == (
+        100.0,
+        240.0,
+        1.0,
+        20.0,
+    )
+    assert record["cpu_seconds_total"] == 9.5 and record["seed_results"] == runs and "landed" not in record
+    assert seeds_record(runs[:1], 1) == {k: v for k, v in runs[0].items() if k != "seed"}, "one seed: as it was"
+
+
+def test_a_real_study_of_two_seeds_a_trial_and_one_of_one(tmp_path: Path, capsys) -> None:
+    """Real runs: trial 0 of a two-seed study trains seeds 1000 and 1001 (main.train, each its own folder) and
+    gives the median of their scores; its seed 1000 gives what trial 0 of a one-seed study gives. Continuing either
+    study with the other count is refused in one line."""
+    two = tune(tmp_path, "--study", "two", "--trials", "2", "--seeds-per-trial", "2", *TINY)
+    one = tune(tmp_path, "--study", "one", "--trials", "1", *TINY)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    assert "pruner median, 2 seeds per trial (the median of each objective);" in two.stdout.splitlines()[0]
+    assert " | seeds 1000, 1001 | the original defaults" in two.stdout
+    trials_two, trial_one = journal_study(tmp_path, "two").trials, journal_study(tmp_path, "one").trials[0]
+    assert [t.user_attrs["seeds"] for t in trials_two] == [[1000, 1001], [1002, 1003]]
+    for t in trials_two:
+        scores = [r["score"] for r in t.user_attrs["seed_results"]]
+        assert t.value == (scores[0] + scores[1]) / 2 and t.user_attrs["score_min"] == min(scores)
+        for seed in t.user_attrs["seeds"]:
+            folder = tmp_path / "runs" / "tune" / "two" / t.user_attrs["folder"] / f"seed-{seed}"
+            (config,) = folder.glob("runs/*/config.json")
+            assert json.loads(config.read_text())["seed"] == seed
+    assert trials_two[0].user_attrs["seed_results"][0]["score"] == trial_one.value, "seed 1000, the same settings"
+    assert trials_two[0].intermediate_values == trial_one.intermediate_values, "the first seed's, reported"
+    with open(tmp_path / "runs" / "tune" / "two" / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["seeds"] == "1000 1001" and len(rows[0]["seed_scores"].split()) == 2
+    refused = (("two", [], "--seeds-per-trial 2, not 1"), ("one", ["--seeds-per-trial", "3"], "1, not 3"))
+    for study, args, message in refused:
+        code = tuning.main(["--study", study, "--trials", "0", *TINY, *args], main.Config, main.train, root=tmp_path)
+        err = capsys.readouterr().err
+        assert code == 1 and err.splitlines() == [err.strip()] and message in err, err
+
+
+def test_the_confirm_table_of_a_study_of_several_seeds_shows_the_studys_spread() -> None:
+    row = {"trial": 3, "runs": 5, "passed": 2, "median_cpu_seconds_to_pass": 10.0, "median_score": 200.0}
+    row |= {"worst_score": 150.0, "median_landed": 0.9, "worst_landed": 0.8, "median_mean_length": 300.0}
+    plain = confirm_table([row], [100, 101, 102, 103, 104], 20)
+    assert plain[-1] == "| 3 | 2 of 5 | 10.0 | 200.0 | 150.0 | 90% | 80% | 300 |", "one seed a trial: as before"
+    table = confirm_table(
+        [{**row, "study_score": 240.0, "study_score_min": 230.0, "study_score_max": 250.0}], [100], 20
+    )
+    assert table[1].endswith("| mean length | in the study: median score (min to max) |")
+    assert table[-1] == "| 3 | 2 of 5 | 10.0 | 200.0 | 150.0 | 90% | 80% | 300 | 240.0 (230.0 to 250.0) |"
+
+
 # ---------------------------------------------------------------- the command, on a journal file
 
 
@@ -387,6 +610,7 @@ BAD = [
     ("confirm seed of a trial", ["--confirm", "1", "--confirm-seeds", "1000", "1", "2", "3", "4"], 2, "below --seed"),
     ("zero cap", ["--max-total-trials", "0"], 2, "must be at least 1"),
     ("confirm two ways", ["--confirm", "1", "--confirm-trials", "3"], 2, "give one of them"),
+    ("no seeds", ["--seeds-per-trial", "0"], 2, "argument --seeds-per-trial: must be at least 1, got 0"),
 ]
 
 
@@ -410,6 +634,7 @@ EXISTING = [
     ("another space", ["--space", "original"], "exists with --space all, not original"),
     ("another seed", ["--seed", "7"], "exists with --seed 1000, not 7"),
     ("another budget", ["--eval-episodes", "3"], "exists with --eval-episodes 2: give the same budget"),
+    ("more seeds per trial", ["--seeds-per-trial", "2"], "exists with --seeds-per-trial 1, not 2: give --seeds-per"),
 ]
 
 

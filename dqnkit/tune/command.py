@@ -30,7 +30,7 @@ DESCRIPTION = "Tune the DQN's settings with an Optuna study; every trial is a ru
 # Each trial's budget and stopping rule: main.py's flags, with these defaults (--preset fast's rule).
 BUDGET = {"env": "LunarLander-v3", "episodes": 1000, "max_steps": 1000, "eval_every": 20, "eval_episodes": 100}
 BUDGET |= {"eval_target": 260.0, "eval_landed": 0.98, "backprop": "autograd"}
-SEED = 1000  # trial N trains with seed SEED + N
+SEED = 1000  # trial N trains with seed SEED + N (seeds SEED + N * K + j, j < K, with --seeds-per-trial K)
 CONFIRM_SEEDS = (100, 101, 102, 103, 104)  # no trial's (the study seed's default is 1000) and no benchmark's
 LEAST_CONFIRM_SEEDS = 5
 FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing stops: the same error would fail every trial
@@ -38,6 +38,10 @@ FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing stops: the same erro
 OBJECTIVE_HELP = (
     "what the sampler optimizes: quality (the greedy mean of the agent a run saves; pruned), time (CPU "
     "seconds to an agent that passes the stopping rule) or both (a Pareto front); both are recorded always"
+)
+SEEDS_HELP = (
+    "seeds each trial trains with its settings, one after the other; it gives the median over them of each "
+    "objective, and the first seed's evaluations to the pruner"
 )
 CONFIRM_HELP = (
     "retrain the K best settings on each of --confirm-seeds and play each saved agent greedily for "
@@ -58,7 +62,8 @@ def parse_arguments(argv: list[str], config_cls: type, train: Callable, root: Pa
     add("--space", choices=tuple(SPACES), default="all", help=spaces)
     add("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
     add("--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality")
-    add("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N")
+    add("--seed", type=seed_number, default=SEED, help="trial N trains with seed SEED + N (SEED + N*K + j: K seeds)")
+    add("--seeds-per-trial", type=positive_int, default=1, metavar="K", help=SEEDS_HELP)
     add("--storage", metavar="URL", help=f"default: {studies.TUNE_DIR}/<study>.log; or postgresql://...")
     add("--heartbeat-interval", type=positive_int, default=60, metavar="S", help="database: seconds between beats")
     silent = "database: a trial silent this long has failed"
@@ -84,7 +89,7 @@ def parse_arguments(argv: list[str], config_cls: type, train: Callable, root: Pa
     except UserError as exc:
         parser.error(str(exc))
     folder = (root / studies.TUNE_DIR / args.study).resolve()
-    plan = TrialPlan(base, args.space, args.objective, args.seed, folder, train)
+    plan = TrialPlan(base, args.space, args.objective, args.seed, folder, train, args.seeds_per_trial)
     pruner = args.pruner or ("median" if args.objective == "quality" else "none")
     beats = args.heartbeat_interval, args.grace_period
     return studies.StudySpec(args.study, storage, plan, args.sampler, pruner, *beats), args
@@ -201,9 +206,11 @@ def main(argv: list[str], config_cls: type, train: Callable[..., Any], root: Pat
         held = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
         where = studies.hide_password(spec.storage) if "://" in spec.storage else relative(spec.storage)
         pruner = f", pruner {spec.pruner}" if spec.plan.objective == "quality" else ""
+        k = spec.plan.seeds_per_trial
+        seeds = f", {k} seeds per trial (the median of each objective)" if k > 1 else ""
         print(
             f"study {spec.name} in {where}: {held or 'new, no'} trials so far; objective {spec.plan.objective}, "
-            f"sampler {spec.sampler}{pruner}; this command: up to {args.trials} trials on {args.jobs} worker "
+            f"sampler {spec.sampler}{pruner}{seeds}; this command: up to {args.trials} trials on {args.jobs} worker "
             f"process{'es' if args.jobs > 1 else ''}; trials in {relative(spec.plan.folder)}/"
         )
         for number in studies.fail_orphaned_trials(study):

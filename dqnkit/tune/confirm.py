@@ -45,6 +45,9 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
         return stopped_by
     results = [kept_result(run, args.confirm_episodes) for run in runs]
     rows = [summarize([r for r in results if r and r["trial"] == t.number], t.number) for t in best]
+    if spec.plan.seeds_per_trial > 1:  # beside them, what each gave in the study: its median and spread over seeds
+        for row, t in zip(rows, best, strict=True):
+            row.update({f"study_{k}": t.user_attrs.get(k) for k in ("score", "score_min", "score_max")})
     print("\n".join(confirm_table(rows, args.confirm_seeds, args.confirm_episodes)))
     path = spec.plan.folder / "confirm.json"
     write_text(path, json.dumps({"seeds": args.confirm_seeds, "trials": rows, "runs": results}, indent=2) + "\n")
@@ -132,7 +135,15 @@ def confirm_table(rows: list[dict[str, Any]], seeds: list[int], episodes: int) -
         "| trial | passed | CPU s to pass (median) | score: median | worst | landed: median | worst | mean length |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    study = bool(rows) and "study_score" in rows[0]  # a study of several seeds a trial: its figures in one more column
+    if study:
+        lines[1] += " in the study: median score (min to max) |"
+        lines[2] += "---|"
     for r in rows:
-        cells = ("-" if r[key] is None else format(r[key], spec) for key, spec in columns)
+        cells = ["-" if r[key] is None else format(r[key], spec) for key, spec in columns]
+        if study:
+            known = None not in (r["study_score"], r["study_score_min"], r["study_score_max"])
+            figures = f"{r['study_score']:.1f} ({r['study_score_min']:.1f} to {r['study_score_max']:.1f})"
+            cells.append(figures if known else "-")
         lines.append(f"| {r['trial']} | {r['passed']} of {r['runs']} | {' | '.join(cells)} |")
     return lines

@@ -22,6 +22,9 @@ TRIAL_RUN_OPTIONS = {"video": False, "quiet": True, "keep_training": False, "che
 # The user attributes of a trial, in the columns of trials.csv.
 RECORDED = ("start", "seed", "passed", "score", "landed", "mean_length", "saved_episode", "episodes", "steps")
 RECORDED += ("cpu_seconds", "wall_seconds", "time_cost", "reason", "worker", "folder")
+# With several seeds a trial (--seeds-per-trial), more columns: each seed's figures and the spread of the objectives.
+SEED_COLUMNS = ("seeds", "seeds_passed", "score_min", "score_max", "time_cost_min", "time_cost_max")
+SEED_COLUMNS += ("cpu_seconds_total", "seed_scores", "seed_time_costs", "seed_passed")
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
 
@@ -39,6 +42,8 @@ def differing(params: dict[str, Any], spec: StudySpec) -> str:
 
 def outcome_text(attrs: dict[str, Any], objective: str) -> str:
     """The saved agent and the cost of a trial, from its user attributes (under a time objective, the charge too)."""
+    if "seed_results" in attrs:
+        return seeds_text(attrs, objective)
     parts = []
     if attrs.get("score") is not None:
         which = "" if attrs.get("passed") else f" (best evaluation, episode {attrs.get('saved_episode')})"
@@ -55,12 +60,32 @@ def outcome_text(attrs: dict[str, Any], objective: str) -> str:
     return "; ".join(parts)
 
 
+def seeds_text(attrs: dict[str, Any], objective: str) -> str:
+    """The figures of a trial of several seeds: the median of each and the spread of the objectives (min to max)."""
+    runs, k = attrs["seed_results"], len(attrs.get("seeds") or attrs["seed_results"])
+    of = f"{k} seeds" if len(runs) == k else f"the {len(runs)} of {k} seeds run"
+    parts = []
+    if attrs.get("score") is not None:
+        spread = f"{attrs['score_min']:.1f} to {attrs['score_max']:.1f}"
+        parts.append(f"score {attrs['score']:.1f} (median of {of}: {spread}), landed {attrs['landed']:.0%}")
+    cost = f"{attrs['seeds_passed']} of {len(runs)} passed; median {attrs['steps']:,.0f} steps, "
+    cost += f"{attrs['cpu_seconds']:.1f} CPU s ({attrs['cpu_seconds_total']:.1f} in all)"
+    if objective != "quality":  # the time objective, a seed that did not pass charged its whole budget (time_cost)
+        spread = f"{attrs['time_cost_min']:.1f} to {attrs['time_cost_max']:.1f}"
+        charged = (
+            ", the seeds that did not pass charged their whole budget" if attrs["seeds_passed"] < len(runs) else ""
+        )
+        cost += f"; time {attrs['time_cost']:.1f} CPU s ({spread}{charged})"
+    return "; ".join([*parts, cost])
+
+
 def trial_line(trial: Any, spec: StudySpec) -> str:
     """One line for a finished trial: number, state, what it gave, why it stopped, the settings it changed."""
     attrs = trial.user_attrs
     reason = attrs.get("reason") if trial.state.name != "COMPLETE" else None
     text = [f"trial {trial.number} {trial.state.name}", outcome_text(attrs, spec.plan.objective), reason]
-    text += [f"seed {attrs.get('seed', '-')}", attrs.get("start") or differing(trial.params, spec)]
+    seeds = f"seeds {', '.join(map(str, attrs['seeds']))}" if "seeds" in attrs else f"seed {attrs.get('seed', '-')}"
+    text += [seeds, attrs.get("start") or differing(trial.params, spec)]
     return " | ".join(part for part in text if part)
 
 
@@ -109,12 +134,13 @@ def write_report(study: Any, spec: StudySpec) -> list[Path]:
     folder, trials = spec.plan.folder, study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
     values = [f"value_{i}" for i in range(len(study.directions))]
+    recorded = RECORDED + (SEED_COLUMNS if spec.plan.seeds_per_trial > 1 else ())
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["number", "state", *values, *RECORDED, "started", "completed", *params])
+    writer.writerow(["number", "state", *values, *recorded, "started", "completed", *params])
     for t in trials:
         row = [t.number, t.state.name, *(t.values or [""] * len(values))]
-        row += [t.user_attrs.get(k, "") for k in RECORDED]
+        row += [cell(t.user_attrs, k) for k in recorded]
         row += [t.datetime_start or "", t.datetime_complete or ""]
         writer.writerow(row + [t.params.get(p, "") for p in params])
     written = [folder / "trials.csv"]
@@ -135,6 +161,14 @@ def write_report(study: Any, spec: StudySpec) -> list[Path]:
     if two and complete >= 1:
         wanted[folder / "pareto.png"] = lambda: plots.plot_pareto_front(study, target_names=["score", "CPU seconds"])
     return written + [path for path, plot in wanted.items() if save_plot(plot, path)]
+
+
+def cell(attrs: dict[str, Any], column: str) -> Any:
+    """The ``column`` of trials.csv for a trial's user attributes: each seed's figures space-separated."""
+    if key := {"seed_scores": "score", "seed_time_costs": "time_cost", "seed_passed": "passed"}.get(column):
+        return " ".join(str(r.get(key, "-")) for r in attrs.get("seed_results", []))
+    value = attrs.get(column, "")
+    return " ".join(map(str, value)) if isinstance(value, list) else value
 
 
 def save_plot(plot: Callable[[], Any], path: Path) -> bool:

@@ -46,7 +46,9 @@ class StudySpec:
         del budget["seed"]
         fingerprint = json.dumps([[p.name, p.kind, list(p.values)] for p in SPACES[plan.space]])
         space = {"space": plan.space, "space_fingerprint": fingerprint}
-        return {"objective": plan.objective, **space, "seed": plan.seed, "budget": budget}
+        # One seed a trial leaves no key: the identity of the studies made before --seeds-per-trial.
+        seeds = {"seeds_per_trial": plan.seeds_per_trial} if plan.seeds_per_trial != 1 else {}
+        return {"objective": plan.objective, **space, "seed": plan.seed, **seeds, "budget": budget}
 
 
 def storage_location(given: str | None, name: str, root: Path = Path()) -> str:
@@ -167,17 +169,18 @@ def make_pruner(spec: StudySpec) -> Any:
 
 
 def check_identity(study: Any, spec: StudySpec) -> None:
-    """Refuse, in one line, a study made with another objective, search space, seed or budget."""
+    """Refuse, in one line, a study made with another objective, search space, seed, seeds per trial or budget."""
     saved, wanted = study.user_attrs.get("tune"), spec.identity()
     if saved is None:
         raise UserError(f"study {spec.name} in {spec.storage} was not made by tune.py; give another --study")
     if saved["space"] == wanted["space"] and saved["space_fingerprint"] != wanted["space_fingerprint"]:
         raise UserError(f"study {spec.name} searched another version of --space {saved['space']}; give another --study")
-    for key in ("objective", "space", "seed"):
-        if saved[key] != wanted[key]:
+    for key in ("objective", "space", "seed", "seeds_per_trial"):
+        was, asked, flag = saved.get(key, 1), wanted.get(key, 1), "--" + key.replace("_", "-")  # 1: one seed a trial
+        if was != asked:
             raise UserError(
-                f"study {spec.name} exists with --{key} {saved[key]}, not {wanted[key]}: "
-                f"give --{key} {saved[key]} to continue it, or another --study"
+                f"study {spec.name} exists with {flag} {was}, not {asked}: "
+                f"give {flag} {was} to continue it, or another --study"
             )
     if changed := [k for k in wanted["budget"] if saved["budget"].get(k) != wanted["budget"][k]]:
         was = ", ".join(f"--{k.replace('_', '-')} {saved['budget'].get(k)}" for k in changed)

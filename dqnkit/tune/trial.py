@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError, first_line
+from dqnkit.report.evaluation import UNSEEN_SEED_BASE
 from dqnkit.run.files import STATE_FILE
 from dqnkit.run.hooks import Episode, Hook
 from dqnkit.tune.space import draw
@@ -31,9 +33,10 @@ class TrialPlan:
     base: Any  # the Config of the budget and stopping rule, the searched settings at their defaults
     space: str
     objective: str
-    seed: int  # trial N trains with seed + N
+    seed: int  # trial N trains with seed + N (seeds seed + N * K + j, j < K, with K seeds per trial)
     folder: Path  # the study's, absolute
     train: Callable[..., Any]  # main.train
+    seeds_per_trial: int = 1  # K, --seeds-per-trial: seeds each trial trains, one after the other
 
 
 class TrialReport(Hook):
@@ -92,40 +95,102 @@ def time_cost(record: dict[str, Any], ceiling_steps: int) -> float:
     return record["cpu_seconds"] * ceiling_steps / max(record["steps"], 1)
 
 
+def trial_seeds(plan: TrialPlan, number: int) -> list[int]:
+    """The seeds of trial ``number``: ``seed + number * K + j`` for j below K (``--seeds-per-trial``), blocks of K
+    in a row that no other trial's overlap (K = 1: seed + number, one seed a trial). None may reach the judging seeds
+    (2,000,000 and up: ``--confirm``'s evaluations); a trial that would is a one-line error."""
+    k = plan.seeds_per_trial
+    seeds = [plan.seed + number * k + j for j in range(k)]
+    if seeds[-1] >= UNSEEN_SEED_BASE:
+        raise UserError(
+            f"trial {number} would train on seed {seeds[-1]}, one of the judging seeds from "
+            f"{UNSEEN_SEED_BASE:,}: give a lower --seed"
+        )
+    return seeds
+
+
 def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> float | tuple[float, float]:
-    """The objective: train the settings ``trial`` draws in the trial's folder; record and return what it gave.
-    A pruned or diverging (NaN loss) run raises ``optuna.TrialPruned``, one stopped by Ctrl-C :class:`Interrupted`,
-    any other error fails the trial; the trial keeps the reason as ``reason``."""
+    """The objective: train the settings ``trial`` draws on each of its seeds, one after the other, in the trial's
+    folder (``seed-S/`` in it for each seed when there are several); record and return the median over the seeds
+    of what one seed gives. Only the first seed's evaluations are reported to the pruner (docs/tuner.md). A pruned
+    or diverging (NaN loss) run raises ``optuna.TrialPruned``, one stopped by Ctrl-C :class:`Interrupted`, any
+    other error fails the trial; the trial keeps the reason as ``reason``."""
     import optuna
 
     try:
-        seed, folder = plan.seed + trial.number, plan.folder / f"trial-{trial.number:04d}"
-        trial.set_user_attr("seed", seed)
+        folder = plan.folder / f"trial-{trial.number:04d}"
+        seeds = trial_seeds(plan, trial.number)
+        trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("folder", folder.name)
-        cfg = dataclasses.replace(plan.base, **draw(trial, plan.space), seed=seed)
-        hook = TrialReport(trial, report=plan.objective == "quality", stopping=stopping)
-        try:
-            result = plan.train(cfg, out=lambda _: None, hooks=[hook], root=folder)
-        except UserError:
-            if hook.diverged is None:
-                raise
-            episode = hook.last["episode"] + 1 if hook.last else 1
-            raise optuna.TrialPruned(f"diverged in episode {episode}: {hook.diverged}") from None
-        finally:
-            record = hook.outcome(cfg.episodes * cfg.max_steps)
-            for key, value in record.items():
-                trial.set_user_attr(key, value)
-            # A trial is never resumed, and its state holds the replay memory (76 MB at 1,000,000 transitions).
-            for state in folder.glob(f"runs/*/{STATE_FILE}"):
-                state.unlink(missing_ok=True)
-        if result.stopped_by is not None or hook.stop == "interrupted":
-            raise Interrupted(f"interrupted at episode {hook.last['episode'] if hook.last else 0}")
-        if hook.stop == "pruned":
-            raise optuna.TrialPruned(f"pruned at episode {hook.last['episode']}")  # the run stopped after it
+        if len(seeds) > 1:
+            trial.set_user_attr("seeds", seeds)
+        settings, records = draw(trial, plan.space), []
+        for j, seed in enumerate(seeds):
+            cfg = dataclasses.replace(plan.base, **settings, seed=seed)
+            where = f" of seed {seed} ({j + 1} of {len(seeds)})" if len(seeds) > 1 else ""
+            root = folder / f"seed-{seed}" if len(seeds) > 1 else folder
+            hook = TrialReport(trial, report=plan.objective == "quality" and j == 0, stopping=stopping)
+            try:
+                train_seed(plan, cfg, hook, root, where)
+            finally:
+                records.append({"seed": seed, **hook.outcome(cfg.episodes * cfg.max_steps)})
+                for key, value in seeds_record(records, len(seeds)).items():
+                    trial.set_user_attr(key, value)
     except Exception as exc:  # a bug's reason names its type; the trial fails, the study goes on
         expected = isinstance(exc, optuna.TrialPruned | Interrupted | UserError)
         trial.set_user_attr("reason", first_line(exc) if expected else f"{type(exc).__name__}: {first_line(exc)}")
         raise
-    if plan.objective == "quality":
-        return record["score"]
-    return record["time_cost"] if plan.objective == "time" else (record["score"], record["time_cost"])
+    cost = statistics.median(r["time_cost"] for r in records)
+    if plan.objective == "time":
+        return cost
+    score = statistics.median(r["score"] for r in records)  # KeyError, a failed trial, if a seed has no agent
+    return score if plan.objective == "quality" else (score, cost)
+
+
+def train_seed(plan: TrialPlan, cfg: Any, hook: TrialReport, root: Path, where: str) -> None:
+    """One seed's run of a trial, ``main.train`` in ``root``; raise what stopped it early (``where``: which seed)."""
+    import optuna
+
+    try:
+        result = plan.train(cfg, out=lambda _: None, hooks=[hook], root=root)
+    except UserError:
+        if hook.diverged is None:
+            raise
+        episode = hook.last["episode"] + 1 if hook.last else 1
+        raise optuna.TrialPruned(f"diverged in episode {episode}{where}: {hook.diverged}") from None
+    finally:
+        # A trial is never resumed, and its state holds the replay memory (76 MB at 1,000,000 transitions).
+        for state in root.glob(f"runs/*/{STATE_FILE}"):
+            state.unlink(missing_ok=True)
+    if result.stopped_by is not None or hook.stop == "interrupted":
+        raise Interrupted(f"interrupted at episode {hook.last['episode'] if hook.last else 0}{where}")
+    if hook.stop == "pruned":
+        raise optuna.TrialPruned(f"pruned at episode {hook.last['episode']}{where}")  # the run stopped after it
+
+
+def seeds_record(records: list[dict[str, Any]], per_trial: int) -> dict[str, Any]:
+    """What a trial records of its seeds' runs (``records``, each :meth:`TrialReport.outcome` and its ``seed``).
+    One seed a trial: its record as it is. Several: the median of each figure over the seeds run so far, ``passed``
+    when more than half of them passed (the median seed did), how many did, the spread (min, max) of the two
+    objectives, the CPU seconds of all of them, and every seed's own record (``seed_results``)."""
+    if per_trial == 1:
+        return {key: value for key, value in records[0].items() if key != "seed"}
+    passed = sum(r["passed"] for r in records)
+    record: dict[str, Any] = {key: median_of(records, key) for key in ("steps", "cpu_seconds", "wall_seconds")}
+    record.update(passed=2 * passed > len(records), seeds_passed=passed)
+    record.update({key: median_of(records, key) for key in ("episodes", "saved_episode", "time_cost")})
+    for key in ("score", "landed", "mean_length"):
+        if (value := median_of(records, key)) is not None:
+            record[key] = value
+    for key in ("score", "time_cost"):
+        if values := [r[key] for r in records if r.get(key) is not None]:
+            record.update({f"{key}_min": min(values), f"{key}_max": max(values)})
+    record["cpu_seconds_total"] = sum(r["cpu_seconds"] for r in records)
+    record["seed_results"] = records
+    return record
+
+
+def median_of(records: list[dict[str, Any]], key: str) -> Any:
+    """The median of ``key`` over the records that have it (an evaluated agent, a saved episode), or None."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return statistics.median(values) if values else None
