@@ -51,17 +51,14 @@ def options_on(cfg: Any) -> list[str]:
 
 def make_agent(cfg: Any, state_size: int, action_size: int, device: torch.device | str, rng: np.random.Generator):
     """The agent that ``cfg`` describes, for observations of ``state_size`` and ``action_size`` actions."""
-    kwargs = {name: getattr(cfg, name) for name in CORE_FIELDS}
     if cfg.backprop == "numpy":
-        from dqnkit.learn.twin import NumpyAgent
-
-        cls, kwargs = NumpyAgent, {**kwargs, **{name: getattr(cfg, name) for name in OPTION_FIELDS}}
+        from dqnkit.learn.twin import NumpyAgent as cls
     elif options_on(cfg):
-        from dqnkit.learn.options import OptionsAgent
-
-        cls, kwargs = OptionsAgent, {**kwargs, **{name: getattr(cfg, name) for name in OPTION_FIELDS}}
+        from dqnkit.learn.options import OptionsAgent as cls
     else:
         cls = Agent  # the original DQN: exactly the code agent.py shows
+    fields = CORE_FIELDS if cls is Agent else (*CORE_FIELDS, *OPTION_FIELDS)
+    kwargs = {name: getattr(cfg, name) for name in fields}
     return cls(state_size, action_size, device=device, rng=rng, **kwargs)
 
 

@@ -178,10 +178,18 @@ class NumpyAgent(OptionsAgent):
         self._grad_views = list(zip(grads[0::2], grads[1::2], strict=True))
 
     # Views and buffers that _bind() makes from the parameters: a copy or a pickle makes them anew.
-    _UNBOUND = ("_local_params", "_flat_local", "_flat_target", "_flat_grad", "_local_views", "_target_views")
+    _UNBOUND = (
+        "_local_params",
+        "_flat_local",
+        "_flat_target",
+        "_flat_grad",
+        "_local_views",
+        "_target_views",
+        "_grad_views",
+    )
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in (*self._UNBOUND, "_grad_views")}
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNBOUND}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
