@@ -25,6 +25,7 @@ import main
 from docs import tuning_page
 from dqnkit.errors import UserError
 from dqnkit.report.evaluation import EvalResult
+from dqnkit.run.files import load_file, network_from_weights
 from dqnkit.run.hooks import Episode
 from dqnkit.saved_config import read_config_file
 from dqnkit.settings import apply_preset
@@ -34,7 +35,7 @@ from dqnkit.tune.confirm import confirm_table
 from dqnkit.tune.report import summary_lines, trial_line, write_report
 from dqnkit.tune.space import SPACES, config_overrides, contains, draw, params_of
 from dqnkit.tune.study import StudySpec, make_sampler, open_study, storage_location
-from dqnkit.tune.trial import Interrupted, TrialPlan, run_trial, seeds_record, time_cost, trial_seeds
+from dqnkit.tune.trial import Interrupted, TrialPlan, greedy_check, run_trial, seeds_record, time_cost, trial_seeds
 
 TINY = ["--episodes", "6", "--max-steps", "50", "--eval-every", "2", "--eval-episodes", "2", "--eval-target", "1000"]
 
@@ -167,6 +168,23 @@ def test_a_trial_returns_the_saved_agents_evaluation_and_records_both_objectives
     assert {"metrics.csv", "config.json", "best.pth", "last.pth"} <= {p.name for p in run.iterdir()}
     assert not (run / "training_state.pth").exists(), "a trial keeps no replay memory on disk"
     assert not (tmp_path / "checkpoint.pth").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_trial_whose_checks_never_began_is_judged_by_one_check_at_its_end(tmp_path: Path) -> None:
+    """--space gated: a training average that never reaches ``eval_from_average`` leaves no check in the run; the
+    trial plays the rule's greedy episodes once on the last weights (the same unseen seeds) instead of failing."""
+    plan = dataclasses.replace(_plan(tmp_path, objective="both"), space="gated")
+    plan.base = dataclasses.replace(plan.base, episodes=12, eval_every=10)  # a check after episode 10, but gated
+    params = {**params_of(plan.base, "gated"), "eval_from_average": 200.0}
+    trial = optuna.trial.FixedTrial(params, number=0)
+    score, cost = run_trial(trial, plan, stopping=lambda: False)
+    (run,) = (tmp_path / "study" / "trial-0000" / "runs").iterdir()
+    with open(run / "metrics.csv", newline="") as fh:
+        assert [row["eval_score"] for row in csv.DictReader(fh)] == [""] * 12, "no check during the run"
+    network = network_from_weights(load_file(run / "last.pth"), run / "last.pth")
+    check = greedy_check(plan.base)(network)
+    assert score == check.mean_score == trial.user_attrs["score"] and trial.user_attrs["saved_episode"] == 12
+    assert trial.user_attrs["passed"] is False and cost == trial.user_attrs["time_cost"]
 
 
 @pytest.mark.filterwarnings("ignore:The value 1000000.0 of the parameter")  # outside the space, on purpose

@@ -58,7 +58,7 @@ def parse_arguments(argv: list[str], config_cls: type, train: Callable, root: Pa
     add("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine")
     add("--max-total-trials", type=positive_int, metavar="N", help="stop once the study holds N trials, every worker's")
     add("--objective", choices=tuple(OBJECTIVES), default="quality", help=OBJECTIVE_HELP)
-    spaces = "all settings, the original's only, or the cheap ones (docs/tuner.md)"
+    spaces = "all settings, the original's only, the cheap ones, or those and when checks begin (docs/tuner.md)"
     add("--space", choices=tuple(SPACES), default="all", help=spaces)
     add("--sampler", choices=("tpe", "random"), default="tpe", help="seeded; TPE is multivariate")
     add("--pruner", choices=("median", "halving", "none"), help="default: median for --objective quality")

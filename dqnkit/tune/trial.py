@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnkit.errors import UserError, first_line
-from dqnkit.report.evaluation import UNSEEN_SEED_BASE
+from dqnkit.report.evaluation import UNSEEN_SEED_BASE, EvalResult, PeriodicEvaluation
 from dqnkit.run.files import STATE_FILE
 from dqnkit.run.hooks import Episode, Hook
 from dqnkit.tune.space import draw
@@ -42,16 +42,20 @@ class TrialPlan:
 class TrialReport(Hook):
     """The hook that makes a run a trial: it reports, prunes, and measures the cost to a passing agent. With
     ``report`` (single-objective quality), each evaluation's mean is Optuna's intermediate value at its episode,
-    and the run stops when ``trial.should_prune()``, or ``stopping()`` after any episode."""
+    and the run stops when ``trial.should_prune()``, or ``stopping()`` after any episode. ``final_check``: how to
+    judge a run that ended without a check (its training average never reached ``eval_from_average``)."""
 
-    def __init__(self, trial: Any, report: bool, stopping: Callable[[], bool]) -> None:
-        self.trial, self.report, self.stopping = trial, report, stopping
+    def __init__(
+        self, trial: Any, report: bool, stopping: Callable[[], bool], final_check: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.trial, self.report, self.stopping, self.final_check = trial, report, stopping, final_check
         self.best: tuple[int, Any] | None = None  # (episode, EvalResult) of the best evaluation so far
         self.passed: dict[str, Any] | None = None  # the moment the stopping rule passed
         self.last: dict[str, Any] | None = None  # the moment of the last finished episode
         self.diverged: str | None = None  # the FloatingPointError of a diverging loss
 
     def on_start(self, agent: Any) -> None:
+        self.agent = agent
         self.cpu_start, self.wall_start = time.process_time(), time.perf_counter()
 
     def on_episode(self, episode: Episode) -> None:
@@ -68,6 +72,11 @@ class TrialReport(Hook):
                     self.stop = "pruned"
         if self.stop is None and self.stopping():
             self.stop = "interrupted"
+
+    def on_end(self) -> None:
+        # After the run's clock: a run that never passed is charged its whole budget anyway (time_cost).
+        if self.best is None and self.last is not None and self.final_check is not None and self.stop is None:
+            self.best = (self.last["episode"], self.final_check(self.agent.local_qnetwork))
 
     def on_failure(self, error: BaseException, episode: Episode | None) -> None:
         if isinstance(error, FloatingPointError):
@@ -129,7 +138,9 @@ def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> floa
             cfg = dataclasses.replace(plan.base, **settings, seed=seed)
             where = f" of seed {seed} ({j + 1} of {len(seeds)})" if len(seeds) > 1 else ""
             root = folder / f"seed-{seed}" if len(seeds) > 1 else folder
-            hook = TrialReport(trial, report=plan.objective == "quality" and j == 0, stopping=stopping)
+            check = greedy_check(cfg) if cfg.eval_from_average is not None else None
+            report = plan.objective == "quality" and j == 0
+            hook = TrialReport(trial, report=report, stopping=stopping, final_check=check)
             try:
                 train_seed(plan, cfg, hook, root, where)
             finally:
@@ -145,6 +156,22 @@ def run_trial(trial: Any, plan: TrialPlan, stopping: Callable[[], bool]) -> floa
         return cost
     score = statistics.median(r["score"] for r in records)  # KeyError, a failed trial, if a seed has no agent
     return score if plan.objective == "quality" else (score, cost)
+
+
+def greedy_check(cfg: Any) -> Callable[[Any], EvalResult]:
+    """One check of the stopping rule's greedy episodes (the same unseen seeds), for a run whose training average
+    never reached ``eval_from_average``: it gives the trial a score where no check did."""
+
+    def check(network: Any) -> EvalResult:
+        # best_score infinite: nothing to save, the run's own best.pth stays as the run left it.
+        evaluation = PeriodicEvaluation(cfg.env, cfg.max_steps, 1, cfg.eval_episodes, Path(), best_score=float("inf"))
+        try:
+            evaluation.run(network)
+        finally:
+            evaluation.close()
+        return evaluation.last
+
+    return check
 
 
 def train_seed(plan: TrialPlan, cfg: Any, hook: TrialReport, root: Path, where: str) -> None:
