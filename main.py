@@ -24,11 +24,12 @@ import numpy as np  # noqa: E402
 from dqnkit import cli  # noqa: E402
 from dqnkit.cli import ORIGINAL, open_unit_interval, positive_float, positive_int, setting, unit_interval  # noqa: E402
 from dqnkit.envs import make_env  # noqa: E402
-from dqnkit.errors import UserError  # noqa: E402
+from dqnkit.errors import UserError, run_script  # noqa: E402
 from dqnkit.report.evaluation import evaluate  # noqa: E402
 from dqnkit.report.logs import plot_learning_curve  # noqa: E402
 from dqnkit.report.progress import show_progress as show_progress  # noqa: E402
 from dqnkit.report.progress import write_progress  # noqa: E402
+from dqnkit.run.batch import seed_configs, train_seeds  # noqa: E402
 from dqnkit.run.files import load_training_state  # noqa: E402
 from dqnkit.run.folder import RunFolder, TrainResult, resolve_device  # noqa: E402
 from dqnkit.run.hooks import Episode, Hook, Hooks  # noqa: E402
@@ -215,21 +216,23 @@ def main(argv: list[str] | None = None) -> int:
             env_id = cfg.env if "env" in given else None
             evaluate(actions["evaluate"], episodes, cfg.seed, actions["eval_video"], env_id, cfg.max_steps)
             return 0
-        resume = actions["resume"]
-        if resume is not None:
-            saved = Config(**load_training_state(resume, Config)["config"])
-            cfg = resumed_config(cfg, given, saved, resume)
-        result = train(cfg, resume=resume)
+        resumes = actions["resume"] or []
+        cfgs = [resumed_config(cfg, given, Config(**load_training_state(r, Config)["config"]), r) for r in resumes]
+        if actions["seeds"] or len(resumes) > 1:  # several runs at once: dqnkit/run/batch.py
+            cfgs = cfgs or seed_configs(cfg, actions["seeds"])
+            results = train_seeds(train, cfgs, resumes or [None] * len(cfgs))
+        else:
+            results = [train(cfgs[0] if cfgs else cfg, resume=resumes[0] if resumes else None)]
     except UserError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # a second Ctrl-C; a training run notes what it kept
         print(f"main.py: interrupted{getattr(exc, 'note', '')}", file=sys.stderr)
         return 130
-    if result.stopped_by is not None:
-        return 128 + result.stopped_by
+    if stopped := next((r.stopped_by for r in results if r.stopped_by is not None), None):
+        return 128 + stopped
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_script(main))  # as main(), and `python main.py ... | head` ends quietly
+    sys.exit(run_script(main))  # as main(), and `python main.py ... | head` ends quietly

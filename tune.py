@@ -15,8 +15,8 @@ import sys
 # main before NumPy: main sets OPENBLAS_NUM_THREADS=1 before OpenBLAS starts, here and in every worker
 # process (each imports this file first).
 import main  # isort: skip
-from dqnkit import cli
+from dqnkit.errors import run_script
 from dqnkit.tune import command
 
 if __name__ == "__main__":
-    sys.exit(cli.run_script(lambda: command.main(sys.argv[1:], main.Config, main.train)))
+    sys.exit(run_script(lambda: command.main(sys.argv[1:], main.Config, main.train)))

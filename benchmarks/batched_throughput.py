@@ -7,11 +7,17 @@ alternate the sides; the figures are medians of aggregate environment steps per 
 and of CPU time, which hardly moves when another process shares the core), with microseconds per seed-step
 spent in each part of the loop: where the time goes. The last line printed is one JSON object.
 
+With ``--runs EPISODES``, whole runs instead: ``python main.py --seeds 0 .. N-1`` (``dqnkit.run.batch``, every
+hook of a run: metrics, evaluations, checkpoints) against N runs of ``main.train`` one after the other, each
+seed ``EPISODES`` episodes without videos; both sides play the same episodes, so the steps are the same.
+
     python benchmarks/batched_throughput.py [--steps 3000] [--rounds 2] [--seeds-counts 1 4 8 16] [--preset fast]
+    python benchmarks/batched_throughput.py --runs 200 [--rounds 2] [--seeds-counts 1 4 8 16] [--preset fast]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -82,14 +88,42 @@ def play(cfg: main.Config, n: int, steps: int, batched: bool) -> dict[str, Any]:
     return {"rate": total / seconds, "cpu_rate": total / cpu_seconds, "us_per_seed_step": parts}
 
 
-def measure(cfg: main.Config, counts: list[int], steps: int, rounds: int) -> dict[str, Any]:
-    """Every count, both sides per round (the order swapped each round); medians and ratios."""
+def whole_runs(cfg: main.Config, n: int, episodes: int, batched: bool) -> dict[str, Any]:
+    """Seeds ``0 .. n-1``, ``episodes`` episodes each: together (``--seeds``) or one run after the other."""
+    import tempfile
+
+    from dqnkit.run.batch import seed_configs, train_seeds
+
+    cfgs = seed_configs(dataclasses.replace(cfg, episodes=episodes, video=False, quiet=True), list(range(n)))
+    with tempfile.TemporaryDirectory(prefix="dqn-benchmark-") as tmp:
+        wall, cpu = common.Stopwatch(), time.process_time()
+        if batched:
+            results = train_seeds(main.train, cfgs, [None] * n, root=tmp, out=lambda _: None)
+        else:
+            results = [main.train(c, out=lambda _: None, root=tmp) for c in cfgs]
+        seconds, cpu_seconds = wall.seconds(), time.process_time() - cpu
+    total = sum(r.total_steps for r in results)
+    return {"rate": total / seconds, "cpu_rate": total / cpu_seconds, "steps": total, "us_per_seed_step": {}}
+
+
+def measure(cfg: main.Config, counts: list[int], steps: int, rounds: int, runs_of: int = 0) -> dict[str, Any]:
+    """Every count, both sides per round (the order swapped each round); medians and ratios. ``runs_of``: whole
+    runs of that many episodes (:func:`whole_runs`) instead of ``steps`` steps of the loop alone."""
     play(cfg, 1, 300, False), play(cfg, 1, 300, True)  # untimed: the first learning step pays set-up
+    if runs_of:
+
+        def one(n: int, batched: bool) -> dict[str, Any]:
+            return whole_runs(cfg, n, runs_of, batched)
+    else:
+
+        def one(n: int, batched: bool) -> dict[str, Any]:
+            return play(cfg, n, steps, batched)
+
     runs: dict[int, dict[str, list[dict]]] = {n: {"plain": [], "batched": []} for n in counts}
     for r in range(rounds):
         for n in counts:
             for side in ("plain", "batched") if r % 2 == 0 else ("batched", "plain"):
-                runs[n][side].append(play(cfg, n, steps, side == "batched"))
+                runs[n][side].append(one(n, side == "batched"))
             plain, batched = runs[n]["plain"][-1]["rate"], runs[n]["batched"][-1]["rate"]
             common.note(f"  round {r + 1}/{rounds}, N={n}: plain {plain:,.0f}, batched {batched:,.0f} steps/s")
     table = {}
@@ -110,6 +144,10 @@ def print_table(results: dict[str, Any]) -> None:
           "batched us/seed-step: act env store learn other | plain: act env step+learn other")  # fmt: skip
     for n, row in results["table"].items():
         b, p = row["batched"]["us_per_seed_step"], row["plain"]["us_per_seed_step"]
+        if not b:  # whole runs: no parts measured
+            print(f"{n} | {row['plain']['rate']:,.0f} | {row['batched']['rate']:,.0f} | {row['ratio']:.2f}x | "
+                  f"{row['cpu_ratio']:.2f}x | - | -")  # fmt: skip
+            continue
         print(f"{n} | {row['plain']['rate']:,.0f} | {row['batched']['rate']:,.0f} | {row['ratio']:.2f}x | "
               f"{row['cpu_ratio']:.2f}x | {b['act']:.0f} {b['env']:.0f} {b['store']:.0f} {b['learn']:.0f} "
               f"{b['other']:.0f} | {p['act']:.0f} {p['env']:.0f} {p['store']:.0f} {p['other']:.0f}")  # fmt: skip
@@ -122,6 +160,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds-counts", type=positive_int, nargs="+", default=[1, 4, 8, 16], help="values of N")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset's configuration (default: the original)")
     parser.add_argument("--cpu", type=int, default=0, help="the core to pin to; -1 pins nothing")
+    parser.add_argument(
+        "--runs", type=positive_int, metavar="EPISODES", help="whole runs, this many episodes a seed (main.py --seeds)"
+    )
     args = parser.parse_args(argv)
     common.check_distinct(parser, "--seeds-counts", args.seeds_counts)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -131,7 +172,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     command = " ".join(["python benchmarks/batched_throughput.py", *(sys.argv[1:] if argv is None else argv)])
     results: dict[str, Any] = {"machine": common.machine_info(), "command": command, "config": args.preset or "default"}
     results["env_step_us"] = env_step_us(steps=10_000)["median_us"]
-    results["table"] = measure(cfg, args.seeds_counts, args.steps, args.rounds)
+    results["runs"] = args.runs
+    results["table"] = measure(cfg, args.seeds_counts, args.steps, args.rounds, args.runs or 0)
     print_table(results)
     print(json.dumps(results))
     return results

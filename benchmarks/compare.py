@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -110,11 +111,11 @@ class Measure(Hook):
         self.snapshot: dict | None = None
 
     def on_start(self, agent) -> None:
-        self.network, self.clock = agent.local_qnetwork, common.Stopwatch()
+        self.agent, self.clock = agent, common.Stopwatch()
 
     def on_step(self, total_steps: int) -> None:
-        if total_steps == self.eval_steps:
-            self.snapshot = {k: v.clone() for k, v in self.network.state_dict().items()}
+        if total_steps == self.eval_steps:  # the agent's state: with --together, the stack's weights after this step
+            self.snapshot = {k: v.clone() for k, v in self.agent.state_dict()["local_qnetwork"].items()}
 
     def on_episode(self, episode: Episode) -> None:
         e, steps = episode.episode, episode.total_steps
@@ -140,17 +141,22 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
     goes on after it saves (``keep_training``) until the average has reached the target,
     ``eval_steps`` steps are done and the agent is saved, or ``cfg.episodes`` run out.
     """
-    from dqnkit.run.files import load_file
-
     measure = Measure(cfg.target_score, eval_steps, out)
     with common.train_aside(cfg, [measure]) as (result, cfg):
-        saved = measure.saved
-        if saved is not None:
-            saved = {**saved, "weights": load_file(cfg.checkpoint)}
-        elif (result.run_dir / BEST_WEIGHTS).exists():  # never passed its rule: best.pth
-            best = load_file(result.run_dir / BEST_WEIGHTS)
-            saved = {"episode": None, "steps": None, "seconds": None, "weights": best}
-        final = load_file(result.last_weights)
+        return measured(result, cfg, measure)
+
+
+def measured(result: Any, cfg: main.Config, measure: Measure) -> dict[str, Any]:
+    """What :func:`train_project` returns, read from a finished run (its folder still there) and its ``measure``."""
+    from dqnkit.run.files import load_file
+
+    saved = measure.saved
+    if saved is not None:
+        saved = {**saved, "weights": load_file(Path(result.run_dir).parent.parent / cfg.checkpoint)}
+    elif (result.run_dir / BEST_WEIGHTS).exists():  # never passed its rule: best.pth
+        best = load_file(result.run_dir / BEST_WEIGHTS)
+        saved = {"episode": None, "steps": None, "seconds": None, "weights": best}
+    final = load_file(result.last_weights)
     return {
         "scores": result.scores,
         "total_steps": result.total_steps,
@@ -178,12 +184,39 @@ def moment(name: str, when: dict[str, Any]) -> dict[str, Any]:
     return {f"{name}_{key}": when.get(key) for key in ("episode", "steps", "seconds")}
 
 
+def project_config(method: str, seed: int, args: argparse.Namespace) -> main.Config:
+    """The Config of one seed of the original (``default``) or of ``--preset fast``."""
+    cfg = main.Config(seed=seed, video=False, episodes=args.max_episodes, quiet=True)
+    return apply_preset(cfg, "fast") if method == "preset" else cfg
+
+
 def run_project(method: str, seed: int, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
     """One seed of the original (``default``) or of ``--preset fast``."""
-    cfg = main.Config(seed=seed, video=False, episodes=args.max_episodes, quiet=True)
-    if method == "preset":
-        cfg = apply_preset(cfg, "fast")
-    run = train_project(cfg, args.eval_steps, out)
+    run = train_project(project_config(method, seed, args), args.eval_steps, out)
+    return project_row(method, seed, run, args)
+
+
+def run_together(method: str, args: argparse.Namespace, out: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every seed of ``method`` trained together in one process (``main.py --seeds``, ``--together``): the rows of
+    :func:`run_project`, except that seconds count the whole batch's clock."""
+    from dqnkit.learn.batched import BatchedAgents
+    from dqnkit.run.batch import train_together
+
+    with tempfile.TemporaryDirectory(prefix="dqn-benchmark-") as tmp:
+        cfgs = [project_config(method, seed, args) for seed in args.seeds]
+        cfgs = [dataclasses.replace(c, keep_training=True, checkpoint=f"checkpoint-seed{c.seed}.pth") for c in cfgs]
+        measures = [
+            Measure(c.target_score, args.eval_steps, lambda line, s=c.seed: out(f"  seed {s}:{line}")) for c in cfgs
+        ]
+        results = train_together(
+            main.train, cfgs, [None] * len(cfgs), BatchedAgents, tmp, lambda _: None, lambda i: [measures[i]]
+        )
+        runs = [measured(r, c, m) for r, c, m in zip(results, cfgs, measures, strict=True)]
+    return [project_row(method, c.seed, run, args) for c, run in zip(cfgs, runs, strict=True)]
+
+
+def project_row(method: str, seed: int, run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One row of the table: what a run measured, and its agents' greedy evaluations on the unseen seeds."""
     solved, saved = run["solved"] or {}, run["saved"] or {}
     return {
         "method": method,
@@ -358,6 +391,8 @@ def print_table(results: dict[str, Any]) -> None:
     steps = results["eval_steps"]
     print(f"\nLunarLander-v3, seeds {results['seeds']}, {results['machine']}")
     print(f"greedy evaluations: 100 episodes from environment seed {EVAL_SEED:,} (unseen)")
+    if results.get("together"):
+        print("trained together (main.py --seeds): seconds are the clock of the method's whole batch of seeds")
     print(
         f"\n| method | seed | episodes to avg 200 | seconds to avg 200 | greedy score at {steps:,} steps "
         "| saved at episode | saved agent: score | landed | on pad | mean length |"
@@ -422,6 +457,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "seconds then count a shared machine, while episodes and scores stay the same)",
     )
     parser.add_argument(
+        "--together",
+        action="store_true",
+        help="train each method's seeds together in one process, as main.py --seeds (not sb3): the same episodes and "
+        "scores, in less time; seconds then count the whole batch",
+    )
+    parser.add_argument(
         "--join",
         type=Path,
         nargs="+",
@@ -430,6 +471,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     common.check_distinct(parser, "--seeds", args.seeds)
+    if args.together and args.jobs > 1:
+        parser.error("--together trains in one process: leave out --jobs")
     args.which = [w.strip() for w in args.which.split(",") if w.strip()]
     if unknown := set(args.which) - set(METHODS):
         parser.error(f"--which: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
@@ -466,7 +509,16 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     info = common.machine_line(common.machine_info())
     runs = []
     tasks = [(method, seed) for method in args.which for seed in args.seeds]
-    if args.jobs == 1:
+    if args.together:
+        for method in args.which:
+            if method == "sb3":  # its own library: one seed after the other
+                runs += [_one_run(method, seed, args) for seed in args.seeds]
+                continue
+            common.note(f"{method}, seeds {' '.join(map(str, args.seeds))} together ...")
+            for row in run_together(method, args, common.note):
+                common.note("RUN " + json.dumps(row))
+                runs.append(row)
+    elif args.jobs == 1:
         for method, seed in tasks:
             runs.append(_one_run(method, seed, args))
     else:
@@ -477,6 +529,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "machine": info,
         "seeds": args.seeds,
+        "together": args.together,  # seconds are then the clock of each method's whole batch
         "eval_steps": args.eval_steps,
         "preset": main.PRESETS["fast"],
         "sb3_hyperparameters": SB3_ZOO,

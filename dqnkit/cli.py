@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
-import sys
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from dqnkit.errors import UserError
+from dqnkit.run.batch import seeds_problem
 from dqnkit.run.files import STATE_FILE
 from dqnkit.saved_config import read_config_file
 
@@ -73,6 +72,17 @@ def seed_number(text: str) -> int:
     if value >= 2**32:
         raise argparse.ArgumentTypeError(f"must be less than 2**32 = {2**32} (NumPy's seeds), got {value}")
     return value
+
+
+def seed_range(text: str) -> list[int]:
+    """``--seeds``' words: a seed, or ``A-B``, the seeds A to B."""
+    first, dash, last = text.partition("-")
+    if not dash:
+        return [seed_number(text)]
+    low, high = seed_number(first), seed_number(last)
+    if high < low:
+        raise argparse.ArgumentTypeError(f"a range goes up, got {text}")
+    return list(range(low, high + 1))
 
 
 def setting(default: Any, help: str, check: Callable[[str], Any] | None = None, *, group: str, **extra: Any) -> Any:
@@ -160,7 +170,20 @@ def _add_actions(actions: argparse._ArgumentGroup) -> None:
         help="start from the settings in a JSON file (tune.py's best_config.json, or a run's config.json to "
         "repeat that run); flags given as well override them",
     )
-    actions.add_argument("--resume", metavar="PATH", help=f"continue the run saved in PATH (a {STATE_FILE})")
+    actions.add_argument(
+        "--resume",
+        nargs="+",
+        metavar="PATH",
+        help=f"continue the run saved in PATH (a {STATE_FILE}); several: continue them together, as --seeds does",
+    )
+    actions.add_argument(
+        "--seeds",
+        nargs="+",
+        type=seed_range,
+        metavar="SEED",
+        help="train these seeds together in one process, each a run of its own as --seed would make it, their "
+        "networks stacked (the preset's options and the original's; docs/speed.md); A-B is a range: --seeds 100-104",
+    )
     actions.add_argument(
         "--evaluate",
         metavar="PATH",
@@ -190,7 +213,8 @@ def parse_command_line(
     """
     parser = build_parser(config_cls, presets)
     args = vars(parser.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot", "progress")}
+    actions = {k: args.pop(k) for k in ("resume", "evaluate", "eval_video", "plot", "progress", "seeds")}
+    actions["seeds"] = [s for words in actions["seeds"] for s in words] if actions["seeds"] else None
     preset, config_file = args.pop("preset", None), args.pop("config", None)
     if problem := _actions_problem(actions, preset, config_file):
         parser.error(problem)
@@ -209,12 +233,14 @@ def parse_command_line(
         cfg = apply_preset(cfg, presets[preset], given)
         if problem := config_problem(cfg):
             parser.error(problem)
+    if actions["seeds"] is not None and (problem := seeds_problem(cfg, actions["seeds"], given)):
+        parser.error(problem)
     return cfg, actions, given
 
 
 def _actions_problem(actions: dict[str, Any], preset: str | None, config_file: str | None) -> str | None:
     """Flags that cannot go together; a message or None."""
-    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress") if actions[k] is not None]
+    chosen = [f"--{k}" for k in ("resume", "evaluate", "plot", "progress", "seeds") if actions[k] is not None]
     if len(chosen) > 1:
         return f"{' and '.join(chosen)} cannot be used together"
     if actions["resume"] is not None and (preset is not None or config_file is not None):
@@ -251,32 +277,3 @@ def config_problem(cfg: Any) -> str | None:
     if cfg.grad_clip < 0 or cfg.priority_alpha < 0 or not 0 <= cfg.priority_beta <= 1:
         return "--grad-clip and --priority-alpha must be 0 or more, --priority-beta between 0 and 1"
     return None
-
-
-def run_script(main: Callable[[], int]) -> int:
-    """Run a script's ``main()`` and return its exit status; a closed stdout ends it quietly.
-
-    ``python main.py --evaluate x.pth | head -3``: once ``head`` has its lines, writing more
-    raises BrokenPipeError, here or in the final flush. Python's recipe: point stdout at
-    /dev/null so that the interpreter's own flush at exit cannot fail again, and exit with
-    141 = 128 + SIGPIPE, the status of a process a closed pipe ends (as 130 is Ctrl-C's).
-    """
-    status = None
-    try:
-        status = main()
-        sys.stdout.flush()  # here, inside the try: the interpreter's flush at exit would print a traceback
-        return status
-    except BrokenPipeError:
-        _stdout_to_devnull()
-        return 141
-    except OSError:
-        if status is None:  # main() itself failed: not a stdout problem
-            raise
-        _stdout_to_devnull()  # a full disk under a redirected stdout: the work is done, its last lines are lost
-        return status
-
-
-def _stdout_to_devnull() -> None:
-    """Point stdout at /dev/null, so that the interpreter's own flush at exit cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())

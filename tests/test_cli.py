@@ -70,7 +70,16 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
     beyond = sections["beyond the original"]
     assert beyond[0] == "--double-dqn"
     assert beyond[-4:] == ["--eval-target", "--eval-landed", "--eval-from-average", "--preset"]
-    assert sections["actions"] == ["--help", "--config", "--resume", "--evaluate", "--video", "--plot", "--progress"]
+    assert sections["actions"] == [
+        "--help",
+        "--config",
+        "--resume",
+        "--seeds",
+        "--evaluate",
+        "--video",
+        "--plot",
+        "--progress",
+    ]
     every_field = {
         "--no-video" if f.name == "video" else "--" + f.name.replace("_", "-") for f in dataclasses.fields(main.Config)
     }
@@ -79,6 +88,7 @@ def test_help_shows_four_groups_each_flag_in_its_own() -> None:
         "--config",
         "--preset",
         "--resume",
+        "--seeds",
         "--evaluate",
         "--video",
         "--plot",
@@ -96,7 +106,7 @@ def test_help_shows_no_empty_defaults_and_none_for_switches() -> None:
     assert "(default: None)" not in text
     assert "(default: True)" not in text and "(default: False)" not in text
     assert "most training episodes (default: 2000)" in text
-    assert "--resume PATH continue the run saved in PATH (a training_state.pth) --evaluate" in text
+    assert "--resume PATH [PATH ...] continue the run saved in PATH (a training_state.pth); several:" in text
 
 
 def test_option_refuses_an_unknown_group() -> None:
@@ -132,6 +142,7 @@ def test_given_flags_and_preset() -> None:
         "eval_video": False,
         "plot": None,
         "progress": None,
+        "seeds": None,
     }
     assert cfg.n_step == 2 and cfg.double_dqn and cfg.learning_rate == main.PRESETS["fast"]["learning_rate"]
 

@@ -209,3 +209,17 @@ def test_a_run_that_never_got_there_counts_as_worst_in_the_iqm() -> None:
     assert 400 <= iqm["solved_episode"]["ci"][0] <= 700
     two = compare.distribution([_row("default", *row) for row in [*hand, (4, None, None)]])["default"]
     assert two["solved_episode"]["iqm"] is None and two["solved_episode"]["ci"][1] is None  # 2 of 5: not trimmed
+
+
+def test_together_gives_each_seed_the_rows_it_gets_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--together`` trains the preset's seeds in one process (main.py --seeds): the same episodes, steps, greedy
+    scores at --eval-steps and saved agents as one seed after the other; only the seconds differ (the batch's)."""
+    argv = ["--which", "preset", "--seeds", "0", "1", "--max-episodes", "6", "--eval-episodes", "3"]
+    argv += ["--eval-steps", "300"]
+    alone, together = compare.run(argv), compare.run([*argv, "--together"])
+    assert together["together"] is True and alone["together"] is False
+    assert "seconds are the clock of the method's whole batch" in capsys.readouterr().out
+    for a, b in zip(alone["runs"], together["runs"], strict=True):
+        assert (a["seed"], a["episodes_run"], a["steps_run"]) == (b["seed"], b["episodes_run"], b["steps_run"])
+        assert a["eval_at_steps"] == pytest.approx(b["eval_at_steps"], rel=1e-5)
+        assert a["eval_saved"] == b["eval_saved"] is None or a["eval_saved"] == pytest.approx(b["eval_saved"])

@@ -587,6 +587,31 @@ def test_confirm_retrains_the_three_best_on_five_fresh_seeds(tmp_path: Path) -> 
     assert {r["config"]["seed"] for r in report["runs"]} == {100, 101, 102, 103, 104}
 
 
+def test_confirm_together_gives_each_seed_what_it_gets_alone(tmp_path: Path) -> None:
+    """--confirm-together: a trial's seeds trained in one process (main.py --seeds) save the same agents, which
+    score the same; only their CPU time is not theirs alone, and is not recorded."""
+    from dqnkit.tune.confirm import ConfirmRun, keep_result, train_group
+
+    base = dataclasses.replace(_plan(tmp_path).base, eval_target=-1000.0, eval_landed=0.0)  # passes at episode 2
+    results = {}
+    for way in ("together", "alone"):
+        runs = [ConfirmRun(0, s, dataclasses.replace(base, seed=s), tmp_path / way / f"seed-{s}") for s in (100, 101)]
+        hooks = [trials.TrialReport(None, report=False, stopping=lambda: False) for _ in runs]
+        if way == "together":
+            trained, together = train_group(main.train, runs, hooks)
+        else:
+            trained = [train_group(main.train, [r], [h])[0][0] for r, h in zip(runs, hooks, strict=True)]
+            together = False
+        assert together is (way == "together")
+        for run, hook, outcome in zip(runs, hooks, trained, strict=True):
+            keep_result(run, hook, outcome, 5, together)
+        results[way] = [json.loads((r.folder / "result.json").read_text()) for r in runs]
+    for a, b in zip(results["together"], results["alone"], strict=True):
+        assert a["passed"] is b["passed"] is True and a["saved_episode"] == b["saved_episode"] == 2
+        assert a["score"] == pytest.approx(b["score"], rel=1e-5) and a["landed"] == b["landed"]
+        assert a["cpu_seconds"] is None and a["together"] is True and b["cpu_seconds"] > 0
+
+
 def test_confirm_trials_names_finished_trials_or_says_which_is_not(tmp_path: Path) -> None:
     from dqnkit.errors import UserError
     from dqnkit.tune.confirm import chosen_trials

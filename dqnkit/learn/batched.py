@@ -240,6 +240,11 @@ class BatchedAgents:
 
     def agent_state(self, i: int) -> dict:
         """Seed i as ``Agent.state_dict()`` gives it: a plain agent that loads it continues exactly."""
+        self.write_back(i)
+        return self.agents[i].state_dict()
+
+    def write_back(self, i: int) -> None:
+        """Give agent i the stack's row i: its networks' weights and its Adam state (what its run saves)."""
         agent, opt, layout = self.agents[i], self.adam, self.local
         with torch.no_grad():
             for net, rows in ((agent.local_qnetwork, self.theta), (agent.target_qnetwork, self.target)):
@@ -251,7 +256,6 @@ class BatchedAgents:
             moments = zip(layout.from_row(opt.exp_avg[i]), layout.from_row(opt.exp_avg_sq[i]), strict=True)
             for p, (m, v) in zip(agent.local_qnetwork.parameters(), moments, strict=True):
                 state[p] = {"step": opt.steps[i].clone(), "exp_avg": _copy(m), "exp_avg_sq": _copy(v)}
-        return agent.state_dict()
 
     def load_agent_state(self, i: int, state: dict) -> None:
         """Seed i from what :meth:`agent_state` (or a plain ``Agent.state_dict()``) returned."""

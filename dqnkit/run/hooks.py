@@ -119,7 +119,7 @@ class StopOnSignal(Hook):
 
     def __init__(self, run: Any) -> None:
         self.run = run
-        self._before: dict[int, Any] = {}
+        self._before: dict[int | str, Any] = {}
 
     def on_start(self, agent: Any) -> None:
         self._before = processes.catch_stop_signals(self._handle)

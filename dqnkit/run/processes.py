@@ -25,17 +25,36 @@ GRACE_SECONDS = 10.0  # how long the tuner's workers have to end their runs once
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def catch_stop_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
-    """Hand SIGINT, SIGTERM and SIGHUP (a closed terminal) to ``handler``; return the handlers before."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        return {}
+# The handlers of runs in threads (main.py --seeds): only the main thread gets signals; it hands them on.
+_IN_THREADS: list[Callable[[int, Any], None]] = []
+
+
+def catch_stop_signals(handler: Callable[[int, Any], None]) -> dict[int | str, Any]:
+    """Hand SIGINT, SIGTERM and SIGHUP (a closed terminal) to ``handler``; return the handlers before. Off the main
+    thread (which alone may set handlers), ``handler`` gets what :func:`forward_stop_signals` hands on, if any."""
+    if threading.current_thread() is not threading.main_thread():
+        _IN_THREADS.append(handler)
+        return {"thread": handler}
     return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
 
-def restore(handlers: dict[int, Any]) -> None:
+def forward_stop_signals() -> dict[int | str, Any]:
+    """In the main thread: hand every stop signal to the handlers threads set (each run of ``--seeds``)."""
+
+    def forward(signum: int, frame: Any) -> None:
+        for handler in list(_IN_THREADS):  # a second signal raises KeyboardInterrupt here: all stop at once
+            handler(signum, frame)
+
+    return catch_stop_signals(forward)
+
+
+def restore(handlers: dict[int | str, Any]) -> None:
     """Put back the signal handlers :func:`catch_stop_signals` returned."""
     for sig, handler in handlers.items():
-        signal.signal(sig, handler)
+        if sig == "thread":
+            _IN_THREADS.remove(handler)
+        else:
+            signal.signal(sig, handler)
 
 
 class StopFlag:

@@ -76,6 +76,8 @@ def parse_arguments(argv: list[str], config_cls: type, train: Callable, root: Pa
     add("--confirm", type=nonnegative_int, default=0, metavar="K", help=CONFIRM_HELP)
     add("--confirm-seeds", type=seed_number, nargs="+", default=list(CONFIRM_SEEDS), metavar="SEED", help="5 or more")
     add("--confirm-episodes", type=positive_int, default=100, metavar="N", help="greedy episodes per saved agent")
+    together = "train each trial's --confirm-seeds together in one process (as main.py --seeds): faster; no CPU time"
+    add("--confirm-together", action="store_true", help=together + " to pass is then measured")
     named = "retrain these finished trials instead of the K best (the one a preset was chosen from)"
     add("--confirm-trials", type=nonnegative_int, nargs="+", default=[], metavar="N", help=named)
     args = parser.parse_args(argv)

@@ -39,7 +39,9 @@ def confirm(study: Any, spec: StudySpec, args: Any) -> int | None:
     named, seeds = ", ".join(str(t.number) for t in best), ", ".join(map(str, args.confirm_seeds))
     print(f"confirming {what} ({named}) on seeds {seeds}: {len(runs)} runs on {args.jobs} worker processes", flush=True)
     started = multiprocessing.get_context("spawn").Value("i", 0)
-    workers = processes.start(confirm_worker, (runs, started, spec.plan.train, args.confirm_episodes), args.jobs)
+    size = len(args.confirm_seeds) if args.confirm_together else 1  # runs are in trial order, seeds within
+    groups = [runs[i : i + size] for i in range(0, len(runs), size)]
+    workers = processes.start(confirm_worker, (groups, started, spec.plan.train, args.confirm_episodes), args.jobs)
     stopped_by = processes.watch(workers, lambda process: None, lambda text: print(text, file=sys.stderr, flush=True))
     if stopped_by is not None:
         return stopped_by
@@ -79,36 +81,70 @@ def kept_result(run: ConfirmRun, episodes: int) -> dict[str, Any] | None:
 
 
 def confirm_worker(
-    index: int, stop: processes.StopFlag, runs: list[ConfirmRun], started: Any, train: Callable[..., Any], episodes: int
+    index: int, stop: processes.StopFlag, groups: list[list[ConfirmRun]], started: Any, train: Callable, episodes: int
 ) -> None:
-    """One worker: train and evaluate the next run that has no result yet, keep result.json; until none is left."""
+    """One worker: train and evaluate the next group of runs (one run, or with --confirm-together a trial's seeds
+    together) that has no result yet, keep each one's result.json; until none is left."""
     while not stop():
         with started.get_lock():
             i, started.value = started.value, started.value + 1
-        if i >= len(runs):
+        if i >= len(groups):
             return
-        run, cfg, hook = runs[i], runs[i].cfg, TrialReport(None, report=False, stopping=stop)
-        if kept_result(run, episodes) is not None:
-            continue  # an earlier command finished it
-        result = {"trial": run.trial, "seed": run.seed, "episodes": episodes, "config": dataclasses.asdict(cfg)}
-        try:
-            trained = train(cfg, out=lambda _: None, hooks=[hook], root=run.folder)
-            if trained.stopped_by is not None or hook.stop is not None:
+        group = [run for run in groups[i] if kept_result(run, episodes) is None]  # an earlier command kept the rest
+        if not group:
+            continue
+        hooks = [TrialReport(None, report=False, stopping=stop) for _ in group]
+        trained, together = train_group(train, group, hooks)
+        for run, hook, outcome in zip(group, hooks, trained, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, UserError):
+                raise outcome
+            if not isinstance(outcome, UserError) and (outcome.stopped_by is not None or hook.stop is not None):
                 return  # stopped
-            saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
-            agent = evaluate(
-                saved, episodes, UNSEEN_SEED_BASE, env_id=cfg.env, max_steps=cfg.max_steps, out=lambda _: None
-            )
-        except UserError as exc:  # a diverging loss, say: this seed's run has no agent
-            result["error"] = first_line(exc)
-        else:
-            measured = hook.outcome(cfg.episodes * cfg.max_steps)
-            result.update({k: measured[k] for k in ("passed", "saved_episode", "steps", "cpu_seconds")})
-            result.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
-            result["on_pad"] = agent.on_pad / len(agent.outcomes)
-        write_text(run.folder / "result.json", json.dumps(result, indent=2) + "\n")
-        shown = f"score {result['score']:.1f}, landed {result['landed']:.0%}" if "score" in result else result["error"]
-        print(f"confirm trial {run.trial} seed {run.seed}: {shown}", flush=True)
+            keep_result(run, hook, outcome, episodes, together)
+
+
+def train_group(train: Callable, group: list[ConfirmRun], hooks: list[TrialReport]) -> tuple[list[Any], bool]:
+    """Train the runs of ``group`` (with their ``hooks``): together when there are several and the stack can train
+    their settings, else one after the other; each run's result (or the UserError that ended it), and whether
+    they were trained together."""
+    from dqnkit.learn.batched import BatchedAgents
+    from dqnkit.run.batch import seeds_problem, train_together
+
+    cfgs = [r.cfg for r in group]
+    if len(group) > 1 and seeds_problem(cfgs[0], [c.seed for c in cfgs]) is None:
+        roots, each = [r.folder for r in group], lambda j: [hooks[j]]
+        return train_together(train, cfgs, [None] * len(group), BatchedAgents, roots, lambda _: None, each, True), True
+    trained: list[Any] = []
+    for run, hook in zip(group, hooks, strict=True):
+        try:
+            trained.append(train(run.cfg, out=lambda _: None, hooks=[hook], root=run.folder))
+        except UserError as exc:
+            trained.append(exc)
+    return trained, False
+
+
+def keep_result(run: ConfirmRun, hook: TrialReport, trained: Any, episodes: int, together: bool) -> None:
+    """Evaluate the agent a finished run saved (``trained``, or the UserError that ended it) and keep result.json.
+    Runs trained ``together`` share one process's CPU time: theirs is not recorded."""
+    cfg = run.cfg
+    result = {"trial": run.trial, "seed": run.seed, "episodes": episodes, "config": dataclasses.asdict(cfg)}
+    try:
+        if isinstance(trained, UserError):
+            raise trained
+        saved = trained.checkpoint if trained.solved_episode is not None else trained.run_dir / BEST_WEIGHTS
+        agent = evaluate(saved, episodes, UNSEEN_SEED_BASE, env_id=cfg.env, max_steps=cfg.max_steps, out=lambda _: None)
+    except UserError as exc:  # a diverging loss, say: this seed's run has no agent
+        result["error"] = first_line(exc)
+    else:
+        measured = hook.outcome(cfg.episodes * cfg.max_steps)
+        result.update({k: measured[k] for k in ("passed", "saved_episode", "steps", "cpu_seconds")})
+        if together:
+            result.update(cpu_seconds=None, together=True)
+        result.update(score=agent.mean_score, landed=agent.landed_share, mean_length=agent.mean_length)
+        result["on_pad"] = agent.on_pad / len(agent.outcomes)
+    write_text(run.folder / "result.json", json.dumps(result, indent=2) + "\n")
+    shown = f"score {result['score']:.1f}, landed {result['landed']:.0%}" if "score" in result else result["error"]
+    print(f"confirm trial {run.trial} seed {run.seed}: {shown}", flush=True)
 
 
 def summarize(results: list[dict[str, Any]], trial: int) -> dict[str, Any]:
@@ -116,7 +152,8 @@ def summarize(results: list[dict[str, Any]], trial: int) -> dict[str, Any]:
     agents = [r for r in results if "score" in r]
     passed = [r["cpu_seconds"] for r in agents if r["passed"]]
     row = {"trial": trial, "runs": len(results), "passed": len(passed)}
-    row["median_cpu_seconds_to_pass"] = statistics.median(passed) if passed else None
+    timed = [seconds for seconds in passed if seconds is not None]  # none for seeds trained together
+    row["median_cpu_seconds_to_pass"] = statistics.median(timed) if timed else None
     for key in ("score", "landed", "mean_length"):
         values = [r[key] for r in agents]
         row[f"median_{key}"] = statistics.median(values) if values else None
