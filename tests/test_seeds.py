@@ -127,6 +127,17 @@ def test_too_many_seeds_for_the_memory_is_one_line_and_starts_nothing(tmp_path: 
     assert memory_problem(cfgs, 8, available=2 * 64 * 2**20 + 2 * 1000 * 19 * 4 - 1) is not None
 
 
+def test_a_diverging_batch_is_one_line_naming_the_seed_and_every_run_keeps_its_weights(tmp_path: Path) -> None:
+    """The stack is shared: a loss that becomes infinite stops every seed's run, each keeping its last good weights."""
+    done = _main(tmp_path, "--seeds", "0", "1", "--learning-rate", "1e8", "--episodes", "30", "--no-video")
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("main.py: error: seed 0: training stopped in episode ")
+    assert "the loss became inf" in done.stderr
+    for seed in (0, 1):
+        (run,) = (tmp_path / "runs").glob(f"*__seed{seed}__*")
+        assert (run / "last.pth").is_file() and (run / "metrics.csv").is_file()
+
+
 def test_ctrl_c_stops_every_seed_and_resume_continues_them_together(tmp_path: Path) -> None:
     """A real SIGINT: every run stops after its episode and saves its state; resuming them all gives what one
     uninterrupted batch gives."""

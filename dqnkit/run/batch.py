@@ -255,8 +255,10 @@ def train_together(
         processes.restore(before)
     if errors:
         return [result if error is None else error for result, error in zip(results, failures, strict=True)]
-    if first := next((e for e in failures if e is not None), None):
-        raise first
+    if (first := next((i for i, e in enumerate(failures) if e is not None), None)) is not None:
+        if isinstance(failures[first], UserError) and n > 1:  # which run it was, before what happened
+            raise UserError(f"seed {cfgs[first].seed}: {failures[first]}") from failures[first]
+        raise failures[first]
     return results
 
 
