@@ -122,9 +122,11 @@ def test_too_many_seeds_for_the_memory_is_one_line_and_starts_nothing(tmp_path: 
     # 4 x (1e9 transitions x 19 floats x 4 bytes + 64 MiB) = 283.4 GiB
     assert "4 seeds need about 283.4 GiB" in done.stderr and "give fewer seeds" in done.stderr
     assert not (tmp_path / "runs").exists()
-    cfgs = seed_configs(main.Config(replay_buffer_size=1000), [0, 1])
+    cfgs = seed_configs(main.Config(replay_buffer_size=1000, video=False), [0, 1])
     assert memory_problem(cfgs, 8, available=2 * 64 * 2**20 + 2 * 1000 * 19 * 4) is None  # exactly enough
     assert memory_problem(cfgs, 8, available=2 * 64 * 2**20 + 2 * 1000 * 19 * 4 - 1) is not None
+    filmed = seed_configs(main.Config(replay_buffer_size=1000), [0, 1])  # each seed's video worker: 400 MiB more
+    assert memory_problem(filmed, 8, available=2 * 464 * 2**20 + 2 * 1000 * 19 * 4 - 1) is not None
 
 
 def test_a_diverging_batch_is_one_line_naming_the_seed_and_every_run_keeps_its_weights(tmp_path: Path) -> None:

@@ -175,9 +175,10 @@ def memory_problem(cfgs: Sequence[Any], state_size: int, available: int | None =
     available = available if available is not None else available_memory()
     if available is None:
         return None
-    # Per seed: the memory's arrays (state, next state, action, reward, done), 64 MB for its environments
-    # (100 of them for the evaluations) and torch's per-run allocations.
-    need = sum(c.replay_buffer_size * (2 * state_size + 3) * 4 + 64 * 2**20 for c in cfgs)
+    # Per seed: the memory's arrays (state, next state, action, reward, done), 64 MiB for its environments
+    # (100 of them for the evaluations) and torch's per-run allocations, and 400 MiB for its video worker (a
+    # process of its own, with torch: 300-480 MB measured).
+    need = sum(c.replay_buffer_size * (2 * state_size + 3) * 4 + (64 + 400 * c.video) * 2**20 for c in cfgs)
     if need > available:
         return (
             f"{len(cfgs)} seeds need about {need / 2**30:.1f} GiB (replay memories and environments), more than "
