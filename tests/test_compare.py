@@ -223,3 +223,24 @@ def test_together_gives_each_seed_the_rows_it_gets_alone(capsys: pytest.CaptureF
         assert (a["seed"], a["episodes_run"], a["steps_run"]) == (b["seed"], b["episodes_run"], b["steps_run"])
         assert a["eval_at_steps"] == pytest.approx(b["eval_at_steps"], rel=1e-5)
         assert a["eval_saved"] == b["eval_saved"] is None or a["eval_saved"] == pytest.approx(b["eval_saved"])
+
+
+def test_a_snapshot_mid_episode_of_seeds_trained_together_is_their_weights_after_that_step(tmp_path: Path) -> None:
+    """compare.py's snapshot at --eval-steps reads the agent's state: with --together, the stack's row after the
+    learning step that step made (step 200 learns: 200 % 4 == 0), equal to the plain run's snapshot."""
+    from dqnkit.learn.batched import BatchedAgents
+    from dqnkit.run.batch import seed_configs, train_together
+
+    cfgs = seed_configs(main.Config(episodes=4, max_steps=150, video=False, quiet=True), [3, 4])
+    alone = [compare.Measure(c.target_score, 200, lambda _: None) for c in cfgs]
+    before = [compare.Measure(c.target_score, 199, lambda _: None) for c in cfgs]
+    for cfg, at, earlier in zip(cfgs, alone, before, strict=True):
+        main.train(cfg, out=lambda _: None, hooks=[at, earlier], root=tmp_path / "alone")
+    together = [compare.Measure(c.target_score, 200, lambda _: None) for c in cfgs]
+    hooks = lambda i: [together[i]]  # noqa: E731
+    train_together(main.train, cfgs, [None, None], BatchedAgents, tmp_path / "together", lambda _: None, hooks)
+    for a, b, earlier in zip(alone, together, before, strict=True):
+        assert a.snapshot is not None and b.snapshot is not None
+        assert not torch.equal(a.snapshot["fc1.weight"], earlier.snapshot["fc1.weight"]), "step 200 learned"
+        for key, value in a.snapshot.items():
+            torch.testing.assert_close(b.snapshot[key], value, rtol=1e-5, atol=1e-7)

@@ -75,7 +75,7 @@ class Lockstep:
             if last:
                 self._round(i)
         if not last:
-            # A gate per seed, not the condition: waking N threads on one lock at every step costs a third.
+            # A gate per seed, not the condition: opening it wakes this thread alone, not all N to recheck.
             self.gates[i].acquire()
         if self.error is not None:
             raise self.error
@@ -99,11 +99,13 @@ class Lockstep:
                 if i != runner:
                     self.gates[i].release()
 
-    def end_episode(self, i: int) -> None:
-        """Run i finished an episode: what it queued is learned now, and its agent gets the stack's weights and
-        Adam state back, so the run's hooks (evaluation, videos, checkpoints) see what a plain run's see."""
-        with self.cond:
-            self.batch.learn()
+    def sync(self, i: int) -> None:
+        """Give run i's agent what a plain agent would hold now: what it queued is learned (a plain agent learns
+        inside ``step``), and the stack's weights and Adam state are written back into it. At each episode's end,
+        so the run's hooks (evaluation, videos, checkpoints) see what a plain run's see, and whenever it is saved."""
+        with self.cond:  # reentrant: a save inside a round's failure comes here from the same thread
+            if self.error is None:  # after a failed round, the last good state: nothing more is learned
+                self.batch.learn()
             self.batch.write_back(self.index[i])
 
     def leave(self, i: int) -> None:
@@ -126,11 +128,11 @@ class LockstepMember(Hook):
     def on_start(self, agent: Any) -> None:
         lockstep, i, cls = self.lockstep, self.i, type(agent)
         lockstep.join(i, agent)
-        row = lockstep.index[i]
         agent.act = lambda state, epsilon=0.0: lockstep.act(i, state, epsilon)
-        agent.end_episode = lambda: (lockstep.end_episode(i), cls.end_episode(agent))[-1]
-        # Whatever saves the agent (the training state, a failure's rescue) saves the stack's row.
-        agent.state_dict = lambda: (lockstep.batch.write_back(row), cls.state_dict(agent))[-1]
+        agent.end_episode = lambda: (lockstep.sync(i), cls.end_episode(agent))[-1]
+        # Whatever saves the agent (the training state, a failure's rescue, a benchmark's snapshot) saves the
+        # stack's row as it stands after this step.
+        agent.state_dict = lambda: (lockstep.sync(i), cls.state_dict(agent))[-1]
 
     def close(self, error: BaseException | None) -> None:
         self.lockstep.leave(self.i)
