@@ -246,8 +246,9 @@ def _actions_problem(actions: dict[str, Any], preset: str | None, config_file: s
     if actions["resume"] is not None and (preset is not None or config_file is not None):
         flag = "--preset" if preset is not None else "--config"
         return f"{flag} goes with a new run: a resumed run goes on with the settings saved in its training state"
-    if config_file is not None and (preset is not None or chosen):
-        other = "--preset" if preset is not None else chosen[0]
+    others = [flag for flag in chosen if flag != "--seeds"]  # a file's settings may train several seeds
+    if config_file is not None and (preset is not None or others):
+        other = "--preset" if preset is not None else others[0]
         return f"--config and {other} cannot be used together: --config gives every setting of a new run"
     if actions["eval_video"] and actions["evaluate"] is None:
         return "--video goes with --evaluate (training films every --video-every episodes by itself)"

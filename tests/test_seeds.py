@@ -185,3 +185,12 @@ def test_seeds_take_single_seeds_and_ranges_in_order() -> None:
     assert actions["seeds"] == [3, 5, 6, 7, 0]
     checkpoints = [c.checkpoint for c in seed_configs(main.Config(), [3, 5])]
     assert checkpoints == ["checkpoint-seed3.pth", "checkpoint-seed5.pth"]
+
+
+def test_seeds_train_the_settings_of_a_config_file(tmp_path: Path) -> None:
+    """tune.py's best_config.json on several seeds: the file's settings, each seed its own."""
+    config = tmp_path / "best_config.json"
+    config.write_text('{"learning_rate": 0.002, "seed": 7, "double_dqn": true}')
+    cfg, actions, _ = cli.parse_command_line(["--config", str(config), "--seeds", "1", "2"], main.Config, main.PRESETS)
+    assert actions["seeds"] == [1, 2] and cfg.learning_rate == 0.002 and cfg.double_dqn
+    assert [c.seed for c in seed_configs(cfg, actions["seeds"])] == [1, 2]
