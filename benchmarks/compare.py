@@ -147,9 +147,13 @@ def train_project(cfg: main.Config, eval_steps: int, out: Callable[[str], None])
 
 
 def measured(result: Any, cfg: main.Config, measure: Measure) -> dict[str, Any]:
-    """What :func:`train_project` returns, read from a finished run (its folder still there) and its ``measure``."""
+    """What :func:`train_project` returns, read from a finished run (its folder still there) and its ``measure``.
+    A run that Ctrl-C or SIGTERM stopped measured nothing: the benchmark stops with status 130 (a half table
+    would count the stopped runs as never solved)."""
     from dqnkit.run.files import load_file
 
+    if result.stopped_by is not None:
+        raise SystemExit(130)
     saved = measure.saved
     if saved is not None:
         saved = {**saved, "weights": load_file(Path(result.run_dir).parent.parent / cfg.checkpoint)}

@@ -244,3 +244,23 @@ def test_a_snapshot_mid_episode_of_seeds_trained_together_is_their_weights_after
         assert not torch.equal(a.snapshot["fc1.weight"], earlier.snapshot["fc1.weight"]), "step 200 learned"
         for key, value in a.snapshot.items():
             torch.testing.assert_close(b.snapshot[key], value, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "together"])
+def test_a_stopped_benchmark_exits_130_and_prints_no_table(tmp_path: Path, together: bool) -> None:
+    """SIGTERM (a real one) stops the runs after their episodes; a table would count them as never solved."""
+    import signal
+    import subprocess
+
+    argv = ["--which", "default", "--seeds", "0", "1", "--max-episodes", "500", "--eval-episodes", "2"]
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
+    cmd = [sys.executable, str(script), *argv, *(["--together"] if together else [])]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not any("episode 100: average" in line for line in seen[-1:]):  # training, its handlers in place
+        seen.append(proc.stderr.readline())
+        assert seen[-1], "compare.py ended before its 100th episode: " + "".join(seen)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "| method |" not in out and "RUN " not in "".join(seen) + err
