@@ -122,11 +122,13 @@ def section(study: Any, spec: StudySpec, continue_with: str, plot: str | None) -
         HEADER,
         *(_row(t, spec) for t in sorted(best_trials(study, spec), key=lambda t: t.values[1])),
         "",
-        f"**Every trial that passed**, fastest first ({len(passing)} of {states['COMPLETE']}):",
-        "",
-        HEADER,
-        *(_row(t, spec) for t in passing),
     ]
+    if passing:
+        lines += [f"**Every trial that passed**, fastest first ({len(passing)} of {states['COMPLETE']}):", ""]
+        lines += [HEADER, *(_row(t, spec) for t in passing)]
+    else:
+        several = spec.plan.seeds_per_trial > 1
+        lines.append(f"**No trial passed** ({'on most of its seeds, ' if several else ''}of {states['COMPLETE']}).")
     if plot:
         lines += ["", f"![the study's Pareto front: greedy mean against CPU seconds]({plot})"]
     return "\n".join(lines) + "\n"
