@@ -164,7 +164,7 @@ def _row(method: str, seed: int, episode: int | None, score: float | None) -> di
 def test_join_prints_the_iqm_and_its_interval_below_each_median(root: Path, capsys: pytest.CaptureFixture) -> None:
     """Issue 28: IQM [95% CI] over the seeds beside the README's medians, which stay exactly as they were."""
     results = root / "benchmarks" / "results"
-    files = sorted(results.glob("compare-*seeds100*"))
+    files = sorted(results.glob("compare-*seeds100-2026*"))
     joined = compare.run(["--join", *map(str, files)])
     out = capsys.readouterr().out.splitlines()
     medians = [
@@ -264,3 +264,17 @@ def test_a_stopped_benchmark_exits_130_and_prints_no_table(tmp_path: Path, toget
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "| method |" not in out and "RUN " not in "".join(seen) + err
+
+
+def test_the_ten_seed_files_join_into_the_readmes_table(root: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README's ten-seed rows are what --join prints of the committed files (seeds trained together)."""
+    files = sorted((root / "benchmarks" / "results").glob("compare-*-seeds100-109-together-*"))
+    joined = compare.run(["--join", *map(str, files)])
+    out = capsys.readouterr().out
+    assert "trained together (main.py --seeds)" in out and joined["seeds"] == list(range(100, 110))
+    readme = (root / "README.md").read_text()
+    for method, label in (("default", "the original"), ("preset", "`--preset fast`")):
+        saved = joined["iqm"][method]["saved_score"]
+        score = f"{saved['iqm']:.1f} [{saved['ci'][0]:.1f}, {saved['ci'][1]:.1f}]"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {label} | episode "))
+        assert score in row, (score, row)
