@@ -110,14 +110,9 @@ def measure(cfg: main.Config, counts: list[int], steps: int, rounds: int, runs_o
     """Every count, both sides per round (the order swapped each round); medians and ratios. ``runs_of``: whole
     runs of that many episodes (:func:`whole_runs`) instead of ``steps`` steps of the loop alone."""
     play(cfg, 1, 300, False), play(cfg, 1, 300, True)  # untimed: the first learning step pays set-up
-    if runs_of:
 
-        def one(n: int, batched: bool) -> dict[str, Any]:
-            return whole_runs(cfg, n, runs_of, batched)
-    else:
-
-        def one(n: int, batched: bool) -> dict[str, Any]:
-            return play(cfg, n, steps, batched)
+    def one(n: int, batched: bool) -> dict[str, Any]:
+        return whole_runs(cfg, n, runs_of, batched) if runs_of else play(cfg, n, steps, batched)
 
     runs: dict[int, dict[str, list[dict]]] = {n: {"plain": [], "batched": []} for n in counts}
     for r in range(rounds):

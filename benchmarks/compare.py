@@ -204,11 +204,11 @@ def run_together(method: str, args: argparse.Namespace, out: Callable[[str], Non
     """Every seed of ``method`` trained together in one process (``main.py --seeds``, ``--together``): the rows of
     :func:`run_project`, except that seconds count the whole batch's clock."""
     from dqnkit.learn.batched import BatchedAgents
-    from dqnkit.run.batch import train_together
+    from dqnkit.run.batch import seed_configs, train_together
 
     with tempfile.TemporaryDirectory(prefix="dqn-benchmark-") as tmp:
-        cfgs = [project_config(method, seed, args) for seed in args.seeds]
-        cfgs = [dataclasses.replace(c, keep_training=True, checkpoint=f"checkpoint-seed{c.seed}.pth") for c in cfgs]
+        first = dataclasses.replace(project_config(method, args.seeds[0], args), keep_training=True)
+        cfgs = seed_configs(first, args.seeds)  # each seed's own checkpoint-seedS.pth, as main.py --seeds
         measures = [
             Measure(c.target_score, args.eval_steps, lambda line, s=c.seed: out(f"  seed {s}:{line}")) for c in cfgs
         ]

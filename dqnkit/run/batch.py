@@ -243,15 +243,12 @@ def train_together(
             thread.start()
             with lockstep.cond:  # its agent built (from the seed's torch stream) before the next run seeds
                 lockstep.cond.wait_for(lambda i=i: i in lockstep.agents or i in lockstep.ended)
-        if lockstep.agents:
-            try:
+        try:
+            if lockstep.agents:  # none when every run failed before building its agent
                 lockstep.start(make_batch)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            finally:
-                for thread in threads:
-                    thread.join()
-        else:
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        finally:
             for thread in threads:
                 thread.join()
     finally:
